@@ -1,0 +1,25 @@
+"""onnx-poolrewrite: lower ONNX pooling ops to exact Conv/Relu/Add/Concat subgraphs.
+
+The Python API:
+
+* :func:`rewrite_model` / :class:`PoolRewritePass` rewrite a model (or, with
+  :meth:`PoolRewritePass.run_graph`, an onnx-graphsurgeon Graph);
+* :func:`validate_models` compares a candidate with its original on onnxruntime.
+"""
+
+from .passes import PoolRewritePass, RewriteResult, rewrite_model
+from .report import NodeResult, Report
+from .spec import AxisSpec, PoolSpec, SpecError, pool_spec_from_attributes
+
+__all__ = [
+    "AxisSpec",
+    "NodeResult",
+    "PoolRewritePass",
+    "PoolSpec",
+    "Report",
+    "RewriteResult",
+    "SpecError",
+    "pool_spec_from_attributes",
+    "rewrite_model",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,127 @@
+"""A small subgraph builder over onnx-graphsurgeon.
+
+It only knows the strict op set: depthwise Conv, Relu, Add and Concat. Every
+conv maps C channels to C channels with ``group = C`` and weights of shape
+``[C, 1, *k]``: cost and weight size grow with C, never with C squared.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Iterable, Sequence
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+
+class SubgraphBuilder:
+    """Collects the nodes and constants of one replacement subgraph.
+
+    ``rank`` is the number of spatial axes; spatial axis ``i`` is tensor axis
+    ``i + 2``. Names start with ``prefix`` and are unique within the builder;
+    the caller picks a prefix that no tensor of the graph already uses.
+    """
+
+    def __init__(self, prefix: str, channels: int, dtype: np.dtype, rank: int) -> None:
+        self.prefix = prefix
+        self.channels = channels
+        self.dtype = np.dtype(dtype)
+        self.rank = rank
+        self.nodes: list[gs.Node] = []
+        self.constants: list[gs.Constant] = []
+        self._counter = 0
+
+    # -- names ---------------------------------------------------------------
+    def _name(self, hint: str) -> str:
+        self._counter += 1
+        return f"{self.prefix}/{hint}_{self._counter}"
+
+    def _emit(self, op: str, inputs: list[gs.Tensor], attrs: dict | None = None, hint: str = "") -> gs.Variable:
+        out = gs.Variable(self._name((hint or op.lower()) + "_out"))
+        self.nodes.append(gs.Node(op=op, name=self._name(hint or op.lower()), attrs=attrs or {}, inputs=inputs, outputs=[out]))
+        return out
+
+    # -- ops -----------------------------------------------------------------
+    def depthwise_conv(
+        self,
+        x: gs.Tensor,
+        kernel: np.ndarray,
+        *,
+        strides: Sequence[int] | None = None,
+        dilations: Sequence[int] | None = None,
+        pads: Sequence[int] | None = None,
+        hint: str = "conv",
+    ) -> gs.Variable:
+        """Convolve every channel with the same spatial ``kernel`` (cross-correlation)."""
+        kernel = np.asarray(kernel, dtype=np.float64)
+        if kernel.ndim != self.rank:
+            raise ValueError(f"kernel rank {kernel.ndim} != spatial rank {self.rank}")
+        weights = np.broadcast_to(kernel.astype(self.dtype), (self.channels, 1) + kernel.shape).copy()
+        w = gs.Constant(self._name(hint + "_w"), weights)
+        self.constants.append(w)
+        attrs = {
+            "group": self.channels,
+            "kernel_shape": list(kernel.shape),
+            "strides": list(strides or [1] * self.rank),
+            "dilations": list(dilations or [1] * self.rank),
+            "pads": list(pads or [0] * (2 * self.rank)),
+        }
+        return self._emit("Conv", [x, w], attrs, hint)
+
+    def conv_along(
+        self,
+        x: gs.Tensor,
+        axis: int,
+        taps: Sequence[float],
+        *,
+        stride: int = 1,
+        dilation: int = 1,
+        pad_begin: int = 0,
+        pad_end: int = 0,
+        hint: str = "conv",
+    ) -> gs.Variable:
+        """A 1-D depthwise conv along spatial ``axis``; the other axes are untouched."""
+        shape = [1] * self.rank
+        shape[axis] = len(taps)
+        strides, dilations, pads = [1] * self.rank, [1] * self.rank, [0] * (2 * self.rank)
+        strides[axis], dilations[axis] = stride, dilation
+        pads[axis], pads[axis + self.rank] = pad_begin, pad_end
+        kernel = np.asarray(taps, dtype=np.float64).reshape(shape)
+        return self.depthwise_conv(x, kernel, strides=strides, dilations=dilations, pads=pads, hint=hint)
+
+    def relu(self, x: gs.Tensor) -> gs.Variable:
+        return self._emit("Relu", [x])
+
+    def add(self, a: gs.Tensor, b: gs.Tensor) -> gs.Variable:
+        return self._emit("Add", [a, b])
+
+    def concat(self, parts: Sequence[gs.Tensor], axis: int) -> gs.Variable:
+        """Concatenate along spatial ``axis``."""
+        return self._emit("Concat", list(parts), {"axis": axis + 2})
+
+    # -- results -------------------------------------------------------------
+    def bind_output(self, produced: gs.Tensor, target: gs.Variable, source: gs.Tensor) -> None:
+        """Make the subgraph write ``target`` (the replaced node's output tensor).
+
+        When the lowering produced nothing (``produced is source``), a one-tap
+        selection conv copies the input so that the output tensor still exists.
+        """
+        if produced is source:
+            produced = self.depthwise_conv(source, np.ones([1] * self.rank), hint="copy")
+        for node in self.nodes:
+            for i, tensor in enumerate(node.outputs):
+                if tensor is produced:
+                    node.outputs[i] = target  # keeps graphsurgeon's producer links in sync
+
+    def op_counts(self) -> Counter:
+        return Counter(node.op for node in self.nodes)
+
+    def summary(self) -> str:
+        """E.g. ``8 Conv, 4 Relu, 4 Add`` for the report's "became" column."""
+        counts = self.op_counts()
+        order = ["Conv", "Relu", "Add", "Concat"]
+        return ", ".join(f"{counts[op]} {op}" for op in order if counts[op]) or "nothing"
+
+
+def iter_ops(nodes: Iterable[gs.Node]) -> set[str]:
+    return {node.op for node in nodes}

@@ -1,0 +1,103 @@
+"""AveragePool lowered to Conv and Concat.
+
+Zero padding contributes nothing to a sum, so the conv's own pads are exact.
+onnxruntime's divisor is a product of per-axis counts (see
+:meth:`PoolSpec.divisors`), which makes the pool separable:
+
+* axes where every window has the same count fold into one N-D depthwise
+  conv with weights ``1/K``;
+* an axis with position-dependent counts (count_include_pad=0 with pads, or
+  ceil_mode windows running past the end) is split into runs of equal count;
+  each run is one conv with weights ``1/count``, and a Concat joins the runs.
+"""
+
+from __future__ import annotations
+
+from itertools import groupby
+from typing import Optional
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from ..builder import SubgraphBuilder
+from ..site import PoolSite
+from ..spec import AxisSpec, PoolSpec
+from .checks import refuse_site, resolve_spec
+from .windows import conv_window_run
+
+
+def lower_average_pool(b: SubgraphBuilder, x: gs.Tensor, spec: PoolSpec) -> gs.Tensor:
+    """Build the average pool of ``x`` described by ``spec``; returns the result tensor."""
+    divisors = [spec.divisors(i) for i in range(spec.rank)]
+    uniform = [len(set(d)) == 1 for d in divisors]
+    y = x
+    if any(uniform):
+        y = uniform_axes_conv(b, x, spec, uniform, divisors)
+    for axis, a in enumerate(spec.axes):
+        if not uniform[axis]:
+            y = average_along_axis(b, y, axis, a, divisors[axis])
+    return y
+
+
+def uniform_axes_conv(
+    b: SubgraphBuilder, x: gs.Tensor, spec: PoolSpec, uniform: list[bool], divisors: list[list[int]]
+) -> gs.Tensor:
+    """One conv over all axes whose divisor is the same for every window."""
+    kernel_shape, strides, dilations = [], [], []
+    pads_begin, pads_end = [], []
+    total = 1
+    for a, is_uniform, div in zip(spec.axes, uniform, divisors):
+        if is_uniform:
+            kernel_shape.append(a.kernel)
+            strides.append(a.stride)
+            dilations.append(a.dilation)
+            pads_begin.append(a.pad_begin)
+            pads_end.append(a.used_end_pad)
+            total *= div[0]
+        else:
+            kernel_shape.append(1)
+            strides.append(1)
+            dilations.append(1)
+            pads_begin.append(0)
+            pads_end.append(0)
+    kernel = np.full(kernel_shape, 1.0 / total)
+    return b.depthwise_conv(x, kernel, strides=strides, dilations=dilations, pads=pads_begin + pads_end, hint="avg")
+
+
+def average_along_axis(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec, divisors: list[int]) -> gs.Variable:
+    """Windows along one axis, each divided by its own count."""
+    parts = []
+    first = 0
+    for count, run in groupby(divisors):
+        length = len(list(run))
+        parts.append(
+            conv_window_run(
+                b,
+                x,
+                axis,
+                a.size,
+                start=a.window_start(first),
+                count=length,
+                stride=a.stride,
+                taps=[1.0 / count] * a.kernel,
+                dilation=a.dilation,
+                hint="avg_run",
+            )
+        )
+        first += length
+    return parts[0] if len(parts) == 1 else b.concat(parts, axis)
+
+
+class AveragePoolRule:
+    """AveragePool from opset 7 on (onnxruntime has no kernel for version 1)."""
+
+    op_types = ("AveragePool",)
+
+    def check(self, site: PoolSite) -> Optional[str]:
+        if site.opset < 7:
+            return "AveragePool-1: onnxruntime has no kernel for it, so the rewrite could not be validated"
+        return refuse_site(site) or resolve_spec(site, "average")
+
+    def rewrite(self, site: PoolSite, b: SubgraphBuilder, x: gs.Tensor) -> gs.Tensor:
+        assert site.spec is not None
+        return lower_average_pool(b, x, site.spec)

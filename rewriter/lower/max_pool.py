@@ -1,0 +1,107 @@
+"""MaxPool lowered to Conv, Relu, Add and Concat.
+
+Per axis (max over a box is the max along each axis in turn):
+
+1. Padding. ONNX pads MaxPool with -inf. A padded tap is replaced by a real
+   element that already lies in every window containing that tap: the edge
+   element for dilation 1, the first (last) element of the same residue class
+   mod the dilation otherwise. The padded tensor is a Concat of one-element
+   selection convs and the input. When the input is provably >= 0, the convs'
+   own zero padding is already exact and nothing is added.
+2. A doubling ladder of pairwise maxes, ``max(a, b) = relu(a - b) + b``:
+   widths 1, 2, 4, ... then one last step with overlapping windows that also
+   applies the stride. That is ceil(log2 k) pairwise maxes per axis.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import onnx_graphsurgeon as gs
+
+from ..builder import SubgraphBuilder
+from ..site import PoolSite
+from ..spec import AxisSpec, PoolSpec
+from .checks import refuse_site, resolve_spec
+from .windows import conv_window_run
+
+
+def lower_max_pool(b: SubgraphBuilder, x: gs.Tensor, spec: PoolSpec, *, input_nonnegative: bool) -> gs.Tensor:
+    """Build the max pool of ``x`` described by ``spec``; returns the result tensor."""
+    y = x
+    for axis, axis_spec in enumerate(spec.axes):
+        y = max_along_axis(b, y, axis, axis_spec, input_nonnegative=input_nonnegative)
+    return y
+
+
+def max_along_axis(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec, *, input_nonnegative: bool) -> gs.Tensor:
+    """1-D max pool with -inf padding semantics along one spatial axis."""
+    if a.kernel == 1:
+        # pads < kernel means no padding; the windows are single elements.
+        return x if a.stride == 1 else b.conv_along(x, axis, [1.0], stride=a.stride, hint="pick")
+
+    conv_pads = (0, 0)
+    if a.pad_begin or a.used_end_pad:
+        if input_nonnegative:
+            conv_pads = (a.pad_begin, a.used_end_pad)
+        else:
+            x = replicate_pad(b, x, axis, a)
+
+    # Ladder: m holds the max over `width` taps starting at each position.
+    m, width = x, 1
+    while 2 * width < a.kernel:
+        m = pairwise_max(b, m, axis, shift=width * a.dilation, stride=1, pads=conv_pads)
+        conv_pads = (0, 0)
+        width *= 2
+    return pairwise_max(b, m, axis, shift=(a.kernel - width) * a.dilation, stride=a.stride, pads=conv_pads)
+
+
+def pairwise_max(
+    b: SubgraphBuilder, m: gs.Tensor, axis: int, *, shift: int, stride: int, pads: tuple[int, int]
+) -> gs.Variable:
+    """``out[i] = max(m[i*stride], m[i*stride + shift])`` as ``relu(right - left) + left``.
+
+    The left operand is the base: when it wins the result is exactly it.
+    """
+    common = dict(stride=stride, dilation=shift, pad_begin=pads[0], pad_end=pads[1])
+    diff = b.conv_along(m, axis, [-1.0, 1.0], hint="max_diff", **common)
+    base = b.conv_along(m, axis, [1.0, 0.0], hint="max_base", **common)
+    return b.add(b.relu(diff), base)
+
+
+def replicate_pad(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec) -> gs.Variable:
+    """Pad with copies of real elements so that no window's max changes."""
+    n, d = a.size, a.dilation
+    left = []
+    for q in range(-a.pad_begin, 0):
+        r = q % d  # first element of q's residue class
+        left.append(r if r < n else n - 1)  # a class with no element never meets a valid window
+    right = []
+    for q in range(n, n + a.used_end_pad):
+        last = q - d * (-(-(q - n + 1) // d))  # last element of q's residue class
+        right.append(last if last >= 0 else 0)
+
+    slices: dict[int, gs.Variable] = {}
+
+    def element(i: int) -> gs.Variable:
+        if i not in slices:
+            slices[i] = conv_window_run(b, x, axis, n, start=i, count=1, stride=1, taps=[1.0], hint="edge")
+        return slices[i]
+
+    parts = [element(i) for i in left] + [x] + [element(i) for i in right]
+    return b.concat(parts, axis)
+
+
+class MaxPoolRule:
+    """MaxPool (every opset) with its Indices output unused."""
+
+    op_types = ("MaxPool",)
+
+    def check(self, site: PoolSite) -> Optional[str]:
+        if site.indices_used:
+            return "Indices output is used: Conv/Relu/Add cannot produce argmax indices"
+        return refuse_site(site) or resolve_spec(site, "max")
+
+    def rewrite(self, site: PoolSite, b: SubgraphBuilder, x: gs.Tensor) -> gs.Tensor:
+        assert site.spec is not None
+        return lower_max_pool(b, x, site.spec, input_nonnegative=site.input_nonnegative)

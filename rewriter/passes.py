@@ -1,0 +1,298 @@
+"""The pool-to-conv pass: finds pool nodes, asks each rule, splices replacements.
+
+Two entry points share everything but the graph plumbing:
+
+* :meth:`PoolRewritePass.run` takes an ``onnx.ModelProto`` and edits a copy at
+  the protobuf level, so every node, initializer, value_info and metadata entry
+  it does not replace stays byte-for-byte as it was;
+* :meth:`PoolRewritePass.run_graph` edits an onnx-graphsurgeon ``Graph`` in place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import numpy_helper
+from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
+
+from .builder import SubgraphBuilder
+from .lower import POOL_OPS, rule_for
+from .report import KEPT, REWRITTEN, NodeResult, Report
+from .site import PoolSite, is_nonnegative
+
+ONNX_DOMAINS = ("", "ai.onnx")
+
+
+@dataclass
+class RewriteResult:
+    """A rewritten model and the report of what was done to it."""
+
+    model: onnx.ModelProto
+    report: Report
+
+
+class PoolRewritePass:
+    """Replace MaxPool, AveragePool, GlobalMaxPool and GlobalAveragePool nodes
+    by exact subgraphs of Conv, Relu, Add and Concat.
+
+    Args:
+        only: node names or op types to rewrite; every other pool node is kept.
+        exclude: node names or op types never to rewrite.
+
+    A pass is a callable: ``result = PoolRewritePass()(model)``.
+    """
+
+    def __init__(self, *, only: Optional[Iterable[str]] = None, exclude: Optional[Iterable[str]] = None) -> None:
+        self.only = set(only) if only is not None else None
+        self.exclude = set(exclude or ())
+
+    def __call__(self, model: onnx.ModelProto) -> RewriteResult:
+        return self.run(model)
+
+    # -- selection -------------------------------------------------------------
+    def _selection_reason(self, site: PoolSite) -> Optional[str]:
+        keys = {site.name, site.op_type, site.output_name} - {""}
+        if self.only is not None and not keys & self.only:
+            return "not selected by --only"
+        if keys & self.exclude:
+            return "excluded by --exclude"
+        return None
+
+    def _plan(self, site: PoolSite, taken_prefixes: set[str]) -> tuple[NodeResult, Optional[SubgraphBuilder]]:
+        """Decide one node; return its report row and, if rewritten, the built subgraph."""
+        result = NodeResult(name=site.name, op_type=site.op_type, output=site.output_name, status=KEPT)
+        rule = rule_for(site.op_type)
+        reason = self._selection_reason(site) or rule.check(site)
+        if site.spec is not None:
+            result.attributes = site.spec.describe()
+        if reason is not None:
+            result.reason = reason
+            return result, None
+        assert site.dtype is not None and site.input_shape is not None
+        builder = SubgraphBuilder(
+            _fresh_prefix(site.name or site.output_name, taken_prefixes),
+            channels=int(site.input_shape[1]),  # type: ignore[arg-type]
+            dtype=site.dtype,
+            rank=len(site.input_shape) - 2,
+        )
+        x = gs.Variable(site.input_name)
+        builder.bind_output(rule.rewrite(site, builder, x), gs.Variable(site.output_name), x)
+        result.status, result.became = REWRITTEN, builder.summary()
+        result.nodes_added = len(builder.nodes)
+        result.op_counts = dict(builder.op_counts())
+        return result, builder
+
+    # -- ModelProto ------------------------------------------------------------
+    def run(self, model: onnx.ModelProto) -> RewriteResult:
+        """Rewrite a copy of ``model``; the argument is not modified."""
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
+        report = Report()
+        graph = out.graph
+        opset = _onnx_opset(out.opset_import)
+        types = _value_types(model)
+        producers = {o: n for n in graph.node for o in n.output if o}
+        consumed = {i for n in graph.node for i in _all_inputs(n)} | {o.name for o in graph.output}
+        initializers = {t.name: t for t in graph.initializer}
+        taken = _prefixes_of([n.name for n in graph.node] + list(producers) + list(initializers))
+
+        def producer(name: str):
+            node = producers.get(name)
+            if node is None:
+                return None
+            return node.op_type, list(node.input), {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+        def constant(name: str) -> Optional[np.ndarray]:
+            if name in initializers:
+                return numpy_helper.to_array(initializers[name])
+            node = producers.get(name)
+            if node is not None and node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+                return numpy_helper.to_array(node.attribute[0].t)
+            return None
+
+        new_nodes: list[onnx.NodeProto] = []
+        new_initializers: list[onnx.TensorProto] = []
+        for node in graph.node:
+            if node.op_type not in POOL_OPS or node.domain not in ONNX_DOMAINS:
+                new_nodes.append(node)
+                continue
+            site = _site_from_proto(node, opset, types, consumed)
+            site.input_nonnegative = is_nonnegative(site.input_name, producer, constant)
+            result, builder = self._plan(site, taken)
+            report.nodes.append(result)
+            if builder is None:
+                new_nodes.append(node)
+                continue
+            new_nodes.extend(OnnxExporter.export_node(n) for n in builder.nodes)
+            new_initializers.extend(OnnxExporter.export_tensor_proto(c) for c in builder.constants)
+        if report.rewritten:
+            del graph.node[:]
+            graph.node.extend(new_nodes)
+            graph.initializer.extend(new_initializers)
+        return RewriteResult(out, report)
+
+    # -- onnx-graphsurgeon -------------------------------------------------------
+    def run_graph(self, graph: gs.Graph, opset: Optional[int] = None) -> Report:
+        """Rewrite ``graph`` in place. Tensor shapes must be known on the pool inputs."""
+        report = Report()
+        opset = opset if opset is not None else int(graph.opset)
+        tensors = graph.tensors()
+        taken = _prefixes_of([n.name for n in graph.nodes] + list(tensors))
+        output_names = {t.name for t in graph.outputs}
+
+        def producer(name: str):
+            tensor = tensors.get(name)
+            if tensor is None or not tensor.inputs:
+                return None
+            node = tensor.inputs[0]
+            return node.op, [t.name for t in node.inputs], dict(node.attrs)
+
+        def constant(name: str) -> Optional[np.ndarray]:
+            tensor = tensors.get(name)
+            return np.asarray(tensor.values) if isinstance(tensor, gs.Constant) else None
+
+        for node in list(graph.nodes):
+            if node.op not in POOL_OPS or (node.domain or "") not in ONNX_DOMAINS:
+                continue
+            x, y = node.inputs[0], node.outputs[0]
+            indices = node.outputs[1] if len(node.outputs) > 1 else None
+            dtype = np.dtype(x.dtype) if x.dtype is not None and not isinstance(x.dtype, int) else None
+            site = PoolSite(
+                name=node.name or "",
+                op_type=node.op,
+                attrs=dict(node.attrs),
+                opset=opset,
+                input_name=x.name,
+                output_name=y.name,
+                input_shape=tuple(x.shape) if x.shape is not None else None,
+                dtype=dtype,
+                dtype_name=dtype.name if dtype is not None else "",
+                indices_used=bool(indices is not None and indices.name and (indices.outputs or indices.name in output_names)),
+            )
+            site.input_nonnegative = is_nonnegative(x.name, producer, constant)
+            result, builder = self._plan(site, taken)
+            report.nodes.append(result)
+            if builder is None:
+                continue
+            _splice_into_graph(graph, node, builder, x, y)
+        return report
+
+
+def rewrite_model(model: onnx.ModelProto, **options) -> tuple[onnx.ModelProto, Report]:
+    """Rewrite every pool node of ``model`` that can be rewritten exactly.
+
+    Options are those of :class:`PoolRewritePass`. Returns the new model and a
+    :class:`~rewriter.report.Report`; ``model`` itself is left unchanged.
+
+    >>> new_model, report = rewrite_model(onnx.load("in.onnx"))
+    >>> print(report.table())
+    """
+    result = PoolRewritePass(**options).run(model)
+    return result.model, result.report
+
+
+# -- helpers ------------------------------------------------------------------
+
+
+def _fresh_prefix(base: str, taken_prefixes: set[str]) -> str:
+    """A name prefix no existing name uses; generated names are ``prefix/hint_N``."""
+    prefix, n = f"{base}/poolrewrite", 1
+    while prefix in taken_prefixes:
+        n += 1
+        prefix = f"{base}/poolrewrite{n}"
+    taken_prefixes.add(prefix)
+    return prefix
+
+
+def _prefixes_of(names: Iterable[str]) -> set[str]:
+    return {name.rsplit("/", 1)[0] for name in names if "/" in name}
+
+
+def _onnx_opset(imports: Sequence[onnx.OperatorSetIdProto]) -> int:
+    for imp in imports:
+        if imp.domain in ONNX_DOMAINS:
+            return int(imp.version)
+    return 1
+
+
+def _all_inputs(node: onnx.NodeProto) -> list[str]:
+    """Inputs of a node, including names its subgraphs read from the outer scope."""
+    names = list(node.input)
+    for attr in node.attribute:
+        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+        for sub in graphs:
+            for inner in sub.node:
+                names.extend(_all_inputs(inner))
+            names.extend(o.name for o in sub.output)
+    return names
+
+
+def _value_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
+    """Tensor types after shape inference (falls back to what the model declares)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False)
+    except Exception:  # inference is advisory: unknown shapes just mean "kept"
+        inferred = model
+    g = inferred.graph
+    types = {v.name: v.type for v in list(g.input) + list(g.value_info) + list(g.output)}
+    for init in model.graph.initializer:
+        t = onnx.TypeProto()
+        t.tensor_type.elem_type = init.data_type
+        for d in init.dims:
+            t.tensor_type.shape.dim.add().dim_value = d
+        types.setdefault(init.name, t)
+    return types
+
+
+def _shape_and_dtype(type_proto: Optional[onnx.TypeProto]) -> tuple[Optional[tuple], Optional[np.dtype], str]:
+    if type_proto is None or not type_proto.HasField("tensor_type"):
+        return None, None, ""
+    tt = type_proto.tensor_type
+    dtype_name = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name if tt.elem_type else ""
+    if tt.elem_type == onnx.TensorProto.BFLOAT16:
+        dtype_name = "bfloat16"
+    dtype = np.dtype(dtype_name) if dtype_name in ("float32", "float16") else None
+    if not tt.HasField("shape"):
+        return None, dtype, dtype_name
+    dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim)
+    return dims, dtype, dtype_name
+
+
+def _site_from_proto(
+    node: onnx.NodeProto, opset: int, types: dict[str, onnx.TypeProto], consumed: set[str]
+) -> PoolSite:
+    shape, dtype, dtype_name = _shape_and_dtype(types.get(node.input[0]))
+    indices = node.output[1] if len(node.output) > 1 else ""
+    return PoolSite(
+        name=node.name,
+        op_type=node.op_type,
+        attrs={a.name: onnx.helper.get_attribute_value(a) for a in node.attribute},
+        opset=opset,
+        input_name=node.input[0],
+        output_name=node.output[0],
+        input_shape=shape,
+        dtype=dtype,
+        dtype_name=dtype_name,
+        indices_used=bool(indices) and indices in consumed,
+    )
+
+
+def _splice_into_graph(graph: gs.Graph, node: gs.Node, builder: SubgraphBuilder, x: gs.Tensor, y: gs.Tensor) -> None:
+    """Put the builder's nodes where ``node`` was, wired to the real tensors."""
+    index = graph.nodes.index(node)
+    node.inputs.clear()
+    node.outputs.clear()
+    name_x, name_y = x.name, y.name
+    for new in builder.nodes:
+        for i, t in enumerate(new.inputs):
+            if isinstance(t, gs.Variable) and t.name == name_x:
+                new.inputs[i] = x
+        for i, t in enumerate(new.outputs):
+            if t.name == name_y:
+                new.outputs[i] = y
+    graph.nodes[index:index + 1] = builder.nodes
+

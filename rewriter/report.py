@@ -1,0 +1,84 @@
+"""Per-node results, rendered as a text table or as JSON for pipelines."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+REWRITTEN = "rewritten"
+KEPT = "kept"
+
+
+@dataclass
+class NodeResult:
+    """What happened to one pool node."""
+
+    name: str
+    op_type: str
+    output: str
+    status: str  # "rewritten" or "kept"
+    reason: Optional[str] = None  # why it was kept; None when rewritten
+    attributes: str = ""  # e.g. "k3x3 s2x2 p1,1/1,1"
+    became: str = ""  # e.g. "8 Conv, 4 Relu, 4 Add, 2 Concat"
+    nodes_added: int = 0
+    op_counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Report:
+    """The outcome of a rewrite, and (when run) of its validation."""
+
+    nodes: list[NodeResult] = field(default_factory=list)
+    validation: Optional[dict[str, Any]] = None
+
+    @property
+    def rewritten(self) -> list[NodeResult]:
+        return [n for n in self.nodes if n.status == REWRITTEN]
+
+    @property
+    def kept(self) -> list[NodeResult]:
+        return [n for n in self.nodes if n.status == KEPT]
+
+    def totals(self) -> dict[str, int]:
+        return {
+            "pool_nodes": len(self.nodes),
+            "rewritten": len(self.rewritten),
+            "kept": len(self.kept),
+            "nodes_added": sum(n.nodes_added for n in self.nodes),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"nodes": [asdict(n) for n in self.nodes], "totals": self.totals(), "validation": self.validation}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    def table(self) -> str:
+        """A fixed-width table, one row per pool node, then totals."""
+        headers = ["name", "op", "attributes", "status", "became / reason", "added"]
+        rows = [
+            [
+                n.name or f"<-> {n.output}",
+                n.op_type,
+                n.attributes,
+                n.status,
+                n.became if n.status == REWRITTEN else (n.reason or ""),
+                str(n.nodes_added),
+            ]
+            for n in self.nodes
+        ]
+        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+        widths[4] = min(widths[4], 72)
+
+        def line(cells: list[str]) -> str:
+            return "  ".join(c.ljust(w) if i < 5 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+        out = [line(headers), line(["-" * w for w in widths])]
+        out += [line(r) for r in rows]
+        t = self.totals()
+        out.append(
+            f"{t['pool_nodes']} pool node(s): {t['rewritten']} rewritten, {t['kept']} kept, "
+            f"{t['nodes_added']} node(s) added"
+        )
+        return "\n".join(out)

@@ -1,0 +1,101 @@
+"""What a rule needs to know about one pool node, independent of the graph API.
+
+A :class:`PoolSite` is built either from an ``onnx.GraphProto`` or from an
+onnx-graphsurgeon ``Graph``; the rules never touch either directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from .spec import PoolSpec
+
+Dim = Optional[object]  # int when static, a str or None when dynamic
+
+
+@dataclass
+class PoolSite:
+    """One pool node and the facts about its surroundings that decide its lowering."""
+
+    name: str
+    op_type: str
+    attrs: dict
+    opset: int
+    input_name: str
+    output_name: str
+    input_shape: Optional[tuple[Dim, ...]]
+    dtype: Optional[np.dtype]
+    dtype_name: str
+    indices_used: bool = False
+    input_nonnegative: bool = False
+    spec: Optional[PoolSpec] = field(default=None, repr=False)  # set by a rule's check
+
+    @property
+    def display_name(self) -> str:
+        return self.name or f"<{self.op_type} -> {self.output_name}>"
+
+    def static_dims(self) -> Optional[list[int]]:
+        if self.input_shape is None:
+            return None
+        if all(isinstance(d, int) and d >= 0 for d in self.input_shape[1:]):
+            return [int(d) for d in self.input_shape[1:]]  # type: ignore[arg-type]
+        return None
+
+
+# Ops whose output is >= 0 whatever their input (NaN aside).
+NONNEGATIVE_OPS = {"Relu", "Sigmoid", "Softmax", "Exp", "Abs", "Softplus", "HardSigmoid", "Sqrt"}
+# Ops whose output is >= 0 when their (data) input is.
+SIGN_PRESERVING_OPS = {
+    "Identity", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "MaxPool",
+    "GlobalMaxPool", "AveragePool", "GlobalAveragePool", "Slice", "Gather", "DepthToSpace",
+    "SpaceToDepth", "Expand", "Tile", "Pad",
+}
+
+
+def is_nonnegative(
+    tensor: str,
+    producer: Callable[[str], Optional[tuple[str, Sequence[str], dict]]],
+    constant: Callable[[str], Optional[np.ndarray]],
+    depth: int = 0,
+) -> bool:
+    """True when ``tensor`` is provably >= 0 from the ops that produce it.
+
+    ``producer(name)`` gives ``(op_type, inputs, attrs)`` of the producing node
+    or None for graph inputs and initializers; ``constant(name)`` gives an
+    initializer's value or None.
+    """
+    if depth > 64:
+        return False
+    value = constant(tensor)
+    if value is not None:
+        return bool(value.size) and bool(np.all(value >= 0))
+    node = producer(tensor)
+    if node is None:
+        return False
+    op, inputs, attrs = node
+    if op in NONNEGATIVE_OPS:
+        return True
+    if op == "Clip":
+        low = attrs.get("min")
+        if low is None and len(inputs) > 1 and inputs[1]:
+            bound = constant(inputs[1])
+            low = None if bound is None else float(bound.reshape(-1)[0])
+        return low is not None and low >= 0
+    if op == "Pad":
+        mode = attrs.get("mode", "constant")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        if mode == "constant":
+            fill = constant(inputs[2]) if len(inputs) > 2 and inputs[2] else np.zeros(1)
+            value_attr = attrs.get("value", 0.0)
+            if fill is None or np.any(fill < 0) or value_attr < 0:
+                return False
+    if op in SIGN_PRESERVING_OPS:
+        return bool(inputs) and is_nonnegative(inputs[0], producer, constant, depth + 1)
+    if op == "Concat":
+        return all(is_nonnegative(i, producer, constant, depth + 1) for i in inputs)
+    if op == "Max":
+        return any(is_nonnegative(i, producer, constant, depth + 1) for i in inputs)
+    return False

@@ -1,0 +1,59 @@
+"""Model builders and onnxruntime runs shared by the tests."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper
+
+STRICT_OPS = {"Conv", "Relu", "Add", "Concat"}
+
+
+def pool_model(
+    op: str,
+    shape: Sequence[Optional[int]],
+    attrs: Optional[dict] = None,
+    *,
+    opset: int = 22,
+    dtype: int = TensorProto.FLOAT,
+    prefix_relu: bool = False,
+    name: str = "pool",
+) -> onnx.ModelProto:
+    """x -> [Relu ->] <op> -> y, with a declared input shape and no output shape."""
+    nodes = []
+    src = "x"
+    if prefix_relu:
+        nodes.append(helper.make_node("Relu", ["x"], ["x_relu"], name="relu"))
+        src = "x_relu"
+    nodes.append(helper.make_node(op, [src], ["y"], name=name, **(attrs or {})))
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", dtype, list(shape))], [helper.make_tensor_value_info("y", dtype, None)]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8 if opset < 21 else 10
+    return model
+
+
+def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def input_suites(shape: Sequence[int], dtype=np.float32, seed: int = 0) -> dict[str, np.ndarray]:
+    """Signed normal, all-negative and tie-heavy integer inputs (the seed's randint(-10, 11))."""
+    rng = np.random.default_rng(seed)
+    return {
+        "normal": rng.standard_normal(shape).astype(dtype),
+        "negative": (-np.abs(rng.standard_normal(shape)) - 0.5).astype(dtype),
+        "ties": rng.integers(-10, 11, shape).astype(dtype),
+    }
+
+
+def op_types(model: onnx.ModelProto) -> set[str]:
+    return {n.op_type for n in model.graph.node}
