@@ -30,7 +30,7 @@ def pool_model(
         src = "x_relu"
     nodes.append(helper.make_node(op, [src], ["y"], name=name, **(attrs or {})))
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", dtype, list(shape))], [helper.make_tensor_value_info("y", dtype, None)]
+        nodes, "g", [helper.make_tensor_value_info("x", dtype, list(shape))], [helper.make_tensor_value_info("y", dtype, [None] * len(shape))]
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8 if opset < 21 else 10

@@ -1,0 +1,171 @@
+"""``onnx-poolrewrite``: a thin command line over :mod:`rewriter`'s Python API.
+
+Exit codes: 0 success (including "nothing to rewrite"), 1 validation failed,
+2 usage error or unreadable/invalid input. Errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+from . import __version__
+from .io import InputError, check_output_path, copy_file, first_line, load_model, save_model, write_atomically
+from .passes import PoolRewritePass
+
+EXIT_OK, EXIT_VALIDATION_FAILED, EXIT_USAGE = 0, 1, 2
+
+DESCRIPTION = """\
+Replace every MaxPool, AveragePool, GlobalMaxPool and GlobalAveragePool node
+by an exact subgraph of Conv, Relu, Add and Concat (depthwise convs only), for
+accelerators that have convolutions but no pooling.
+
+The result is validated against the original with onnxruntime on signed
+normal, all-negative and tie-heavy integer inputs; OUT is written only if
+validation passes. Nodes that cannot be rewritten exactly (a used Indices
+output, int8/uint8, LpPool, dynamic spatial dims, ...) are kept, and the
+table says why."""
+
+EPILOG = """\
+exit codes:
+  0  success; also when there is nothing to rewrite (OUT is then a copy of IN)
+  1  validation failed; OUT is not written
+  2  usage error, or an unreadable or invalid input; OUT is not written
+
+examples:
+  onnx-poolrewrite model.onnx model.conv.onnx
+  onnx-poolrewrite model.onnx out.onnx --report report.json
+  onnx-poolrewrite model.onnx --dry-run --only MaxPool
+  onnx-poolrewrite model.onnx out.onnx --exclude head/pool,GlobalAveragePool"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="onnx-poolrewrite",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("input", metavar="IN", help="the ONNX model to rewrite (never modified)")
+    p.add_argument("output", metavar="OUT", nargs="?", help="where to write the rewritten model (not needed with --dry-run)")
+    p.add_argument("--report", metavar="FILE.json", help="write a JSON report: per-node results, totals, validation")
+    p.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison (not recommended)")
+    p.add_argument(
+        "--only", metavar="NAMES", action="append", default=None,
+        help="rewrite only these nodes: comma-separated node names, output tensor names or op types (repeatable)",
+    )
+    p.add_argument(
+        "--exclude", metavar="NAMES", action="append", default=None,
+        help="never rewrite these nodes: node names, output tensor names or op types (repeatable)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the plan and write no model (--report is still written)")
+    verbosity = p.add_mutually_exclusive_group()
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="also print every validation comparison")
+    p.add_argument("--debug", action="store_true", help="show a traceback on unexpected errors")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return p
+
+
+def _names(values: Optional[list[str]]) -> Optional[list[str]]:
+    if values is None:
+        return None
+    return [name.strip() for value in values for name in value.split(",") if name.strip()]
+
+
+class _Console:
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.started = time.monotonic()
+
+    def out(self, text: str) -> None:
+        if not self.quiet:
+            print(text, flush=True)
+
+    def progress(self, text: str) -> None:
+        """Progress goes to stderr, and only once work has run a moment."""
+        if not self.quiet and time.monotonic() - self.started > 1.0:
+            print(text, file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    console = _Console(args.quiet)
+    if not args.dry_run and not args.output:
+        raise InputError("OUT is required (or pass --dry-run)")
+    if args.output:
+        check_output_path(args.output, args.input)
+    if args.report:
+        check_output_path(args.report, args.input)
+
+    model = load_model(args.input)
+    result = PoolRewritePass(only=_names(args.only), exclude=_names(args.exclude)).run(model)
+    report = result.report
+    console.out(report.table() if report.nodes else "no pool nodes found")
+
+    def finish(code: int) -> int:
+        if args.report:
+            data = report.to_json() + "\n"
+            write_atomically(args.report, lambda tmp: Path(tmp).write_text(data))
+        return code
+
+    if args.dry_run:
+        console.out("dry run: nothing written")
+        return finish(EXIT_OK)
+    if not report.rewritten:
+        report.validation = {"passed": True, "skipped": "nothing rewritten", "worst": None}
+        copy_file(args.input, args.output)
+        console.out(f"nothing to rewrite: wrote an unchanged copy to {args.output}")
+        return finish(EXIT_OK)
+
+    if args.no_validate:
+        report.validation = {"passed": None, "skipped": "--no-validate", "worst": None}
+    else:
+        from .validate import ValidationSetupError, validate_models
+
+        try:
+            validation = validate_models(model, result.model, progress=console.progress)
+        except ValidationSetupError as err:
+            raise InputError(f"cannot validate: {err} (or pass --no-validate)") from err
+        report.validation = validation.to_dict()
+        if args.verbose:
+            for c in validation.comparisons:
+                console.out(
+                    f"  {c.output:<24} {c.suite:<14} {'ok  ' if c.passed else 'FAIL'} "
+                    f"abs {c.max_abs_error:.3g}  rel {c.rel_error:.3g}  ulp {c.ulp_error:.3g} {c.note}"
+                )
+        if not validation.passed:
+            print(f"onnx-poolrewrite: {validation.summary()}; {args.output} not written", file=sys.stderr)
+            return finish(EXIT_VALIDATION_FAILED)
+        console.out(validation.summary())
+    save_model(result.model, args.output)
+    console.out(f"wrote {args.output}")
+    return finish(EXIT_OK)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except InputError as err:
+        print(f"onnx-poolrewrite: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("onnx-poolrewrite: interrupted; nothing written", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as err:  # a bug of ours: still one line, unless --debug
+        if args.debug:
+            raise
+        print(f"onnx-poolrewrite: error: internal error ({type(err).__name__}: {first_line(err)}); rerun with --debug", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
