@@ -1,0 +1,199 @@
+"""Every lowering against real onnxruntime on the original node, over attribute grids.
+
+Each case asserts: the node was rewritten, the new graph holds only depthwise
+Conv, Relu, Add and Concat, it passes the full onnx checker, and its outputs
+equal onnxruntime's MaxPool/AveragePool on signed, all-negative and tie-heavy
+integer inputs.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import onnx
+import pytest
+from helpers import STRICT_OPS, input_suites, op_types, pool_model, run
+from onnx import TensorProto
+
+from rewriter import rewrite_model
+
+RTOL = {np.float32: 1e-6, np.float16: 4e-3}
+
+
+def assert_rewrite_matches(op: str, shape, attrs, *, opset=22, relu=False, dtype=np.float32, exact_on_ties=True):
+    onnx_dtype = TensorProto.FLOAT16 if dtype == np.float16 else TensorProto.FLOAT
+    model = pool_model(op, shape, attrs, opset=opset, prefix_relu=relu, dtype=onnx_dtype)
+    new, report = rewrite_model(model)
+    (node,) = report.nodes
+    assert node.status == "rewritten", node.reason
+    assert op_types(new) <= STRICT_OPS, op_types(new)
+    onnx.checker.check_model(new, full_check=True)
+    assert_depthwise(new, channels=shape[1])
+    for suite, x in input_suites(shape, dtype).items():
+        expected = run(model, {"x": x})[0]
+        actual = run(new, {"x": x})[0]
+        assert actual.shape == expected.shape and actual.dtype == expected.dtype
+        if exact_on_ties and suite == "ties" and (op.endswith("MaxPool") or dtype == np.float32 and _exact_average(shape, attrs)):
+            np.testing.assert_array_equal(actual, expected, err_msg=f"{suite}")
+        scale = max(float(np.abs(expected).max()), 1e-30)
+        err = float(np.abs(actual.astype(np.float64) - expected).max()) / scale
+        assert err <= RTOL[dtype], f"{suite}: relative error {err:.3g}"
+    return new, report
+
+
+def _exact_average(shape, attrs) -> bool:
+    return False  # divisors like 1/3 round; integer sums are only exact for power-of-two counts
+
+
+def assert_depthwise(model: onnx.ModelProto, channels: int) -> None:
+    weights = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type != "Conv":
+            continue
+        group = next(a.i for a in node.attribute if a.name == "group")
+        w = weights[node.input[1]]
+        assert group == channels and list(w.dims[:2]) == [channels, 1], (node.name, group, list(w.dims))
+
+
+def _pads_ok(kernel, pads) -> bool:
+    rank = len(kernel)
+    return all(pads[i] < kernel[i] and pads[i + rank] < kernel[i] for i in range(rank))
+
+
+# -- MaxPool 2-D: kernels (incl. non-square), strides, explicit/asymmetric pads, ceil_mode, dilations
+MAX_2D = [
+    (k, s, p, c, d)
+    for k, s, p, c, d in itertools.product(
+        [(2, 2), (3, 3), (3, 2), (1, 3), (5, 4)],
+        [(1, 1), (2, 2), (3, 1)],
+        [(0, 0, 0, 0), (1, 1, 1, 1), (0, 1, 2, 0)],
+        [0, 1],
+        [(1, 1), (2, 3)],
+    )
+    if _pads_ok(k, p)
+]
+
+
+@pytest.mark.parametrize("kernel,strides,pads,ceil_mode,dilations", MAX_2D, ids=str)
+def test_max_pool_2d_grid(kernel, strides, pads, ceil_mode, dilations):
+    attrs = dict(kernel_shape=list(kernel), strides=list(strides), pads=list(pads), ceil_mode=ceil_mode, dilations=list(dilations))
+    assert_rewrite_matches("MaxPool", [1, 3, 11, 10], attrs)
+
+
+@pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER", "VALID"])
+@pytest.mark.parametrize("kernel,strides", [((2, 2), (2, 2)), ((3, 2), (1, 2)), ((4, 3), (2, 1)), ((3, 3), (3, 3))], ids=str)
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+def test_auto_pad(op, auto_pad, kernel, strides):
+    attrs = dict(kernel_shape=list(kernel), strides=list(strides), auto_pad=auto_pad)
+    assert_rewrite_matches(op, [1, 2, 9, 8], attrs)
+
+
+@pytest.mark.parametrize(
+    "kernel,strides,pads,ceil_mode,dilations",
+    [
+        ((3,), (1,), (1, 1), 0, (1,)),
+        ((3,), (2,), (1, 2), 1, (1,)),
+        ((4,), (3,), (0, 3), 1, (2,)),
+        ((2,), (1,), (1, 0), 0, (4,)),
+        ((13,), (1,), (6, 6), 0, (1,)),
+        ((3,), (2,), (2, 2), 1, (3,)),
+    ],
+    ids=str,
+)
+def test_max_pool_1d(kernel, strides, pads, ceil_mode, dilations):
+    attrs = dict(kernel_shape=list(kernel), strides=list(strides), pads=list(pads), ceil_mode=ceil_mode, dilations=list(dilations))
+    assert_rewrite_matches("MaxPool", [1, 3, 17], attrs)
+
+
+@pytest.mark.parametrize(
+    "kernel,strides,pads,ceil_mode",
+    [((2, 2, 2), (2, 2, 2), (0,) * 6, 0), ((3, 2, 3), (1, 2, 2), (1, 0, 1, 1, 1, 2), 1), ((3, 3, 3), (2, 1, 1), (1,) * 6, 0)],
+    ids=str,
+)
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+def test_pool_3d(op, kernel, strides, pads, ceil_mode):
+    attrs = dict(kernel_shape=list(kernel), strides=list(strides), pads=list(pads), ceil_mode=ceil_mode)
+    if op == "AveragePool":
+        attrs["count_include_pad"] = 0
+    assert_rewrite_matches(op, [1, 2, 7, 6, 5], attrs)
+
+
+# -- AveragePool: count_include_pad, ceil_mode overhang divisors, dilations (opset 19+)
+AVG_2D = [
+    (k, s, p, c, cip)
+    for k, s, p, c, cip in itertools.product(
+        [(2, 2), (3, 3), (3, 2), (5, 1)],
+        [(1, 1), (2, 2), (2, 3)],
+        [(0, 0, 0, 0), (1, 1, 1, 1), (0, 1, 2, 0)],
+        [0, 1],
+        [0, 1],
+    )
+    if _pads_ok(k, p)
+]
+
+
+@pytest.mark.parametrize("kernel,strides,pads,ceil_mode,count_include_pad", AVG_2D, ids=str)
+def test_average_pool_2d_grid(kernel, strides, pads, ceil_mode, count_include_pad):
+    attrs = dict(
+        kernel_shape=list(kernel), strides=list(strides), pads=list(pads), ceil_mode=ceil_mode, count_include_pad=count_include_pad
+    )
+    assert_rewrite_matches("AveragePool", [1, 3, 11, 10], attrs)
+
+
+@pytest.mark.parametrize("dilations", [(2, 1), (2, 3)], ids=str)
+@pytest.mark.parametrize("pads,ceil_mode,count_include_pad", [((0, 0, 0, 0), 0, 0), ((1, 2, 2, 0), 1, 0), ((2, 1, 1, 2), 1, 1)], ids=str)
+def test_average_pool_dilated(dilations, pads, ceil_mode, count_include_pad):
+    attrs = dict(
+        kernel_shape=[3, 3], strides=[2, 1], pads=list(pads), ceil_mode=ceil_mode,
+        count_include_pad=count_include_pad, dilations=list(dilations),
+    )
+    assert_rewrite_matches("AveragePool", [1, 3, 12, 11], attrs, opset=19)
+
+
+def test_average_pool_ceil_overhang_divisor():
+    """The DESIGN's example: length 5, k=2, s=2, pads 1/1, ceil_mode, count_include_pad=1
+    gives [0.5, 2.5, 4.5] on [1..5]: the last window divides by its valid count."""
+    model = pool_model("AveragePool", [1, 1, 5], dict(kernel_shape=[2], strides=[2], pads=[1, 1], ceil_mode=1, count_include_pad=1))
+    new, _ = rewrite_model(model)
+    x = np.arange(1, 6, dtype=np.float32).reshape(1, 1, 5)
+    np.testing.assert_array_equal(run(new, {"x": x})[0], run(model, {"x": x})[0])
+    np.testing.assert_array_equal(run(new, {"x": x})[0].ravel(), [0.5, 2.5, 4.5])
+
+
+@pytest.mark.parametrize("op", ["GlobalMaxPool", "GlobalAveragePool"])
+@pytest.mark.parametrize("shape", [[1, 3, 9], [2, 4, 7, 7], [1, 2, 3, 5, 4], [1, 3, 1, 1]], ids=str)
+def test_global_pools(op, shape):
+    assert_rewrite_matches(op, shape, {})
+
+
+@pytest.mark.parametrize(
+    "op,attrs",
+    [
+        ("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),
+        ("MaxPool", dict(kernel_shape=[5, 5], pads=[2, 2, 2, 2])),
+        ("AveragePool", dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=0)),
+        ("GlobalAveragePool", {}),
+        ("GlobalMaxPool", {}),
+    ],
+    ids=str,
+)
+def test_float16(op, attrs):
+    assert_rewrite_matches(op, [1, 4, 9, 9], attrs, dtype=np.float16)
+
+
+def test_nonnegative_input_uses_conv_padding():
+    """After Relu, zero padding is exact: no border Concat is built."""
+    attrs = dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1)
+    signed, _ = assert_rewrite_matches("MaxPool", [1, 3, 10, 10], attrs)
+    after_relu, _ = assert_rewrite_matches("MaxPool", [1, 3, 10, 10], attrs, relu=True)
+    assert "Concat" in op_types(signed)
+    assert "Concat" not in op_types(after_relu)
+
+
+def test_dynamic_batch_is_rewritten():
+    model = pool_model("MaxPool", ["N", 3, 8, 8], dict(kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 0, 0]))
+    new, report = rewrite_model(model)
+    assert report.nodes[0].status == "rewritten"
+    x = np.random.default_rng(0).integers(-10, 11, (3, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_array_equal(run(new, {"x": x})[0], run(model, {"x": x})[0])
