@@ -1,0 +1,151 @@
+"""The pass as a whole: what is kept and why, what is preserved, the graphsurgeon API."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+import pytest
+from helpers import STRICT_OPS, op_types, pool_model, run
+from onnx import TensorProto, helper
+
+from rewriter import PoolRewritePass, rewrite_model
+
+
+def kept_reason(model: onnx.ModelProto, **options) -> str:
+    new, report = rewrite_model(model, **options)
+    (node,) = report.nodes
+    assert node.status == "kept" and node.reason
+    assert [n.op_type for n in new.graph.node] == [n.op_type for n in model.graph.node]
+    return node.reason
+
+
+@pytest.mark.parametrize(
+    "dtype,needle",
+    [(TensorProto.INT8, "int8"), (TensorProto.UINT8, "uint8"), (TensorProto.DOUBLE, "double")],
+)
+def test_unsupported_dtypes_are_kept(dtype, needle):
+    model = pool_model("MaxPool", [1, 2, 6, 6], dict(kernel_shape=[2, 2]), opset=12, dtype=dtype)
+    assert needle in kept_reason(model)
+
+
+def test_lp_pool_is_kept():
+    model = pool_model("LpPool", [1, 2, 6, 6], dict(kernel_shape=[2, 2], p=2))
+    assert "piecewise-linear" in kept_reason(model)
+
+
+def test_dynamic_spatial_dims_are_kept():
+    model = pool_model("GlobalAveragePool", [1, 2, "H", "W"])
+    assert "dynamic spatial" in kept_reason(model)
+
+
+def test_dynamic_channels_are_kept():
+    model = pool_model("MaxPool", [1, "C", 6, 6], dict(kernel_shape=[2, 2]))
+    assert "channel" in kept_reason(model)
+
+
+def indices_model(indices_is_output: bool) -> onnx.ModelProto:
+    nodes = [helper.make_node("MaxPool", ["x"], ["y", "idx"], name="pool", kernel_shape=[2, 2], strides=[2, 2])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 3, 3])]
+    if indices_is_output:
+        outputs.append(helper.make_tensor_value_info("idx", TensorProto.INT64, [1, 2, 3, 3]))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 6, 6])], outputs)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)], ir_version=8)
+
+
+def test_used_indices_output_is_kept():
+    assert "Indices" in kept_reason(indices_model(indices_is_output=True))
+
+
+def test_declared_but_unused_indices_output_is_rewritten():
+    model = indices_model(indices_is_output=False)
+    new, report = rewrite_model(model)
+    assert report.nodes[0].status == "rewritten"
+    assert op_types(new) <= STRICT_OPS
+
+
+def test_only_and_exclude_select_by_name_and_op_type():
+    model = pool_model("MaxPool", [1, 2, 6, 6], dict(kernel_shape=[2, 2]), name="head/pool")
+    assert kept_reason(model, exclude=["head/pool"]) == "excluded by --exclude"
+    assert kept_reason(model, only=["AveragePool"]) == "not selected by --only"
+    _, report = rewrite_model(model, only=["MaxPool"])
+    assert report.nodes[0].status == "rewritten"
+
+
+def cnn_model() -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 3, 3, 3], rng.standard_normal(108).astype(np.float32))
+    unused = helper.make_tensor("unused_init", TensorProto.FLOAT, [2], [1.0, 2.0])
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("MaxPool", ["c"], ["p"], name="pool", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["p"], ["r"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
+    ]
+    graph = helper.make_graph(
+        nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 12, 12])],
+        [helper.make_tensor_value_info("g", TensorProto.FLOAT, ["N", 4, 1, 1]), helper.make_tensor_value_info("p", TensorProto.FLOAT, ["N", 4, 6, 6])],
+        initializer=[w, unused], doc_string="graph doc",
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8, producer_name="test")
+    helper.set_model_props(model, {"author": "tests"})
+    return model
+
+
+def test_everything_else_is_preserved():
+    model = cnn_model()
+    before = model.SerializeToString()
+    new, report = rewrite_model(model)
+    assert model.SerializeToString() == before, "the input model was modified"
+    assert [n.status for n in report.nodes] == ["rewritten", "rewritten"]
+    assert op_types(new) <= STRICT_OPS
+    assert [i.name for i in new.graph.input] == ["x"] and [o.name for o in new.graph.output] == ["g", "p"]
+    assert new.graph.output == model.graph.output and new.graph.input == model.graph.input
+    assert {t.name for t in model.graph.initializer} <= {t.name for t in new.graph.initializer}
+    assert new.metadata_props == model.metadata_props and new.opset_import == model.opset_import
+    assert new.ir_version == model.ir_version and new.graph.doc_string == "graph doc"
+    assert [n for n in new.graph.node if n.name in ("conv", "relu")] == [model.graph.node[0], model.graph.node[2]]
+    onnx.checker.check_model(new, full_check=True)
+    x = np.random.default_rng(1).integers(-10, 11, (2, 3, 12, 12)).astype(np.float32)
+    for a, b in zip(run(model, {"x": x}), run(new, {"x": x})):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-5)
+
+
+def test_nothing_to_rewrite_returns_an_equal_model():
+    model = cnn_model()
+    new, report = rewrite_model(model, only=["nothing-matches"])
+    assert new.SerializeToString() == model.SerializeToString()
+    assert all(n.status == "kept" for n in report.nodes)
+
+
+def test_rewrite_is_deterministic_and_idempotent():
+    model = cnn_model()
+    first, _ = rewrite_model(model)
+    second, _ = rewrite_model(model)
+    assert first.SerializeToString() == second.SerializeToString()
+    again, report = rewrite_model(first)
+    assert report.nodes == [] and again.SerializeToString() == first.SerializeToString()
+
+
+def test_graphsurgeon_graph_api():
+    model = onnx.shape_inference.infer_shapes(cnn_model())
+    graph = gs.import_onnx(model)
+    report = PoolRewritePass().run_graph(graph)
+    assert [n.status for n in report.nodes] == ["rewritten", "rewritten"]
+    assert {n.op for n in graph.nodes} <= STRICT_OPS
+    new = gs.export_onnx(graph)
+    onnx.checker.check_model(new)
+    x = np.random.default_rng(2).standard_normal((1, 3, 12, 12)).astype(np.float32)
+    for a, b in zip(run(cnn_model(), {"x": x}), run(new, {"x": x})):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_pass_objects_compose():
+    """A pipeline can chain passes: rewrite max pools first, then the rest."""
+    only_max = PoolRewritePass(only=["MaxPool"])
+    rest = PoolRewritePass()
+    first = only_max(cnn_model())
+    second = rest(first.model)
+    assert [n.status for n in first.report.nodes] == ["rewritten", "kept"]
+    assert [n.op_type for n in second.report.nodes] == ["GlobalAveragePool"]
+    assert op_types(second.model) <= STRICT_OPS
