@@ -21,8 +21,10 @@ from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
 from .builder import SubgraphBuilder
 from .lower import POOL_OPS, rule_for
+from .lower.checks import attribute_support
 from .report import KEPT, REWRITTEN, NodeResult, Report
 from .site import PoolSite, is_nonnegative
+from .spec import SpecError, pool_spec_from_attributes
 
 ONNX_DOMAINS = ("", "ai.onnx")
 
@@ -67,8 +69,7 @@ class PoolRewritePass:
         result = NodeResult(name=site.name, op_type=site.op_type, output=site.output_name, status=KEPT)
         rule = rule_for(site.op_type)
         reason = self._selection_reason(site) or rule.check(site)
-        if site.spec is not None:
-            result.attributes = site.spec.describe()
+        result.attributes = site.spec.describe() if site.spec is not None else _raw_attributes(site.attrs)
         if reason is not None:
             result.reason = reason
             return result, None
@@ -208,6 +209,18 @@ def _fresh_prefix(base: str, taken_prefixes: set[str]) -> str:
     return prefix
 
 
+def _raw_attributes(attrs: dict) -> str:
+    """Attribute summary for nodes refused before their spec was resolved."""
+    parts = []
+    for key, value in sorted(attrs.items()):
+        if isinstance(value, bytes):
+            value = value.decode()
+        if isinstance(value, (list, tuple)):
+            value = "x".join(str(v) for v in value)
+        parts.append(f"{key}={value}")
+    return " ".join(parts)
+
+
 def _prefixes_of(names: Iterable[str]) -> set[str]:
     return {name.rsplit("/", 1)[0] for name in names if "/" in name}
 
@@ -232,11 +245,45 @@ def _all_inputs(node: onnx.NodeProto) -> list[str]:
 
 
 def _value_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
-    """Tensor types after shape inference (falls back to what the model declares)."""
+    """Tensor types after shape inference, corrected where inference and the runtime disagree.
+
+    Before opset 22, onnx shape inference keeps a ceil_mode window that starts
+    in the end padding; onnxruntime drops it. We pin such pool outputs to the
+    runtime's shape and infer again, so that pools downstream see real shapes.
+    """
+    pinned: dict[str, tuple] = {}
+    for _ in range(len(model.graph.node) + 1):
+        types = _infer_types(model, pinned)
+        corrections = {}
+        for node in model.graph.node:
+            if node.op_type in ("MaxPool", "AveragePool") and node.domain in ONNX_DOMAINS:
+                shape, _, _ = _shape_and_dtype(types.get(node.input[0]))
+                declared, _, _ = _shape_and_dtype(types.get(node.output[0]))
+                runtime = _runtime_pool_shape(node, shape, _onnx_opset(model.opset_import))
+                if runtime is not None and declared != runtime:
+                    corrections[node.output[0]] = runtime
+        if all(pinned.get(k) == v for k, v in corrections.items()):
+            return types
+        pinned.update(corrections)
+    return types
+
+
+def _infer_types(model: onnx.ModelProto, pinned: dict[str, tuple]) -> dict[str, onnx.TypeProto]:
+    source = model
+    if pinned:
+        source = onnx.ModelProto()
+        source.CopyFrom(model)
+        keep = [v for v in source.graph.value_info if v.name not in pinned]
+        del source.graph.value_info[:]
+        source.graph.value_info.extend(keep)
+        elem_types = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
+        for name, shape in pinned.items():
+            elem = elem_types.get(name, onnx.TensorProto.FLOAT)
+            source.graph.value_info.append(onnx.helper.make_tensor_value_info(name, elem, list(shape)))
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False)
+        inferred = onnx.shape_inference.infer_shapes(source, check_type=False, strict_mode=False)
     except Exception:  # inference is advisory: unknown shapes just mean "kept"
-        inferred = model
+        inferred = source
     g = inferred.graph
     types = {v.name: v.type for v in list(g.input) + list(g.value_info) + list(g.output)}
     for init in model.graph.initializer:
@@ -246,6 +293,21 @@ def _value_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
             t.tensor_type.shape.dim.add().dim_value = d
         types.setdefault(init.name, t)
     return types
+
+
+def _runtime_pool_shape(node: onnx.NodeProto, input_shape: Optional[tuple], opset: int) -> Optional[tuple]:
+    """The output shape onnxruntime gives a ceil_mode pool, when it can be computed."""
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    if not attrs.get("ceil_mode") or input_shape is None or len(input_shape) < 3:
+        return None
+    spatial = input_shape[2:]
+    if not all(isinstance(d, int) for d in spatial):
+        return None
+    try:
+        spec = pool_spec_from_attributes("max", attrs, spatial, **attribute_support(node.op_type, opset))
+    except SpecError:
+        return None
+    return tuple(input_shape[:2]) + spec.out_shape
 
 
 def _shape_and_dtype(type_proto: Optional[onnx.TypeProto]) -> tuple[Optional[tuple], Optional[np.dtype], str]:

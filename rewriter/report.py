@@ -63,13 +63,12 @@ class Report:
                 n.op_type,
                 n.attributes,
                 n.status,
-                n.became if n.status == REWRITTEN else (n.reason or ""),
+                _clip(n.became if n.status == REWRITTEN else (n.reason or ""), 72),
                 str(n.nodes_added),
             ]
             for n in self.nodes
         ]
         widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-        widths[4] = min(widths[4], 72)
 
         def line(cells: list[str]) -> str:
             return "  ".join(c.ljust(w) if i < 5 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
@@ -82,3 +81,7 @@ class Report:
             f"{t['nodes_added']} node(s) added"
         )
         return "\n".join(out)
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."

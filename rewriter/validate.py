@@ -225,7 +225,14 @@ def validate_models(
         if progress:
             progress(f"validating: {suite.name} inputs ({index + 1}/{len(suites)})")
         feeds = make_feeds(inputs, suite, seed)
-        expected, actual = reference.run(feeds), tested.run(feeds)
+        expected = reference.run(feeds)
+        try:
+            actual = tested.run(feeds)
+        except Exception as err:  # the candidate does not run: that is a failed validation
+            note = f"candidate fails in onnxruntime: {_first_line(err)}"
+            result.comparisons.append(OutputComparison("<run>", suite.name, False, *(3 * [float("inf")]), note))
+            result.passed = False
+            continue
         for name in reference.output_names:
             comparison = comparator.compare(name, suite.name, expected[name], actual[name])
             result.comparisons.append(comparison)

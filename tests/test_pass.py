@@ -149,3 +149,25 @@ def test_pass_objects_compose():
     assert [n.status for n in first.report.nodes] == ["rewritten", "kept"]
     assert [n.op_type for n in second.report.nodes] == ["GlobalAveragePool"]
     assert op_types(second.model) <= STRICT_OPS
+
+
+@pytest.mark.parametrize(
+    "downstream,attrs",
+    [("GlobalAveragePool", {}), ("GlobalMaxPool", {}), ("AveragePool", dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]))],
+)
+def test_pool_after_ceil_mode_pool_gets_runtime_shape(downstream, attrs):
+    """Before opset 22 shape inference keeps a ceil_mode window that starts in the
+    padding (9x9 here); onnxruntime drops it (8x8). Downstream pools must see 8x8."""
+    nodes = [
+        helper.make_node("MaxPool", ["x"], ["p1"], name="p1", kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1),
+        helper.make_node(downstream, ["p1"], ["y"], name="p2", **attrs),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 15, 15])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    new, report = rewrite_model(model)
+    assert [n.status for n in report.nodes] == ["rewritten", "rewritten"]
+    x = np.random.default_rng(3).standard_normal((1, 2, 15, 15)).astype(np.float32)
+    np.testing.assert_allclose(run(new, {"x": x})[0], run(model, {"x": x})[0], rtol=1e-5, atol=1e-6)
