@@ -23,7 +23,7 @@ from .builder import SubgraphBuilder
 from .lower import POOL_OPS, rule_for
 from .lower.checks import attribute_support
 from .report import KEPT, REWRITTEN, NodeResult, Report
-from .site import PoolSite, is_nonnegative
+from .site import NonNegativity, PoolSite
 from .spec import SpecError, pool_spec_from_attributes
 
 ONNX_DOMAINS = ("", "ai.onnx")
@@ -115,6 +115,7 @@ class PoolRewritePass:
                 return numpy_helper.to_array(node.attribute[0].t)
             return None
 
+        nonnegative = NonNegativity(producer, constant)
         new_nodes: list[onnx.NodeProto] = []
         new_initializers: list[onnx.TensorProto] = []
         for node in graph.node:
@@ -122,7 +123,7 @@ class PoolRewritePass:
                 new_nodes.append(node)
                 continue
             site = _site_from_proto(node, opset, types, consumed)
-            site.input_nonnegative = is_nonnegative(site.input_name, producer, constant)
+            site.input_nonnegative = nonnegative(site.input_name)
             result, builder = self._plan(site, taken)
             report.nodes.append(result)
             if builder is None:
@@ -156,6 +157,7 @@ class PoolRewritePass:
             tensor = tensors.get(name)
             return np.asarray(tensor.values) if isinstance(tensor, gs.Constant) else None
 
+        nonnegative = NonNegativity(producer, constant)
         for node in list(graph.nodes):
             if node.op not in POOL_OPS or (node.domain or "") not in ONNX_DOMAINS:
                 continue
@@ -174,7 +176,7 @@ class PoolRewritePass:
                 dtype_name=dtype.name if dtype is not None else "",
                 indices_used=bool(indices is not None and indices.name and (indices.outputs or indices.name in output_names)),
             )
-            site.input_nonnegative = is_nonnegative(x.name, producer, constant)
+            site.input_nonnegative = nonnegative(x.name)
             result, builder = self._plan(site, taken)
             report.nodes.append(result)
             if builder is None:

@@ -55,20 +55,31 @@ SIGN_PRESERVING_OPS = {
 }
 
 
-def is_nonnegative(
-    tensor: str,
-    producer: Callable[[str], Optional[tuple[str, Sequence[str], dict]]],
-    constant: Callable[[str], Optional[np.ndarray]],
-    depth: int = 0,
-) -> bool:
-    """True when ``tensor`` is provably >= 0 from the ops that produce it.
+class NonNegativity:
+    """Answers "is this tensor provably >= 0?" from the ops that produce it, with memo.
 
     ``producer(name)`` gives ``(op_type, inputs, attrs)`` of the producing node
     or None for graph inputs and initializers; ``constant(name)`` gives an
     initializer's value or None.
     """
-    if depth > 64:
-        return False
+
+    def __init__(
+        self,
+        producer: Callable[[str], Optional[tuple[str, Sequence[str], dict]]],
+        constant: Callable[[str], Optional[np.ndarray]],
+    ) -> None:
+        self.producer, self.constant = producer, constant
+        self._memo: dict[str, bool] = {}
+
+    def __call__(self, tensor: str, depth: int = 0) -> bool:
+        if tensor not in self._memo:
+            if depth > 256:
+                return False  # unproven, but not memoized: a shallower query may prove it
+            self._memo[tensor] = _is_nonnegative(tensor, self.producer, self.constant, self, depth)
+        return self._memo[tensor]
+
+
+def _is_nonnegative(tensor, producer, constant, recurse: Callable[[str, int], bool], depth: int) -> bool:
     value = constant(tensor)
     if value is not None:
         return bool(value.size) and bool(np.all(value >= 0))
@@ -93,9 +104,9 @@ def is_nonnegative(
             if fill is None or np.any(fill < 0) or value_attr < 0:
                 return False
     if op in SIGN_PRESERVING_OPS:
-        return bool(inputs) and is_nonnegative(inputs[0], producer, constant, depth + 1)
+        return bool(inputs) and recurse(inputs[0], depth + 1)
     if op == "Concat":
-        return all(is_nonnegative(i, producer, constant, depth + 1) for i in inputs)
+        return all(recurse(i, depth + 1) for i in inputs)
     if op == "Max":
-        return any(is_nonnegative(i, producer, constant, depth + 1) for i in inputs)
+        return any(recurse(i, depth + 1) for i in inputs)
     return False

@@ -197,3 +197,24 @@ def test_dynamic_batch_is_rewritten():
     assert report.nodes[0].status == "rewritten"
     x = np.random.default_rng(0).integers(-10, 11, (3, 3, 8, 8)).astype(np.float32)
     np.testing.assert_array_equal(run(new, {"x": x})[0], run(model, {"x": x})[0])
+
+
+@pytest.mark.parametrize(
+    "op,opset,attrs",
+    [
+        ("MaxPool", 7, dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),
+        ("MaxPool", 8, dict(kernel_shape=[3, 2], strides=[2, 1], pads=[0, 1, 2, 0], storage_order=1)),
+        ("MaxPool", 10, dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1, dilations=[2, 1])),
+        ("MaxPool", 11, dict(kernel_shape=[2, 3], auto_pad="SAME_LOWER")),
+        ("MaxPool", 12, dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1)),
+        ("AveragePool", 7, dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=1)),
+        ("AveragePool", 10, dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)),
+        ("AveragePool", 11, dict(kernel_shape=[3, 2], pads=[1, 0, 2, 1], ceil_mode=1, count_include_pad=0)),
+        ("GlobalMaxPool", 7, {}),
+        ("GlobalAveragePool", 11, {}),
+    ],
+    ids=str,
+)
+def test_older_opsets(op, opset, attrs):
+    """Each opset's attribute defaults and semantics, checked at that opset."""
+    assert_rewrite_matches(op, [1, 3, 10, 9], attrs, opset=opset)

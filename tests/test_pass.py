@@ -171,3 +171,45 @@ def test_pool_after_ceil_mode_pool_gets_runtime_shape(downstream, attrs):
     assert [n.status for n in report.nodes] == ["rewritten", "rewritten"]
     x = np.random.default_rng(3).standard_normal((1, 2, 15, 15)).astype(np.float32)
     np.testing.assert_allclose(run(new, {"x": x})[0], run(model, {"x": x})[0], rtol=1e-5, atol=1e-6)
+
+
+def _chain_model(producers: list[tuple[str, dict, list]], opset: int = 17) -> onnx.ModelProto:
+    """x -> producers... -> MaxPool 3x3/p1 -> y; each producer is (op, attrs, extra initializer inputs)."""
+    nodes, inits, src = [], [], "x"
+    for i, (op, attrs, extra) in enumerate(producers):
+        names = []
+        for j, value in enumerate(extra):
+            names.append(f"c{i}_{j}")
+            inits.append(onnx.numpy_helper.from_array(np.asarray(value, np.float32), names[-1]))
+        nodes.append(helper.make_node(op, [src, *names], [f"t{i}"], name=f"n{i}", **attrs))
+        src = f"t{i}"
+    nodes.append(helper.make_node("MaxPool", [src], ["y"], name="pool", kernel_shape=[3, 3], pads=[1, 1, 1, 1]))
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 6, 6])], initializer=inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+
+
+@pytest.mark.parametrize(
+    "producers,nonnegative",
+    [
+        ([("Relu", {}, [])], True),
+        ([("Sigmoid", {}, [])], True),
+        ([("Clip", {}, [0.0, 6.0])], True),
+        ([("Clip", {}, [-1.0, 6.0])], False),
+        ([("Relu", {}, []), ("Transpose", {"perm": [0, 1, 3, 2]}, [])], True),
+        ([("Relu", {}, []), ("Add", {}, [[-1.0]])], False),
+        ([("Tanh", {}, [])], False),
+        ([("Abs", {}, []), ("MaxPool", {"kernel_shape": [1, 1]}, [])], True),
+    ],
+    ids=["relu", "sigmoid", "relu6", "clip-neg", "relu-transpose", "relu-minus-1", "tanh", "abs-maxpool"],
+)
+def test_nonnegative_inputs_skip_border_padding(producers, nonnegative):
+    model = _chain_model(producers)
+    new, report = rewrite_model(model)
+    pool = [n for n in report.nodes if n.name == "pool"][0]
+    assert pool.status == "rewritten"
+    assert ("Concat" not in pool.op_counts) == nonnegative
+    x = -np.abs(np.random.default_rng(4).standard_normal((1, 2, 6, 6))).astype(np.float32) - 0.1
+    np.testing.assert_allclose(run(new, {"x": x})[0], run(model, {"x": x})[0], rtol=1e-6, atol=1e-7)
