@@ -7,6 +7,7 @@ Exit codes: 0 success (including "nothing to rewrite"), 1 validation failed,
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -87,8 +88,13 @@ class _Console:
         self.started = time.monotonic()
 
     def out(self, text: str) -> None:
-        if not self.quiet:
+        if self.quiet:
+            return
+        try:
             print(text, flush=True)
+        except BrokenPipeError:  # e.g. piped into `head`: stop printing, keep working
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            self.quiet = True
 
     def progress(self, text: str) -> None:
         """Progress goes to stderr, and only once work has run a moment."""
@@ -106,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
         check_output_path(args.report, args.input)
 
     model = load_model(args.input)
-    result = PoolRewritePass(only=_names(args.only), exclude=_names(args.exclude)).run(model)
+    console.progress(f"loaded {args.input}")
+    result = PoolRewritePass(only=_names(args.only), exclude=_names(args.exclude)).run(model, progress=console.progress)
     report = result.report
     console.out(report.table() if report.nodes else "no pool nodes found")
 

@@ -73,11 +73,21 @@ def write_atomically(path: str | os.PathLike, write: Callable[[str], None]) -> N
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, _target_mode(p))  # mkstemp makes 0600 files
         os.replace(tmp, p)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _target_mode(path: Path) -> int:
+    """Keep an existing file's permissions; otherwise the usual 0666 less the umask."""
+    if path.exists():
+        return path.stat().st_mode & 0o7777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:

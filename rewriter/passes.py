@@ -11,7 +11,7 @@ Two entry points share everything but the graph plumbing:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 import onnx
@@ -88,8 +88,11 @@ class PoolRewritePass:
         return result, builder
 
     # -- ModelProto ------------------------------------------------------------
-    def run(self, model: onnx.ModelProto) -> RewriteResult:
-        """Rewrite a copy of ``model``; the argument is not modified."""
+    def run(self, model: onnx.ModelProto, progress: Optional[Callable[[str], None]] = None) -> RewriteResult:
+        """Rewrite a copy of ``model``; the argument is not modified.
+
+        ``progress``, if given, receives a short status line every 100 pool nodes.
+        """
         out = onnx.ModelProto()
         out.CopyFrom(model)
         report = Report()
@@ -122,6 +125,8 @@ class PoolRewritePass:
             if node.op_type not in POOL_OPS or node.domain not in ONNX_DOMAINS:
                 new_nodes.append(node)
                 continue
+            if progress and report.nodes and len(report.nodes) % 100 == 0:
+                progress(f"rewriting: {len(report.nodes)} pool nodes done")
             site = _site_from_proto(node, opset, types, consumed)
             site.input_nonnegative = nonnegative(site.input_name)
             result, builder = self._plan(site, taken)

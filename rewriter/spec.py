@@ -7,7 +7,6 @@ with the ONNX spec except where noted in :func:`pool_spec_from_attributes`.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -77,6 +76,9 @@ class PoolSpec:
     kind: str  # "max" or "average"
     axes: tuple[AxisSpec, ...]
     count_include_pad: bool = False
+    # Already folded into the axes; kept only to describe the node.
+    ceil_mode: bool = False
+    auto_pad: str = "NOTSET"
 
     @property
     def rank(self) -> int:
@@ -105,6 +107,10 @@ class PoolSpec:
             text += f" d{join([a.dilation for a in self.axes])}"
         if self.kind == "average":
             text += " cip=1" if self.count_include_pad else " cip=0"
+        if self.ceil_mode:
+            text += " ceil"
+        if self.auto_pad not in ("NOTSET", ""):
+            text += f" {self.auto_pad}"
         return text
 
 
@@ -199,19 +205,10 @@ def pool_spec_from_attributes(
                     "(its value would be the runtime's fill value, not a pooled one)"
                 )
         axes.append(axis)
-    return PoolSpec(kind=kind, axes=tuple(axes), count_include_pad=cip)
+    return PoolSpec(kind=kind, axes=tuple(axes), count_include_pad=cip, ceil_mode=ceil_mode, auto_pad=str(auto_pad or "NOTSET"))
 
 
 def global_pool_spec(kind: str, spatial_shape: Sequence[int]) -> PoolSpec:
     """A global pool is a pool whose window is the whole (static) extent."""
     axes = tuple(AxisSpec(n, n, 1, 1, 0, 0, 1) for n in spatial_shape)
     return PoolSpec(kind=kind, axes=axes, count_include_pad=False)
-
-
-def total_divisor_is_uniform(spec: PoolSpec) -> bool:
-    """True when every output window of an average pool divides by the same count."""
-    return all(len(set(spec.divisors(i))) == 1 for i in range(spec.rank))
-
-
-def prod(values: Sequence[int]) -> int:
-    return math.prod(values)

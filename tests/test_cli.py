@@ -158,3 +158,16 @@ def test_existing_output_survives_failed_run(model_path, tmp_path, monkeypatch):
     assert cli.main([str(model_path), str(out), "-q"]) == 1
     assert out.read_bytes() == b"previous result"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx", "out.onnx"]
+
+
+def test_output_file_has_ordinary_permissions(model_path, tmp_path):
+    out = tmp_path / "out.onnx"
+    assert cli_run(model_path, out, "-q").returncode == 0
+    assert out.stat().st_mode & 0o044 == 0o044  # readable by group and others under the usual umask
+
+
+def test_table_shows_flags(tmp_path):
+    src = tmp_path / "ceil.onnx"
+    onnx.save(pool_model("AveragePool", [1, 2, 9, 9], dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1, auto_pad="NOTSET")), src)
+    proc = cli_run(src, tmp_path / "o.onnx")
+    assert proc.returncode == 0 and "k3x3 s2x2 p0,0/0,0 cip=0 ceil" in proc.stdout
