@@ -7,6 +7,7 @@ Exit codes: 0 success (including "nothing to rewrite"), 1 validation failed,
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -33,14 +34,22 @@ table says why."""
 EPILOG = """\
 exit codes:
   0  success; also when there is nothing to rewrite (OUT is then a copy of IN)
-  1  validation failed; OUT is not written
+  1  validation failed; OUT is not written (with --compare: the models are not equal)
   2  usage error, or an unreadable or invalid input; OUT is not written
+
+input suites (each seeded): signed-normal, all-negative, tie-heavy-int (-10..10),
+wide-range (mixed signs over many decades), plus --inputs if given. Every
+graph output must match in shape, dtype and non-finite positions, and within
+tolerance; each rewritten node is also checked alone on the activations the
+original produces at its input, so a failure names the node.
 
 examples:
   onnx-poolrewrite model.onnx model.conv.onnx
   onnx-poolrewrite model.onnx out.onnx --report report.json
   onnx-poolrewrite model.onnx --dry-run --only MaxPool
-  onnx-poolrewrite model.onnx out.onnx --exclude head/pool,GlobalAveragePool"""
+  onnx-poolrewrite model.onnx out.onnx --exclude head/pool,GlobalAveragePool
+  onnx-poolrewrite model.onnx out.onnx --input-shape images:1,3,640,640 --inputs sample.npz
+  onnx-poolrewrite --compare original.onnx candidate_from_another_tool.onnx --report check.json"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -68,6 +77,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="never rewrite these nodes: node names, output tensor names or op types (repeatable)",
     )
     p.add_argument("--dry-run", action="store_true", help="print the plan and write no model (--report is still written)")
+    p.add_argument(
+        "--compare", action="store_true",
+        help="validate only: IN is the original, OUT an existing candidate made by any tool; nothing is rewritten or written",
+    )
+    v = p.add_argument_group("validation inputs and tolerance")
+    v.add_argument(
+        "--inputs", metavar="PATH",
+        help="also validate on your own inputs: .npz (name -> array), .npy, a TensorProto .pb, or a test_data_set_N/ folder",
+    )
+    v.add_argument(
+        "--input-shape", metavar="NAME:D0,D1,...", action="append",
+        help="fix an input's dynamic dims, e.g. images:1,3,224,224 (repeatable; a dynamic batch defaults to 1)",
+    )
+    v.add_argument("--rtol", type=float, help="relative tolerance, of max |reference| per output (default 1e-5 float32, 1e-2 float16)")
+    v.add_argument("--atol", type=float, help="absolute tolerance added to the relative one (default 0)")
+    v.add_argument("--ulps", type=float, help="instead of --rtol: tolerance in ulps of max |reference| per output")
+    v.add_argument("--seed", type=int, default=0, help="seed of the generated input suites (default 0)")
     verbosity = p.add_mutually_exclusive_group()
     verbosity.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     verbosity.add_argument("-v", "--verbose", action="store_true", help="also print every validation comparison")
@@ -102,7 +128,71 @@ class _Console:
             print(text, file=sys.stderr, flush=True)
 
 
+def _input_shapes(values: Optional[list[str]]) -> dict[str, list[int]]:
+    shapes = {}
+    for value in values or []:
+        name, sep, dims = value.rpartition(":")
+        try:
+            shapes[name] = [int(d) for d in dims.split(",")]
+        except ValueError:
+            sep = ""
+        if not sep or not name or any(d < 0 for d in shapes.get(name, [])):
+            raise InputError(f"--input-shape {value!r}: expected NAME:D0,D1,... with non-negative integers")
+    return shapes
+
+
+def _validate(args: argparse.Namespace, original, candidate, console: _Console, localize=None):
+    """Run the validator with the command line's input and tolerance options."""
+    from .validate import DEFAULT_SUITES, ToleranceComparator, ValidationSetupError, load_user_inputs, validate_models
+
+    user_inputs = load_user_inputs(args.inputs, original) if args.inputs else None
+    comparator = ToleranceComparator(rtol=args.rtol, atol=args.atol or 0.0, ulps=args.ulps)
+    try:
+        validation = validate_models(
+            original, candidate, suites=DEFAULT_SUITES, user_inputs=user_inputs, input_shapes=_input_shapes(args.input_shape),
+            comparator=comparator, localize=localize, seed=args.seed, progress=console.progress,
+        )
+    except ValidationSetupError as err:
+        hint = "" if args.compare else " (or pass --no-validate)"
+        raise InputError(f"cannot validate: {err}{hint}") from err
+    if args.verbose:
+        for c in validation.comparisons:
+            console.out(
+                f"  {c.output:<24} {c.suite:<14} {'ok  ' if c.passed else 'FAIL'} "
+                f"abs {c.max_abs_error:.3g}  rel {c.rel_error:.3g}  ulp {c.ulp_error:.3g} {c.note}"
+            )
+        for n in validation.nodes:
+            verdict = {True: "ok  ", False: "FAIL", None: "n/a "}[n.passed]
+            console.out(f"  node {n.name or n.output:<19} {n.op_type:<14} {verdict} rel {n.rel_error:.3g}  ulp {n.ulp_error:.3g} {n.note}")
+    return validation
+
+
+def _write_report(path: Optional[str], data: dict) -> None:
+    if path:
+        text = json.dumps(data, indent=2) + "\n"
+        write_atomically(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def compare(args: argparse.Namespace) -> int:
+    """``--compare ORIGINAL CANDIDATE``: validate a candidate made by anything."""
+    console = _Console(args.quiet)
+    if not args.output:
+        raise InputError("--compare needs two models: ORIGINAL CANDIDATE")
+    if args.report:
+        check_output_path(args.report, args.input)
+    original, candidate = load_model(args.input), load_model(args.output)
+    validation = _validate(args, original, candidate, console)
+    _write_report(args.report, {"validation": validation.to_dict()})
+    if not validation.passed:
+        print(f"onnx-poolrewrite: not equal: {validation.summary()}", file=sys.stderr)
+        return EXIT_VALIDATION_FAILED
+    console.out(validation.summary())
+    return EXIT_OK
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.compare:
+        return compare(args)
     console = _Console(args.quiet)
     if not args.dry_run and not args.output:
         raise InputError("OUT is required (or pass --dry-run)")
@@ -118,9 +208,7 @@ def run(args: argparse.Namespace) -> int:
     console.out(report.table() if report.nodes else "no pool nodes found")
 
     def finish(code: int) -> int:
-        if args.report:
-            data = report.to_json() + "\n"
-            write_atomically(args.report, lambda tmp: Path(tmp).write_text(data))
+        _write_report(args.report, report.to_dict())
         return code
 
     if args.dry_run:
@@ -135,19 +223,8 @@ def run(args: argparse.Namespace) -> int:
     if args.no_validate:
         report.validation = {"passed": None, "skipped": "--no-validate", "worst": None}
     else:
-        from .validate import ValidationSetupError, validate_models
-
-        try:
-            validation = validate_models(model, result.model, progress=console.progress)
-        except ValidationSetupError as err:
-            raise InputError(f"cannot validate: {err} (or pass --no-validate)") from err
+        validation = _validate(args, model, result.model, console, localize=[n.output for n in report.rewritten])
         report.validation = validation.to_dict()
-        if args.verbose:
-            for c in validation.comparisons:
-                console.out(
-                    f"  {c.output:<24} {c.suite:<14} {'ok  ' if c.passed else 'FAIL'} "
-                    f"abs {c.max_abs_error:.3g}  rel {c.rel_error:.3g}  ulp {c.ulp_error:.3g} {c.note}"
-                )
         if not validation.passed:
             print(f"onnx-poolrewrite: {validation.summary()}; {args.output} not written", file=sys.stderr)
             return finish(EXIT_VALIDATION_FAILED)

@@ -2,33 +2,45 @@
 
 Three parts, each replaceable on its own (the Polygraphy split):
 
-* data loader: :class:`InputSuite` objects say which inputs to feed;
+* data loader: :class:`InputSuite` objects say which inputs to feed
+  (:func:`load_user_inputs` reads the user's own);
 * runner: :class:`OrtRunner` executes one model (one session, built once);
 * comparator: :class:`ToleranceComparator` says what "equal" means.
 
 Inputs are signed and adversarial on purpose. Values in [0, 1) or all ones
 cannot expose a zero-padded MaxPool; all-negative windows do.
+
+:func:`validate_models` compares every graph output under every suite, then
+localizes: each pool node of the original is compared, alone, with whatever
+the candidate computes between the same two tensor names, on the activations
+the original really produces there. A failure names the node.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Optional, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
-from .io import first_line as _first_line
+from .io import InputError, first_line
 
 # Graph optimizations off: we validate the graph as written, node by node, so
 # that onnxruntime's own fusions can neither hide nor cause a difference.
 ORT_OPTIMIZATION = "ORT_DISABLE_ALL"
 
-# Default tolerance: max |candidate - reference| over an output, divided by
-# max |reference| of that output. A correct rewrite differs by rounding only
-# (a few ulps per pairwise max or per sum); every known bug class (zero pads,
-# wrong divisor, dropped ceil window, flipped kernel) is off by >= 1e-2.
-DEFAULT_RTOL = {"float32": 1e-5, "float16": 1e-2, "float64": 1e-12}
+# Default tolerance: max |candidate - reference| over an output must not exceed
+# atol + rtol * max |reference| of that output. A correct rewrite differs by
+# rounding only (a few ulps per pairwise max or per sum); every known bug class
+# (zero pads, wrong divisor, dropped ceil window, flipped kernel) is off by far
+# more than 1e-3 of the output's magnitude.
+DEFAULT_RTOL = {"float32": 1e-5, "float16": 1e-2, "bfloat16": 5e-2, "float64": 1e-12}
+POOL_OPS = ("MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool")
 
 
 class ValidationSetupError(ValueError):
@@ -43,20 +55,27 @@ class InputSuite:
     """A named way to fill float inputs; integers and bools get their own values."""
 
     name: str
-    make_float: Callable[[np.random.Generator, tuple[int, ...]], np.ndarray]
+    make_float: Callable[[np.random.Generator, tuple[int, ...], np.dtype], np.ndarray]
 
     def make(self, rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         if dtype == np.bool_:
             return rng.random(shape) < 0.5
         if np.issubdtype(dtype, np.integer):
-            return rng.integers(0, 8, shape).astype(dtype)  # small non-negative: ids, indices
-        return self.make_float(rng, shape).astype(dtype)
+            return rng.integers(0, 8, shape).astype(dtype)  # small non-negative: ids, indices, lengths
+        return self.make_float(rng, shape, dtype).astype(dtype)
 
 
-SIGNED_NORMAL = InputSuite("signed-normal", lambda rng, s: rng.standard_normal(s))
-ALL_NEGATIVE = InputSuite("all-negative", lambda rng, s: -np.abs(rng.standard_normal(s)) - 0.25)
-TIE_HEAVY = InputSuite("tie-heavy-int", lambda rng, s: rng.integers(-10, 11, s).astype(np.float64))
-DEFAULT_SUITES: tuple[InputSuite, ...] = (SIGNED_NORMAL, ALL_NEGATIVE, TIE_HEAVY)
+def _wide_range(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    decades = 3 if dtype == np.float16 else 6  # float16 overflows past 65504
+    sign = np.where(rng.random(shape) < 0.5, -1.0, 1.0)
+    return sign * 10.0 ** rng.uniform(-decades, decades, shape)
+
+
+SIGNED_NORMAL = InputSuite("signed-normal", lambda rng, s, d: rng.standard_normal(s))
+ALL_NEGATIVE = InputSuite("all-negative", lambda rng, s, d: -np.abs(rng.standard_normal(s)) - 0.25)
+TIE_HEAVY = InputSuite("tie-heavy-int", lambda rng, s, d: rng.integers(-10, 11, s).astype(np.float64))
+WIDE_RANGE = InputSuite("wide-range", _wide_range)
+DEFAULT_SUITES: tuple[InputSuite, ...] = (SIGNED_NORMAL, ALL_NEGATIVE, TIE_HEAVY, WIDE_RANGE)
 
 
 @dataclass(frozen=True)
@@ -66,26 +85,46 @@ class InputDescription:
     dtype: np.dtype
 
 
-def describe_inputs(model: onnx.ModelProto) -> list[InputDescription]:
-    """Graph inputs that need a value, with a dynamic batch dimension fixed to 1."""
+def describe_inputs(model: onnx.ModelProto, shapes: Optional[Mapping[str, Sequence[int]]] = None) -> list[InputDescription]:
+    """Graph inputs that need a value, with static shapes.
+
+    ``shapes`` fixes dynamic dims by input name. A dynamic batch (first)
+    dimension defaults to 1; any other unresolved dimension is an error.
+    """
+    shapes = dict(shapes or {})
     initializers = {t.name for t in model.graph.initializer}
+    names = [v.name for v in model.graph.input if v.name not in initializers]
+    unknown = set(shapes) - set(names)
+    if unknown:
+        raise ValidationSetupError(f"--input-shape names unknown input(s) {sorted(unknown)}; the inputs are {names}")
     described = []
     for value in model.graph.input:
         if value.name in initializers:
             continue
         tt = value.type.tensor_type
-        dims = []
-        for axis, dim in enumerate(tt.shape.dim):
-            if dim.HasField("dim_value"):
-                dims.append(dim.dim_value)
-            elif axis == 0:
-                dims.append(1)
-            else:
-                label = dim.dim_param or "?"
-                raise ValidationSetupError(f"input '{value.name}' has dynamic dimension {axis} ('{label}'); give it a static size")
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
-        described.append(InputDescription(value.name, tuple(dims), np.dtype(dtype)))
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        if value.name in shapes:
+            given = list(shapes[value.name])
+            if len(given) != len(dims) or any(d is not None and d != g for d, g in zip(dims, given)):
+                raise ValidationSetupError(f"--input-shape {value.name}:{','.join(map(str, given))} does not fit its declared shape {_dims_text(tt)}")
+            dims = given
+        for axis, dim in enumerate(dims):
+            if dim is None:
+                if axis == 0:
+                    dims[axis] = 1
+                    continue
+                label = tt.shape.dim[axis].dim_param or "?"
+                raise ValidationSetupError(
+                    f"input '{value.name}' has dynamic dimension {axis} ('{label}'); fix it with --input-shape {value.name}:"
+                    + ",".join("1" if d is None else str(d) for d in dims)
+                )
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type))
+        described.append(InputDescription(value.name, tuple(int(d) for d in dims), dtype))
     return described
+
+
+def _dims_text(tt: onnx.TypeProto.Tensor) -> str:
+    return "[" + ",".join(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim) + "]"
 
 
 def make_feeds(inputs: Sequence[InputDescription], suite: InputSuite, seed: int = 0) -> dict[str, np.ndarray]:
@@ -93,23 +132,104 @@ def make_feeds(inputs: Sequence[InputDescription], suite: InputSuite, seed: int 
     return {i.name: suite.make(rng, i.shape, i.dtype) for i in inputs}
 
 
+def load_user_inputs(path: str | os.PathLike, model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Read the user's inputs: a ``.npz`` (name -> array), a ``.npy`` (single-input
+    models), a TensorProto ``.pb`` file, or a folder of ``input_*.pb`` files as in
+    ONNX test data sets (``test_data_set_0/``). Unnamed tensors map to inputs in order.
+    """
+    p = Path(path)
+    initializers = {t.name for t in model.graph.initializer}
+    names = [v.name for v in model.graph.input if v.name not in initializers]
+    try:
+        if p.is_dir():
+            files = sorted(p.glob("input_*.pb"), key=lambda f: int(f.stem.split("_")[-1]) if f.stem.split("_")[-1].isdigit() else 0)
+            if not files:
+                raise InputError(f"{p}: no input_*.pb files in this folder")
+            tensors = [_read_tensor_pb(f) for f in files]
+        elif p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as data:
+                return _check_user_inputs({k: data[k] for k in data.files}, names, p)
+        elif p.suffix == ".npy":
+            return _check_user_inputs({names[0]: np.load(p, allow_pickle=False)} if len(names) == 1 else {}, names, p)
+        elif p.suffix == ".pb":
+            tensors = [_read_tensor_pb(p)]
+        else:
+            raise InputError(f"{p}: inputs must be .npz, .npy, .pb or a folder of input_*.pb files")
+    except InputError:
+        raise
+    except FileNotFoundError as err:
+        raise InputError(f"{p}: no such file") from err
+    except Exception as err:
+        raise InputError(f"{p}: cannot read inputs ({first_line(err)})") from err
+    arrays = {}
+    for index, (tensor_name, array) in enumerate(tensors):
+        if tensor_name:
+            arrays[tensor_name] = array
+        elif index < len(names):
+            arrays[names[index]] = array
+    return _check_user_inputs(arrays, names, p)
+
+
+def _read_tensor_pb(path: Path) -> tuple[str, np.ndarray]:
+    tensor = onnx.TensorProto()
+    tensor.ParseFromString(path.read_bytes())
+    return tensor.name, numpy_helper.to_array(tensor)
+
+
+def _check_user_inputs(arrays: dict[str, np.ndarray], names: list[str], path: Path) -> dict[str, np.ndarray]:
+    missing = [n for n in names if n not in arrays]
+    extra = [n for n in arrays if n not in names]
+    if missing or extra:
+        raise InputError(f"{path}: inputs do not match the model: missing {missing}, unknown {extra}")
+    return arrays
+
+
 # -- runner ---------------------------------------------------------------------
 
 
 class OrtRunner:
-    """One onnxruntime CPU session for one model, built once and reused."""
+    """One onnxruntime CPU session for one model, built once and reused.
 
-    def __init__(self, model: onnx.ModelProto) -> None:
+    ``expose`` names intermediate tensors to return as extra outputs.
+    """
+
+    def __init__(self, model: onnx.ModelProto, expose: Sequence[str] = ()) -> None:
         import onnxruntime as ort  # imported lazily: the CLI starts fast without validation
 
+        if expose:
+            model = _with_outputs(model, expose)
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, ORT_OPTIMIZATION)
         self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         self.output_names = [o.name for o in self.session.get_outputs()]
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self.output_names, self.session.run(None, feeds)))
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self.output_names, self.session.run(None, dict(feeds))))
+
+
+def _with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    """A copy of ``model`` that also outputs the tensors ``names`` (types from inference)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    existing = {o.name for o in copy.graph.output}
+    elem_types = _elem_types(copy)
+    for name in names:
+        if name not in existing:
+            value = onnx.ValueInfoProto()
+            value.name = name
+            value.type.tensor_type.elem_type = elem_types.get(name, onnx.TensorProto.FLOAT)
+            copy.graph.output.append(value)
+    return copy
+
+
+def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:
+        inferred = model
+    g = inferred.graph
+    return {v.name: v.type.tensor_type.elem_type for v in list(g.input) + list(g.value_info) + list(g.output)}
 
 
 # -- comparator -------------------------------------------------------------------
@@ -117,7 +237,7 @@ class OrtRunner:
 
 @dataclass
 class OutputComparison:
-    """One output under one input suite."""
+    """One output (or one node's output) under one input suite."""
 
     output: str
     suite: str
@@ -131,9 +251,18 @@ class OutputComparison:
 @dataclass
 class ToleranceComparator:
     """Equal means: same shape and dtype, NaN and inf in the same places with the
-    same values, and finite differences within ``rtol`` of the output's magnitude."""
+    same values, and ``max|Δ| <= atol + rtol * max|reference|`` over the finite
+    values (with ``ulps`` set instead: ``max|Δ| <= ulps`` ulps of ``max|reference|``).
+    ``rtol=None`` picks the default for the output's dtype."""
 
     rtol: Optional[float] = None
+    atol: float = 0.0
+    ulps: Optional[float] = None
+
+    def describe(self) -> dict[str, Any]:
+        if self.ulps is not None:
+            return {"ulps_of_max_reference": self.ulps, "atol": self.atol}
+        return {"rtol": self.rtol if self.rtol is not None else DEFAULT_RTOL, "atol": self.atol}
 
     def compare(self, output: str, suite: str, ref: np.ndarray, cand: np.ndarray) -> OutputComparison:
         def fail(note: str) -> OutputComparison:
@@ -149,27 +278,50 @@ class ToleranceComparator:
         ref64, cand64 = ref.astype(np.float64), cand.astype(np.float64)
         finite = np.isfinite(ref64)
         if not np.array_equal(finite, np.isfinite(cand64)):
-            return fail("non-finite values in different places")
+            where = np.argwhere(finite != np.isfinite(cand64))[0].tolist()
+            return fail(f"non-finite values in different places (first at index {where})")
         if not np.array_equal(ref64[~finite], cand64[~finite], equal_nan=True):
             return fail("different non-finite values")
         if not finite.any():
             return OutputComparison(output, suite, True, 0.0, 0.0, 0.0)
         diff = float(np.max(np.abs(ref64[finite] - cand64[finite])))
         scale = float(np.max(np.abs(ref64[finite])))
+        ulp = float(np.spacing(ref.dtype.type(scale))) if scale > 0 else float(np.finfo(ref.dtype).smallest_subnormal)
         rel = diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
-        ulp = diff / float(np.spacing(ref.dtype.type(scale))) if scale > 0 else (0.0 if diff == 0 else float("inf"))
-        rtol = self.rtol if self.rtol is not None else DEFAULT_RTOL.get(ref.dtype.name, 1e-5)
-        return OutputComparison(output, suite, rel <= rtol, diff, rel, ulp)
+        if self.ulps is not None:
+            allowed = self.atol + self.ulps * ulp
+        else:
+            rtol = self.rtol if self.rtol is not None else DEFAULT_RTOL.get(ref.dtype.name, 1e-5)
+            allowed = self.atol + rtol * scale
+        return OutputComparison(output, suite, diff <= allowed, diff, rel, diff / ulp)
 
 
 # -- driver ---------------------------------------------------------------------
 
 
 @dataclass
+class NodeCheck:
+    """One original pool node against the candidate's computation between the same tensors."""
+
+    name: str
+    op_type: str
+    output: str
+    passed: Optional[bool]  # None: could not be localized
+    max_abs_error: float = 0.0
+    rel_error: float = 0.0
+    ulp_error: float = 0.0
+    worst_suite: str = ""
+    note: str = ""
+
+
+@dataclass
 class ValidationResult:
     passed: bool
     comparisons: list[OutputComparison] = field(default_factory=list)
-    rtol: Optional[float] = None
+    nodes: list[NodeCheck] = field(default_factory=list)
+    tolerance: dict[str, Any] = field(default_factory=dict)
+    suites: list[str] = field(default_factory=list)
+    seconds: float = 0.0
 
     @property
     def worst(self) -> Optional[OutputComparison]:
@@ -177,22 +329,35 @@ class ValidationResult:
             return None
         return max(self.comparisons, key=lambda c: (not c.passed, c.rel_error))
 
+    @property
+    def failed_nodes(self) -> list[NodeCheck]:
+        return [n for n in self.nodes if n.passed is False]
+
     def summary(self) -> str:
         w = self.worst
         if w is None:
             return "validation: nothing compared"
         verdict = "passed" if self.passed else "FAILED"
         detail = w.note or f"max abs error {w.max_abs_error:.3g}, {w.rel_error:.3g} of max |reference|, {w.ulp_error:.3g} ulp"
-        return f"validation {verdict}: worst output '{w.output}' on {w.suite} inputs: {detail}"
+        text = f"validation {verdict}: worst output '{w.output}' on {w.suite} inputs: {detail}"
+        failed = self.failed_nodes
+        if failed:
+            shown = ", ".join(f"'{n.name or n.output}' ({n.op_type}, {n.note or f'{n.rel_error:.3g} of max |reference|'})" for n in failed[:3])
+            more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
+            text += f"; failing node(s): {shown}{more}"
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         w = self.worst
         return {
             "passed": self.passed,
             "ort_graph_optimization": ORT_OPTIMIZATION,
-            "rtol": self.rtol if self.rtol is not None else DEFAULT_RTOL,
+            "tolerance": self.tolerance,
+            "suites": self.suites,
             "worst": asdict(w) if w else None,
             "comparisons": [asdict(c) for c in self.comparisons],
+            "nodes": [asdict(n) for n in self.nodes],
+            "seconds": round(self.seconds, 3),
         }
 
 
@@ -201,40 +366,169 @@ def validate_models(
     candidate: onnx.ModelProto,
     *,
     suites: Iterable[InputSuite] = DEFAULT_SUITES,
+    user_inputs: Optional[Mapping[str, np.ndarray]] = None,
+    input_shapes: Optional[Mapping[str, Sequence[int]]] = None,
     comparator: Optional[ToleranceComparator] = None,
+    localize: Optional[Sequence[str]] = None,
     seed: int = 0,
     progress: Optional[Callable[[str], None]] = None,
 ) -> ValidationResult:
-    """Run both models on every suite and compare every graph output."""
+    """Run both models on every suite (and the user's inputs) and compare every graph output.
+
+    ``localize`` lists output tensor names of original pool nodes to check one by
+    one (default: every pool node whose output the candidate also has).
+    """
+    started = time.monotonic()
     comparator = comparator or ToleranceComparator()
-    inputs = describe_inputs(original)
+    suites = list(suites)
+    user_shapes = {k: v.shape for k, v in (user_inputs or {}).items()}
+    inputs = describe_inputs(original, {**user_shapes, **dict(input_shapes or {})}) if suites else []
+    site_nodes = _localizable_nodes(original, candidate, localize)
+    expose = sorted({n.input[0] for n in site_nodes})
     try:
-        reference = OrtRunner(original)
+        reference = OrtRunner(original, expose=expose)
     except Exception as err:  # onnxruntime raises several unrelated types
-        raise ValidationSetupError(f"the original model does not load in onnxruntime: {_first_line(err)}") from err
+        raise ValidationSetupError(f"the original model does not load in onnxruntime: {first_line(err)}") from err
+    result = ValidationResult(passed=True, tolerance=comparator.describe(), suites=[s.name for s in suites])
     try:
         tested = OrtRunner(candidate)
     except Exception as err:
-        note = f"candidate does not load in onnxruntime: {_first_line(err)}"
-        return ValidationResult(False, [OutputComparison("<session>", "-", False, *(3 * [float("inf")]), note)], comparator.rtol)
-    if reference.output_names != tested.output_names:
-        raise ValidationSetupError(f"graph outputs differ: {reference.output_names} vs {tested.output_names}")
-    result = ValidationResult(passed=True, rtol=comparator.rtol)
-    suites = list(suites)
-    for index, suite in enumerate(suites):
+        result.comparisons.append(_failure("<session>", "-", f"candidate does not load in onnxruntime: {first_line(err)}"))
+        result.passed = False
+        result.seconds = time.monotonic() - started
+        return result
+    graph_outputs = [o.name for o in original.graph.output]
+    missing = [name for name in graph_outputs if name not in tested.output_names]
+    if missing:
+        result.comparisons.append(_failure(missing[0], "-", f"candidate lacks graph output(s) {missing}"))
+        result.passed = False
+
+    feeds_by_suite = [(s.name, make_feeds(inputs, s, seed)) for s in suites]
+    if user_inputs:
+        feeds_by_suite.append(("user", dict(user_inputs)))
+    activations: list[tuple[str, dict[str, np.ndarray]]] = []
+    for index, (suite_name, feeds) in enumerate(feeds_by_suite):
         if progress:
-            progress(f"validating: {suite.name} inputs ({index + 1}/{len(suites)})")
-        feeds = make_feeds(inputs, suite, seed)
-        expected = reference.run(feeds)
+            progress(f"validating: {suite_name} inputs ({index + 1}/{len(feeds_by_suite)})")
+        try:
+            expected = reference.run(feeds)
+        except Exception as err:
+            raise ValidationSetupError(f"the original model fails on {suite_name} inputs: {first_line(err)}") from err
+        activations.append((suite_name, {name: expected[name] for name in expose}))
         try:
             actual = tested.run(feeds)
         except Exception as err:  # the candidate does not run: that is a failed validation
-            note = f"candidate fails in onnxruntime: {_first_line(err)}"
-            result.comparisons.append(OutputComparison("<run>", suite.name, False, *(3 * [float("inf")]), note))
+            result.comparisons.append(_failure("<run>", suite_name, f"candidate fails in onnxruntime: {first_line(err)}"))
             result.passed = False
             continue
-        for name in reference.output_names:
-            comparison = comparator.compare(name, suite.name, expected[name], actual[name])
-            result.comparisons.append(comparison)
-            result.passed &= comparison.passed
+        for name in graph_outputs:
+            if name in actual:
+                comparison = comparator.compare(name, suite_name, expected[name], actual[name])
+                result.comparisons.append(comparison)
+                result.passed &= comparison.passed
+
+    if progress and site_nodes:
+        progress(f"validating: {len(site_nodes)} node(s) one by one")
+    if site_nodes:
+        original_paths, candidate_paths = _Paths(original), _Paths(candidate)
+        result.nodes = [_check_node(n, original_paths, candidate_paths, activations, comparator) for n in site_nodes]
+    result.passed &= not result.failed_nodes
+    result.seconds = time.monotonic() - started
     return result
+
+
+def _failure(output: str, suite: str, note: str) -> OutputComparison:
+    return OutputComparison(output, suite, False, float("inf"), float("inf"), float("inf"), note)
+
+
+def _localizable_nodes(original: onnx.ModelProto, candidate: onnx.ModelProto, only: Optional[Sequence[str]]) -> list[onnx.NodeProto]:
+    """Original pool nodes whose input and output tensors the candidate also has."""
+    produced = {o for n in candidate.graph.node for o in n.output}
+    available = produced | {i.name for i in candidate.graph.input}
+    wanted = set(only) if only is not None else None
+    nodes = []
+    for node in original.graph.node:
+        if node.op_type not in POOL_OPS or node.domain not in ("", "ai.onnx"):
+            continue
+        if wanted is not None and node.output[0] not in wanted:
+            continue
+        if node.output[0] in produced and node.input[0] in available:
+            nodes.append(node)
+    return nodes
+
+
+def _check_node(
+    node: onnx.NodeProto,
+    original: "_Paths",
+    candidate: "_Paths",
+    activations: list[tuple[str, dict[str, np.ndarray]]],
+    comparator: ToleranceComparator,
+) -> NodeCheck:
+    check = NodeCheck(node.name, node.op_type, node.output[0], passed=None)
+    x_name, y_name = node.input[0], node.output[0]
+    try:
+        ref_runner = OrtRunner(original.between(x_name, y_name))
+        cand_runner = OrtRunner(candidate.between(x_name, y_name))
+    except _NotLocalizable as err:
+        check.note = str(err)
+        return check
+    except Exception as err:
+        check.passed, check.note = False, f"does not load in onnxruntime: {first_line(err)}"
+        return check
+    worst: Optional[OutputComparison] = None
+    for suite_name, tensors in activations:
+        feeds = {x_name: tensors[x_name]}
+        try:
+            expected, actual = ref_runner.run(feeds)[y_name], cand_runner.run(feeds)[y_name]
+        except Exception as err:
+            check.passed, check.note, check.worst_suite = False, f"fails in onnxruntime: {first_line(err)}", suite_name
+            return check
+        c = comparator.compare(y_name, suite_name, expected, actual)
+        if worst is None or (not c.passed, c.rel_error) > (not worst.passed, worst.rel_error):
+            worst = c
+    if worst is not None:
+        check.passed = worst.passed
+        check.max_abs_error, check.rel_error, check.ulp_error = worst.max_abs_error, worst.rel_error, worst.ulp_error
+        check.worst_suite, check.note = worst.suite, worst.note
+    return check
+
+
+class _NotLocalizable(Exception):
+    pass
+
+
+class _Paths:
+    """Cuts single-input pieces out of one model: what computes ``y`` from ``x`` alone."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.model = model
+        self.producers = {o: n for n in model.graph.node for o in n.output}
+        self.order = {id(n): i for i, n in enumerate(model.graph.node)}
+        self.initializers = {t.name: t for t in model.graph.initializer}
+        self.elem_types = _elem_types(model)
+
+    def between(self, x_name: str, y_name: str) -> onnx.ModelProto:
+        keep: dict[int, onnx.NodeProto] = {}
+        seen: set[str] = set()
+        stack = [y_name]
+        while stack:
+            name = stack.pop()
+            if name in seen or name == x_name or name in self.initializers or not name:
+                continue
+            seen.add(name)
+            node = self.producers.get(name)
+            if node is None:
+                raise _NotLocalizable(f"'{y_name}' depends on '{name}', not only on '{x_name}'")
+            if node.op_type in ("If", "Loop", "Scan") or len(keep) > 10000:
+                raise _NotLocalizable(f"'{y_name}' is computed through control flow or too many nodes")
+            keep[id(node)] = node
+            stack.extend(node.input)
+        nodes = sorted(keep.values(), key=lambda n: self.order[id(n)])
+        used = {i for n in nodes for i in n.input}
+
+        def info(name: str) -> onnx.ValueInfoProto:
+            return onnx.helper.make_tensor_value_info(name, self.elem_types.get(name, onnx.TensorProto.FLOAT), None)
+
+        inits = [t for name, t in self.initializers.items() if name in used]
+        graph = onnx.helper.make_graph(nodes, "localized", [info(x_name)], [info(y_name)], inits)
+        return onnx.helper.make_model(graph, opset_imports=list(self.model.opset_import), ir_version=self.model.ir_version)
