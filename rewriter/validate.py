@@ -190,46 +190,60 @@ def _check_user_inputs(arrays: dict[str, np.ndarray], names: list[str], path: Pa
 class OrtRunner:
     """One onnxruntime CPU session for one model, built once and reused.
 
-    ``expose`` names intermediate tensors to return as extra outputs.
+    ``expose`` names intermediate tensors to return as extra outputs, with
+    their element types in ``elem_types`` (see :func:`elem_types`).
     """
 
-    def __init__(self, model: onnx.ModelProto, expose: Sequence[str] = ()) -> None:
+    def __init__(self, model: onnx.ModelProto, expose: Sequence[str] = (), elem_types: Optional[Mapping[str, int]] = None) -> None:
         import onnxruntime as ort  # imported lazily: the CLI starts fast without validation
 
-        if expose:
-            model = _with_outputs(model, expose)
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, ORT_OPTIMIZATION)
-        self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        data = _serialize_with_outputs(model, expose, elem_types or {})
+        self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self.output_names, self.session.run(None, dict(feeds))))
 
 
-def _with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
-    """A copy of ``model`` that also outputs the tensors ``names`` (types from inference)."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    existing = {o.name for o in copy.graph.output}
-    elem_types = _elem_types(copy)
-    for name in names:
-        if name not in existing:
-            value = onnx.ValueInfoProto()
-            value.name = name
-            value.type.tensor_type.elem_type = elem_types.get(name, onnx.TensorProto.FLOAT)
-            copy.graph.output.append(value)
-    return copy
-
-
-def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
+def _serialize_with_outputs(model: onnx.ModelProto, names: Sequence[str], elem_types: Mapping[str, int]) -> bytes:
+    """``model`` serialized with ``names`` as extra graph outputs, without copying its weights."""
+    existing = {o.name for o in model.graph.output}
+    added = [n for n in names if n not in existing]
+    for name in added:
+        value = model.graph.output.add()
+        value.name = name
+        value.type.tensor_type.elem_type = elem_types.get(name, onnx.TensorProto.FLOAT)
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+        return model.SerializeToString()
+    finally:
+        if added:
+            del model.graph.output[len(model.graph.output) - len(added):]
+
+
+def elem_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element type of every tensor shape inference can type; weights are not copied."""
+    light = onnx.ModelProto()
+    light.ir_version = model.ir_version
+    light.opset_import.extend(model.opset_import)
+    light.functions.extend(model.functions)
+    g = light.graph
+    g.node.extend(model.graph.node)
+    g.input.extend(model.graph.input)
+    g.output.extend(model.graph.output)
+    g.value_info.extend(model.graph.value_info)
+    for t in model.graph.initializer:
+        g.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False)
     except Exception:
-        inferred = model
-    g = inferred.graph
-    return {v.name: v.type.tensor_type.elem_type for v in list(g.input) + list(g.value_info) + list(g.output)}
+        inferred = light
+    ig = inferred.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in list(ig.input) + list(ig.value_info) + list(ig.output)}
+    types.update({t.name: t.data_type for t in model.graph.initializer})
+    return types
 
 
 # -- comparator -------------------------------------------------------------------
@@ -385,8 +399,9 @@ def validate_models(
     inputs = describe_inputs(original, {**user_shapes, **dict(input_shapes or {})}) if suites else []
     site_nodes = _localizable_nodes(original, candidate, localize)
     expose = sorted({n.input[0] for n in site_nodes})
+    types = elem_types(original) if site_nodes else {}
     try:
-        reference = OrtRunner(original, expose=expose)
+        reference = OrtRunner(original, expose=expose, elem_types=types)
     except Exception as err:  # onnxruntime raises several unrelated types
         raise ValidationSetupError(f"the original model does not load in onnxruntime: {first_line(err)}") from err
     result = ValidationResult(passed=True, tolerance=comparator.describe(), suites=[s.name for s in suites])
@@ -430,7 +445,7 @@ def validate_models(
     if progress and site_nodes:
         progress(f"validating: {len(site_nodes)} node(s) one by one")
     if site_nodes:
-        original_paths, candidate_paths = _Paths(original), _Paths(candidate)
+        original_paths, candidate_paths = _Paths(original, types), _Paths(candidate, types)
         result.nodes = [_check_node(n, original_paths, candidate_paths, activations, comparator) for n in site_nodes]
     result.passed &= not result.failed_nodes
     result.seconds = time.monotonic() - started
@@ -500,12 +515,12 @@ class _NotLocalizable(Exception):
 class _Paths:
     """Cuts single-input pieces out of one model: what computes ``y`` from ``x`` alone."""
 
-    def __init__(self, model: onnx.ModelProto) -> None:
+    def __init__(self, model: onnx.ModelProto, elem_types: Mapping[str, int]) -> None:
         self.model = model
         self.producers = {o: n for n in model.graph.node for o in n.output}
         self.order = {id(n): i for i, n in enumerate(model.graph.node)}
         self.initializers = {t.name: t for t in model.graph.initializer}
-        self.elem_types = _elem_types(model)
+        self.elem_types = elem_types
 
     def between(self, x_name: str, y_name: str) -> onnx.ModelProto:
         keep: dict[int, onnx.NodeProto] = {}
