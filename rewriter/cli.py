@@ -205,6 +205,9 @@ def run(args: argparse.Namespace) -> int:
     console.progress(f"loaded {args.input}")
     result = PoolRewritePass(only=_names(args.only), exclude=_names(args.exclude)).run(model, progress=console.progress)
     report = result.report
+    if report.invalid:
+        bad = report.invalid[0]
+        raise InputError(f"node '{bad.name or bad.output}' ({bad.op_type}): {bad.reason}")
     console.out(report.table() if report.nodes else "no pool nodes found")
 
     def finish(code: int) -> int:

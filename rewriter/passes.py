@@ -71,7 +71,7 @@ class PoolRewritePass:
         reason = self._selection_reason(site) or rule.check(site)
         result.attributes = site.spec.describe() if site.spec is not None else _raw_attributes(site.attrs)
         if reason is not None:
-            result.reason = reason
+            result.reason, result.invalid = reason, site.invalid
             return result, None
         assert site.dtype is not None and site.input_shape is not None
         builder = SubgraphBuilder(

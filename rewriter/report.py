@@ -23,6 +23,7 @@ class NodeResult:
     became: str = ""  # e.g. "8 Conv, 4 Relu, 4 Add, 2 Concat"
     nodes_added: int = 0
     op_counts: dict[str, int] = field(default_factory=dict)
+    invalid: bool = False  # the node itself is invalid ONNX (the CLI exits 2)
 
 
 @dataclass
@@ -39,6 +40,10 @@ class Report:
     @property
     def kept(self) -> list[NodeResult]:
         return [n for n in self.nodes if n.status == KEPT]
+
+    @property
+    def invalid(self) -> list[NodeResult]:
+        return [n for n in self.nodes if n.invalid]
 
     def totals(self) -> dict[str, int]:
         return {

@@ -31,6 +31,7 @@ class PoolSite:
     dtype_name: str
     indices_used: bool = False
     input_nonnegative: bool = False
+    invalid: bool = False  # set by a check: the node is invalid ONNX, not merely unsupported
     spec: Optional[PoolSpec] = field(default=None, repr=False)  # set by a rule's check
 
     @property

@@ -15,6 +15,10 @@ class SpecError(ValueError):
     """The attributes describe a pool we refuse to lower; the message is the reason."""
 
 
+class InvalidPoolError(SpecError):
+    """The attributes are invalid by the ONNX spec itself (not merely unsupported)."""
+
+
 @dataclass(frozen=True)
 class AxisSpec:
     """One spatial axis of a pool, with auto_pad and ceil_mode already resolved.
@@ -152,16 +156,16 @@ def pool_spec_from_attributes(
     rank = len(spatial_shape)
     kernel = _ints(attrs, "kernel_shape", [])
     if len(kernel) != rank:
-        raise SpecError(f"kernel_shape {kernel} does not match {rank} spatial dims")
+        raise InvalidPoolError(f"kernel_shape {kernel} does not match the input's {rank} spatial dims")
     if any(k < 1 for k in kernel):
-        raise SpecError(f"kernel_shape {kernel} has a non-positive entry")
+        raise InvalidPoolError(f"kernel_shape {kernel} has a non-positive entry")
     strides = _ints(attrs, "strides", [1] * rank)
     dilations = _ints(attrs, "dilations", [1] * rank) if dilations_supported else [1] * rank
     pads = _ints(attrs, "pads", [0] * (2 * rank))
     if len(strides) != rank or len(dilations) != rank or len(pads) != 2 * rank:
-        raise SpecError("strides, dilations or pads do not match the kernel rank")
+        raise InvalidPoolError(f"strides {strides}, dilations {dilations} or pads {pads} do not match the kernel rank {rank}")
     if any(s < 1 for s in strides) or any(d < 1 for d in dilations) or any(p < 0 for p in pads):
-        raise SpecError("strides and dilations must be positive and pads non-negative")
+        raise InvalidPoolError(f"strides {strides} and dilations {dilations} must be positive and pads {pads} non-negative")
     ceil_mode = bool(attrs.get("ceil_mode", 0)) if ceil_mode_supported else False
     cip = bool(attrs.get("count_include_pad", 0)) if count_include_pad_supported else False
     auto_pad = attrs.get("auto_pad", "NOTSET")
@@ -189,12 +193,14 @@ def pool_spec_from_attributes(
             out = _output_size(length, 0, eff, s, ceil_mode, 0)
         elif auto_pad in ("NOTSET", "", None):
             begin, end = pads[i], pads[i + rank]
+            if begin >= eff or end >= eff:
+                raise InvalidPoolError(f"pads {pads} not smaller than the effective kernel {eff} on spatial axis {i}")
             if begin >= k or end >= k:
                 # onnxruntime refuses pads >= kernel_shape at session creation.
                 raise SpecError(f"pads {pads} not smaller than kernel_shape {kernel}")
             out = _output_size(length, begin + end, eff, s, ceil_mode, begin)
         else:
-            raise SpecError(f"unknown auto_pad {auto_pad!r}")
+            raise InvalidPoolError(f"unknown auto_pad {auto_pad!r}")
         if out < 1:
             raise SpecError(f"empty output on spatial axis {i} (size {length}, effective kernel {eff})")
         axis = AxisSpec(length, k, s, d, begin, end, out)

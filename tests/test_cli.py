@@ -171,3 +171,22 @@ def test_table_shows_flags(tmp_path):
     onnx.save(pool_model("AveragePool", [1, 2, 9, 9], dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1, auto_pad="NOTSET")), src)
     proc = cli_run(src, tmp_path / "o.onnx")
     assert proc.returncode == 0 and "k3x3 s2x2 p0,0/0,0 cip=0 ceil" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "attrs,needle",
+    [
+        (dict(kernel_shape=[3, 3], pads=[3, 0, 0, 0]), "effective kernel"),
+        (dict(kernel_shape=[3, 0]), "non-positive"),
+        (dict(kernel_shape=[3]), "does not match"),
+        (dict(kernel_shape=[2, 2], strides=[1, 0]), "must be positive"),
+    ],
+    ids=["pads-too-large", "zero-kernel", "wrong-rank", "zero-stride"],
+)
+def test_invalid_pool_attributes_exit_2(tmp_path, attrs, needle):
+    src = tmp_path / "bad.onnx"
+    onnx.save(pool_model("MaxPool", [1, 2, 6, 6], attrs), src)
+    before = src.read_bytes()
+    proc = cli_run(src, tmp_path / "out.onnx")
+    assert_one_line_error(proc, needle)
+    assert not (tmp_path / "out.onnx").exists() and src.read_bytes() == before

@@ -15,7 +15,7 @@ from helpers import pool_model, run
 from reference import reference_pool
 
 from rewriter.lower.checks import attribute_support
-from rewriter.spec import SpecError, pool_spec_from_attributes
+from rewriter.spec import InvalidPoolError, SpecError, pool_spec_from_attributes
 
 
 def random_case(rng: random.Random):
@@ -72,12 +72,27 @@ def test_count_include_pad_divisor_excludes_ceil_overhang():
     "attrs,reason",
     [
         (dict(kernel_shape=[2], auto_pad="SAME_UPPER", dilations=[2]), "dilations"),
-        (dict(kernel_shape=[2], pads=[2, 0]), "not smaller than kernel_shape"),
-        (dict(kernel_shape=[0]), "non-positive"),
-        (dict(kernel_shape=[2, 2]), "does not match"),
+        (dict(kernel_shape=[2], dilations=[2], pads=[2, 0]), "not smaller than kernel_shape"),
         (dict(kernel_shape=[1], strides=[4], auto_pad="SAME_LOWER"), "negative padding"),
     ],
 )
 def test_refusals_have_reasons(attrs, reason):
-    with pytest.raises(SpecError, match=reason):
+    with pytest.raises(SpecError, match=reason) as caught:
+        pool_spec_from_attributes("max", attrs, [7])
+    assert not isinstance(caught.value, InvalidPoolError)
+
+
+@pytest.mark.parametrize(
+    "attrs,reason",
+    [
+        (dict(kernel_shape=[2], pads=[2, 0]), "effective kernel"),
+        (dict(kernel_shape=[0]), "non-positive"),
+        (dict(kernel_shape=[2, 2]), "does not match"),
+        (dict(kernel_shape=[2], strides=[0]), "must be positive"),
+        (dict(kernel_shape=[2], pads=[1]), "do not match the kernel rank"),
+        (dict(kernel_shape=[2], auto_pad="SAME"), "unknown auto_pad"),
+    ],
+)
+def test_invalid_attributes(attrs, reason):
+    with pytest.raises(InvalidPoolError, match=reason):
         pool_spec_from_attributes("max", attrs, [7])

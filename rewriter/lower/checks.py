@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Optional
 
 from ..site import PoolSite
-from ..spec import SpecError, global_pool_spec, pool_spec_from_attributes
+from ..spec import InvalidPoolError, SpecError, global_pool_spec, pool_spec_from_attributes
 
 SUPPORTED_DTYPES = ("float32", "float16")
 
@@ -24,7 +24,8 @@ def refuse_site(site: PoolSite) -> Optional[str]:
     if site.input_shape is None:
         return "input shape unknown: give the model static shapes or run shape inference"
     if len(site.input_shape) < 3:
-        return f"input rank {len(site.input_shape)}: a pool needs N, C and at least one spatial axis"
+        site.invalid = True
+        return f"invalid input rank {len(site.input_shape)}: a pool needs N, C and at least one spatial axis"
     if not isinstance(site.input_shape[1], int):
         return "channel count is dynamic: depthwise weights need a static C"
     if site.static_dims() is None:
@@ -49,6 +50,9 @@ def resolve_spec(site: PoolSite, kind: str) -> Optional[str]:
             site.spec = global_pool_spec(kind, spatial)
         else:
             site.spec = pool_spec_from_attributes(kind, site.attrs, spatial, **attribute_support(site.op_type, site.opset))
+    except InvalidPoolError as err:
+        site.invalid = True
+        return f"invalid attributes: {err}"
     except SpecError as err:
         return str(err)
     return None
