@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from . import __version__
-from .io import InputError, check_output_path, copy_file, first_line, load_model, save_model, write_atomically
+from .io import InputError, check_output_path, copy_model_files, first_line, load_model, load_model_with_sources, save_model, write_atomically
 from .passes import PoolRewritePass
 
 EXIT_OK, EXIT_VALIDATION_FAILED, EXIT_USAGE = 0, 1, 2
@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="never rewrite these nodes: node names, output tensor names or op types (repeatable)",
     )
     p.add_argument("--dry-run", action="store_true", help="print the plan and write no model (--report is still written)")
+    p.add_argument("--in-place", action="store_true", help="allow OUT to be IN (still written atomically, and only after validation)")
     p.add_argument(
         "--compare", action="store_true",
         help="validate only: IN is the original, OUT an existing candidate made by any tool; nothing is rewritten or written",
@@ -197,11 +198,13 @@ def run(args: argparse.Namespace) -> int:
     if not args.dry_run and not args.output:
         raise InputError("OUT is required (or pass --dry-run)")
     if args.output:
-        check_output_path(args.output, args.input)
+        check_output_path(args.output, args.input, allow_input=args.in_place)
     if args.report:
         check_output_path(args.report, args.input)
 
-    model = load_model(args.input)
+    loaded = load_model_with_sources(args.input)
+    model = loaded.model
+    protect = () if args.in_place else tuple(loaded.external_files)
     console.progress(f"loaded {args.input}")
     result = PoolRewritePass(only=_names(args.only), exclude=_names(args.exclude)).run(model, progress=console.progress)
     report = result.report
@@ -219,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
         return finish(EXIT_OK)
     if not report.rewritten:
         report.validation = {"passed": True, "skipped": "nothing rewritten", "worst": None}
-        copy_file(args.input, args.output)
+        copy_model_files(loaded, args.output)
         console.out(f"nothing to rewrite: wrote an unchanged copy to {args.output}")
         return finish(EXIT_OK)
 
@@ -232,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"onnx-poolrewrite: {validation.summary()}; {args.output} not written", file=sys.stderr)
             return finish(EXIT_VALIDATION_FAILED)
         console.out(validation.summary())
-    save_model(result.model, args.output)
+    save_model(result.model, args.output, external_data=bool(loaded.external_files), protect=protect)
     console.out(f"wrote {args.output}")
     return finish(EXIT_OK)
 

@@ -1,22 +1,46 @@
-"""Loading and saving models: clear one-line errors and atomic writes."""
+"""Loading and saving models: clear one-line errors and atomic writes.
+
+External data: locations must stay inside the model's folder (checked before
+anything is read). A model that came with external data is written the same
+way, its weights in ``OUT.data`` beside ``OUT``, with a relative location.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import onnx
+from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+# Protobuf cannot serialize a message past 2 GiB; stay well below it.
+SINGLE_FILE_LIMIT = 1_800_000_000
 
 
 class InputError(Exception):
     """A problem with what the user gave us; the CLI prints it on one line and exits 2."""
 
 
+@dataclass
+class LoadedModel:
+    """A model and where its weights came from."""
+
+    model: onnx.ModelProto
+    path: Path
+    external_files: list[Path] = field(default_factory=list)  # resolved paths of its external data
+
+
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     """Read and check an ONNX model, turning every failure into an :class:`InputError`."""
+    return load_model_with_sources(path).model
+
+
+def load_model_with_sources(path: str | os.PathLike) -> LoadedModel:
+    """Like :func:`load_model`, also telling which external data files were read."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file")
@@ -35,22 +59,47 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
         raise InputError(f"{p}: not a valid ONNX model (protobuf parse failed: {first_line(err)})") from err
     if not model.HasField("graph") or not model.opset_import:
         raise InputError(f"{p}: not an ONNX model (no graph or no opset import); is the file truncated?")
-    try:
-        onnx.load_external_data_for_model(model, str(p.parent)) if _has_external_data(model) else None
-    except Exception as err:
-        raise InputError(f"{p}: cannot load external data ({first_line(err)})") from err
+    external = external_data_files(model, p.parent)
+    if external:
+        try:
+            onnx.load_external_data_for_model(model, str(p.parent))
+        except Exception as err:
+            raise InputError(f"{p}: cannot load external data ({first_line(err)})") from err
     try:
         onnx.checker.check_model(model)
     except Exception as err:
         raise InputError(f"{p}: model fails onnx.checker: {first_line(err)}") from err
-    return model
+    return LoadedModel(model, p, external)
 
 
-def _has_external_data(model: onnx.ModelProto) -> bool:
-    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+def external_data_files(model: onnx.ModelProto, base: Path) -> list[Path]:
+    """The external data files ``model`` refers to, refusing any outside ``base``.
+
+    Checked before anything is read: absolute locations, ``..`` and symlinks
+    that leave the model's folder are refused.
+    """
+    root = base.resolve()
+    files: list[Path] = []
+    for tensor in _get_all_tensors(model):
+        if not uses_external_data(tensor):
+            continue
+        info = {e.key: e.value for e in tensor.external_data}
+        location = info.get("location", "")
+        if not location:
+            raise InputError(f"tensor '{tensor.name}' has external data without a location")
+        if os.path.isabs(location) or Path(location).is_absolute() or ".." in Path(location.replace("\\", "/")).parts:
+            raise InputError(f"tensor '{tensor.name}': external data location '{location}' leaves the model's folder; refused")
+        target = (base / location).resolve()
+        if root != target and root not in target.parents:
+            raise InputError(f"tensor '{tensor.name}': external data location '{location}' resolves outside the model's folder; refused")
+        if not target.is_file():
+            raise InputError(f"tensor '{tensor.name}': external data file '{location}' is missing")
+        if target not in files:
+            files.append(target)
+    return files
 
 
-def check_output_path(path: str | os.PathLike, input_path: str | os.PathLike | None = None) -> Path:
+def check_output_path(path: str | os.PathLike, input_path: str | os.PathLike | None = None, *, allow_input: bool = False) -> Path:
     """Refuse an output path whose folder is missing, or that is the input itself."""
     p = Path(path)
     folder = p.parent if str(p.parent) else Path(".")
@@ -58,8 +107,8 @@ def check_output_path(path: str | os.PathLike, input_path: str | os.PathLike | N
         raise InputError(f"{p}: output folder {folder} does not exist")
     if p.is_dir():
         raise InputError(f"{p}: is a folder; give a file name for the output model")
-    if input_path is not None and p.exists() and p.resolve() == Path(input_path).resolve():
-        raise InputError(f"{p}: output is the input file; choose another output path")
+    if not allow_input and input_path is not None and p.exists() and p.resolve() == Path(input_path).resolve():
+        raise InputError(f"{p}: output is the input file; choose another output path (or pass --in-place)")
     return p
 
 
@@ -90,20 +139,55 @@ def _target_mode(path: Path) -> int:
     return 0o666 & ~umask
 
 
-def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
-    """Serialize ``model`` to ``path`` atomically."""
-    data = model.SerializeToString()
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            f.write(data)
-
-    write_atomically(path, write)
+def data_file_for(path: str | os.PathLike) -> Path:
+    """Where :func:`save_model` puts external data for ``path``."""
+    p = Path(path)
+    return p.with_name(p.name + ".data")
 
 
-def copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-    """Byte-for-byte copy, atomically (used when there is nothing to rewrite)."""
-    write_atomically(dst, lambda tmp: shutil.copyfile(src, tmp))
+def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool = False, protect: tuple[Path, ...] = ()) -> None:
+    """Serialize ``model`` to ``path`` atomically.
+
+    With ``external_data`` (or when the model is too big for one protobuf), the
+    weights go to ``path.data`` beside it, with a relative location. ``protect``
+    lists files (the input's own data) that must never be overwritten.
+    """
+    p = Path(path)
+    if not external_data and model.ByteSize() < SINGLE_FILE_LIMIT:
+        data = model.SerializeToString()
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                f.write(data)
+
+        write_atomically(p, write)
+        return
+    data_path = data_file_for(p)
+    if data_path.resolve() in {f.resolve() for f in protect}:
+        raise InputError(f"{p}: its data file {data_path.name} would overwrite the input's external data; choose another output name")
+    folder = p.parent if str(p.parent) else Path(".")
+    staging = Path(tempfile.mkdtemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(folder)))
+    try:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)  # saving with external data rewrites the proto in place
+        onnx.save_model(
+            copy, str(staging / p.name), save_as_external_data=True, all_tensors_to_one_file=True,
+            location=data_path.name, size_threshold=1024,
+        )
+        for name in (data_path.name, p.name):
+            if (staging / name).exists():
+                os.chmod(staging / name, _target_mode(folder / name))
+                os.replace(staging / name, folder / name)  # data first: the model never points at missing data
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def copy_model_files(loaded: LoadedModel, dst: str | os.PathLike) -> None:
+    """An unchanged copy of the input at ``dst`` (used when there is nothing to rewrite)."""
+    if loaded.external_files:
+        save_model(loaded.model, dst, external_data=True, protect=tuple(loaded.external_files))
+    else:
+        write_atomically(dst, lambda tmp: shutil.copyfile(loaded.path, tmp))
 
 
 def first_line(err: BaseException) -> str:

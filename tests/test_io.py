@@ -1,0 +1,109 @@
+"""Model files: external data in and out, refused locations, atomic and in-place writes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from helpers import STRICT_OPS, op_types
+
+
+def conv_pool_model(pool: bool = True) -> onnx.ModelProto:
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 4, 3, 3)).astype(np.float32), "w")  # 1152 bytes
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1])]
+    out = "c"
+    if pool:
+        nodes.append(helper.make_node("MaxPool", ["c"], ["y"], name="pool", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]))
+        out = "y"
+    shape = [1, 8, 5, 5] if pool else [1, 8, 10, 10]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 10, 10])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, shape)], [w],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def save_external(model: onnx.ModelProto, path: Path, location: str = "weights.bin") -> None:
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=location, size_threshold=0)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rewriter", *map(str, args)], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("pool", [True, False], ids=["rewritten", "nothing-to-rewrite"])
+def test_external_data_round_trip(tmp_path, pool):
+    src_dir, out_dir = tmp_path / "in", tmp_path / "out"
+    src_dir.mkdir()
+    out_dir.mkdir()
+    save_external(conv_pool_model(pool), src_dir / "model.onnx")
+    before = snapshot(src_dir)
+    proc = cli(src_dir / "model.onnx", out_dir / "model.conv.onnx")
+    assert proc.returncode == 0, proc.stderr
+    assert snapshot(src_dir) == before, "input or its external data changed"
+    assert sorted(p.name for p in out_dir.iterdir()) == ["model.conv.onnx", "model.conv.onnx.data"]
+    out = onnx.load(out_dir / "model.conv.onnx", load_external_data=False)
+    locations = {e.value for t in out.graph.initializer for e in t.external_data if e.key == "location"}
+    assert locations == {"model.conv.onnx.data"}, "external data must be beside OUT with a relative location"
+    loaded = onnx.load(out_dir / "model.conv.onnx")
+    onnx.checker.check_model(loaded)
+    if pool:
+        assert op_types(loaded) <= STRICT_OPS
+
+
+@pytest.mark.parametrize("location", ["../secret.bin", "/etc/passwd", "sub/../../secret.bin", "link.bin"])
+def test_external_data_outside_the_folder_is_refused(tmp_path, location):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (tmp_path / "secret.bin").write_bytes(b"\0" * 4096)
+    os.symlink(tmp_path / "secret.bin", folder / "link.bin")
+    model = conv_pool_model()
+    tensor = model.graph.initializer[0]
+    tensor.ClearField("float_data")
+    tensor.ClearField("raw_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", "1152")):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    src = folder / "model.onnx"
+    src.write_bytes(model.SerializeToString())
+    proc = cli(src, tmp_path / "out.onnx")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert ("leaves the model's folder" in proc.stderr) or ("resolves outside" in proc.stderr), proc.stderr
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_missing_external_data_file(tmp_path):
+    save_external(conv_pool_model(), tmp_path / "model.onnx")
+    (tmp_path / "weights.bin").unlink()
+    proc = cli(tmp_path / "model.onnx", tmp_path / "out.onnx")
+    assert proc.returncode == 2 and "missing" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_in_place(tmp_path):
+    src = tmp_path / "model.onnx"
+    onnx.save(conv_pool_model(), src)
+    assert cli(src, src).returncode == 2
+    proc = cli(src, src, "--in-place")
+    assert proc.returncode == 0, proc.stderr
+    assert op_types(onnx.load(src)) <= STRICT_OPS
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+def test_output_data_file_may_not_clobber_input_data(tmp_path):
+    save_external(conv_pool_model(), tmp_path / "a.onnx", location="b.onnx.data")
+    before = snapshot(tmp_path)
+    proc = cli(tmp_path / "a.onnx", tmp_path / "b.onnx")
+    assert proc.returncode == 2 and "would overwrite the input's external data" in proc.stderr
+    assert snapshot(tmp_path) == before
