@@ -1,0 +1,602 @@
+"""Benchmark onnx-poolrewrite: subgraph speed, rewrite scaling and CLI start-up.
+
+Part A -- pool subgraph speed. Each case is a one-pool ONNX model (opset 17,
+float32, static shape, input ``x``), optionally preceded by a Relu. It is
+rewritten with :func:`rewriter.rewrite_model` and both models are timed on
+onnxruntime's CPU provider with one intra-op and one inter-op thread and
+sequential execution. After a warm-up, runs are interleaved (native,
+rewritten, native, rewritten, ...) for ``--repeats`` rounds and the median of
+each is taken; ratio = rewritten median / native median. Both models get the
+same signed random input, and the rewritten output is checked against the
+native one (shape and max abs error). Also reported: nodes added, the conv
+MACs of the rewritten subgraph, and its weight bytes.
+
+Part B -- rewrite time against model size: chains of N pool nodes (alternating
+MaxPool 3x3 s1 p1 and AveragePool 3x3 s1 p1 count_include_pad=0 on
+1x16x32x32), median of 3 ``rewrite_model`` calls each, plus a ResNet-50-shaped
+model with random weights built in memory.
+
+Part C -- CLI start-up: ``onnx-poolrewrite --help`` and
+``python -c "import rewriter.cli"`` wall time, and whether importing the CLI
+pulls in onnxruntime.
+
+Usage:
+    python scripts/bench.py                       # everything, tables
+    python scripts/bench.py --quick --json        # fast smoke run, one JSON object
+    python scripts/bench.py --only sppf,gap --skip-scaling --repeats 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+from rewriter import rewrite_model  # noqa: E402
+
+OPSET = 17
+SEED = 0
+OPT_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+# ----------------------------------------------------------------------------
+# Part A: pool subgraph speed
+# ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PoolCase:
+    """One single-pool benchmark model."""
+
+    name: str
+    op: str
+    shape: tuple[int, ...]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    after_relu: bool = False
+
+
+def _pool(k: int, s: int = 1, p: int = 0, **extra: Any) -> dict[str, Any]:
+    attrs: dict[str, Any] = {"kernel_shape": [k, k], "strides": [s, s]}
+    if p:
+        attrs["pads"] = [p, p, p, p]
+    attrs.update(extra)
+    return attrs
+
+
+BASE_CASES: list[PoolCase] = [
+    PoolCase("resnet_stem", "MaxPool", (1, 64, 112, 112), _pool(3, 2, 1)),
+    PoolCase("vgg", "MaxPool", (1, 128, 56, 56), _pool(2, 2)),
+    PoolCase("sppf", "MaxPool", (1, 256, 20, 20), _pool(5, 1, 2)),
+    PoolCase("spp13", "MaxPool", (1, 128, 20, 20), _pool(13, 1, 6)),
+    PoolCase("inception_max", "MaxPool", (1, 192, 28, 28), _pool(3, 1, 1)),
+    PoolCase("inception_avg", "AveragePool", (1, 64, 56, 56), _pool(3, 1, 1, count_include_pad=0)),
+    PoolCase("densenet_avg", "AveragePool", (1, 128, 56, 56), _pool(2, 2)),
+    PoolCase("gap", "GlobalAveragePool", (1, 512, 7, 7)),
+]
+RELU_VARIANTS = ("resnet_stem", "sppf")
+
+
+def all_cases() -> list[PoolCase]:
+    """The base cases, each followed by its ``_after_relu`` variant where there is one."""
+    cases: list[PoolCase] = []
+    for case in BASE_CASES:
+        cases.append(case)
+        if case.name in RELU_VARIANTS:
+            cases.append(PoolCase(case.name + "_after_relu", case.op, case.shape, case.attrs, after_relu=True))
+    return cases
+
+
+def build_pool_model(case: PoolCase) -> onnx.ModelProto:
+    """``x -> [Relu ->] pool -> y`` with a static float32 input."""
+    nodes = []
+    pool_in = "x"
+    if case.after_relu:
+        nodes.append(helper.make_node("Relu", ["x"], ["x_relu"], name="relu"))
+        pool_in = "x_relu"
+    nodes.append(helper.make_node(case.op, [pool_in], ["y"], name="pool", **case.attrs))
+    graph = helper.make_graph(
+        nodes,
+        case.name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(case.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+
+
+def make_session(model: onnx.ModelProto, opt_level: str) -> ort.InferenceSession:
+    """A single-threaded, sequential CPU session."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = OPT_LEVELS[opt_level]
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def time_interleaved(
+    sessions: Sequence[ort.InferenceSession], feed: dict[str, np.ndarray], warmup: int, repeats: int
+) -> list[float]:
+    """Median seconds per run of each session, runs interleaved round by round."""
+    for sess in sessions:
+        for _ in range(warmup):
+            sess.run(None, feed)
+    samples: list[list[float]] = [[] for _ in sessions]
+    for _ in range(repeats):
+        for sess, times in zip(sessions, samples):
+            start = time.perf_counter()
+            sess.run(None, feed)
+            times.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in samples]
+
+
+def value_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    """Static shapes of every tensor onnx shape inference can resolve."""
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    g = inferred.graph
+    shapes: dict[str, tuple[int, ...]] = {}
+    for v in list(g.input) + list(g.value_info) + list(g.output):
+        dims = v.type.tensor_type.shape.dim
+        if v.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
+            shapes[v.name] = tuple(d.dim_value for d in dims)
+    return shapes
+
+
+def runtime_shapes(model: onnx.ModelProto, names: Sequence[str], feed: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+    """Shapes of ``names`` measured by running onnxruntime with them exposed as outputs."""
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(model)
+    have = {o.name for o in exposed.graph.output}
+    exposed.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in names if n not in have)
+    sess = make_session(exposed, "disable")
+    outs = sess.run(list(names), feed)
+    return {n: tuple(a.shape) for n, a in zip(names, outs)}
+
+
+def conv_macs(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> int:
+    """Multiply-accumulates of every Conv: prod(output shape) x (C_in / group) x prod(kernel).
+
+    The weight is ``[C_out, C_in / group, *k]``, so for a depthwise conv
+    (``[C, 1, *k]``) this is prod(output shape) x prod(k).
+    """
+    weights = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    shapes = value_shapes(model)
+    missing = [n.output[0] for n in convs if n.output[0] not in shapes]
+    if missing:
+        shapes.update(runtime_shapes(model, missing, feed))
+    total = 0
+    for node in convs:
+        w = weights[node.input[1]]
+        total += math.prod(shapes[node.output[0]]) * math.prod(w[1:])
+    return total
+
+
+def weight_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of all initializers, as numpy arrays."""
+    return sum(numpy_helper.to_array(t).nbytes for t in model.graph.initializer)
+
+
+def bench_case(case: PoolCase, opt_level: str, warmup: int, repeats: int) -> dict[str, Any]:
+    """Rewrite one case, check it, time it against the native model."""
+    row: dict[str, Any] = {"name": case.name, "op": case.op, "shape": list(case.shape), "attrs": case.attrs}
+    native = build_pool_model(case)
+    try:
+        rewritten, report = rewrite_model(native)
+    except Exception as exc:  # report the rewriter's failure verbatim, go on with the other cases
+        row["error"] = f"rewrite_model raised {type(exc).__name__}: {exc}"
+        return row
+    pool_row = report.nodes[0]
+    row.update(status=pool_row.status, reason=pool_row.reason, nodes_added=pool_row.nodes_added, op_counts=pool_row.op_counts)
+    if pool_row.status != "rewritten":
+        row["error"] = f"pool node kept: {pool_row.reason}"
+        return row
+    x = np.random.default_rng(SEED).standard_normal(case.shape, dtype=np.float32)
+    feed = {"x": x}
+    try:
+        s_native, s_rewritten = make_session(native, opt_level), make_session(rewritten, opt_level)
+        (y_native,), (y_rewritten,) = s_native.run(None, feed), s_rewritten.run(None, feed)
+    except Exception as exc:
+        row["error"] = f"onnxruntime raised {type(exc).__name__}: {exc}"
+        return row
+    row["output_shape"] = list(y_native.shape)
+    if y_native.shape != y_rewritten.shape:
+        row["error"] = f"shape mismatch: native {y_native.shape}, rewritten {y_rewritten.shape}"
+        return row
+    row["max_abs_err"] = float(np.max(np.abs(y_native.astype(np.float64) - y_rewritten)))
+    row["conv_macs"] = conv_macs(rewritten, feed)
+    row["weight_bytes"] = weight_bytes(rewritten)
+    t_native, t_rewritten = time_interleaved([s_native, s_rewritten], feed, warmup, repeats)
+    row.update(native_ms=t_native * 1e3, rewritten_ms=t_rewritten * 1e3, ratio=t_rewritten / t_native)
+    return row
+
+
+def run_part_a(cases: Sequence[PoolCase], opt_level: str, warmup: int, repeats: int, log: Callable[[str], None]) -> dict[str, Any]:
+    rows = []
+    for case in cases:
+        log(f"part A: {case.name}")
+        rows.append(bench_case(case, opt_level, warmup, repeats))
+    timed = [r for r in rows if "ratio" in r]
+    summary: dict[str, Any] = {"cases": rows, "geomean_ratio": None, "worst": None}
+    if timed:
+        summary["geomean_ratio"] = math.exp(statistics.fmean(math.log(r["ratio"]) for r in timed))
+        worst = max(timed, key=lambda r: r["ratio"])
+        summary["worst"] = {"name": worst["name"], "ratio": worst["ratio"]}
+    summary["errors"] = {r["name"]: r["error"] for r in rows if "error" in r}
+    return summary
+
+
+# ----------------------------------------------------------------------------
+# Part B: rewrite time against model size
+# ----------------------------------------------------------------------------
+
+
+def build_pool_chain(n_pools: int, shape: tuple[int, ...] = (1, 16, 32, 32)) -> onnx.ModelProto:
+    """A chain of ``n_pools`` shape-preserving pools, alternating MaxPool and AveragePool."""
+    nodes = []
+    prev = "x"
+    for i in range(n_pools):
+        out = "y" if i == n_pools - 1 else f"t{i}"
+        if i % 2 == 0:
+            nodes.append(helper.make_node("MaxPool", [prev], [out], name=f"max{i}", **_pool(3, 1, 1)))
+        else:
+            nodes.append(helper.make_node("AveragePool", [prev], [out], name=f"avg{i}", **_pool(3, 1, 1, count_include_pad=0)))
+        prev = out
+    graph = helper.make_graph(
+        nodes,
+        f"chain{n_pools}",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(shape))],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+
+
+class _ResNetBuilder:
+    """Accumulates nodes and random initializers for :func:`build_resnet50`."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.params = 0
+
+    def _const(self, name: str, array: np.ndarray) -> str:
+        self.inits.append(numpy_helper.from_array(array, name))
+        self.params += array.size
+        return name
+
+    def conv(self, x: str, name: str, c_in: int, c_out: int, k: int, stride: int = 1, relu: bool = True) -> str:
+        """Conv with bias (batch norm folded in), optionally followed by Relu."""
+        w = self.rng.standard_normal((c_out, c_in, k, k), dtype=np.float32) * np.float32(math.sqrt(2.0 / (c_in * k * k)))
+        b = np.zeros(c_out, dtype=np.float32)
+        pad = k // 2
+        self.nodes.append(
+            helper.make_node(
+                "Conv",
+                [x, self._const(f"{name}.weight", w), self._const(f"{name}.bias", b)],
+                [f"{name}.out"],
+                name=name,
+                kernel_shape=[k, k],
+                strides=[stride, stride],
+                pads=[pad] * 4,
+            )
+        )
+        return self.relu(f"{name}.out", f"{name}.relu") if relu else f"{name}.out"
+
+    def relu(self, x: str, name: str) -> str:
+        self.nodes.append(helper.make_node("Relu", [x], [f"{name}.out"], name=name))
+        return f"{name}.out"
+
+    def bottleneck(self, x: str, name: str, c_in: int, c_mid: int, c_out: int, stride: int) -> str:
+        h = self.conv(x, f"{name}.conv1", c_in, c_mid, 1)
+        h = self.conv(h, f"{name}.conv2", c_mid, c_mid, 3, stride)
+        h = self.conv(h, f"{name}.conv3", c_mid, c_out, 1, relu=False)
+        skip = x
+        if stride != 1 or c_in != c_out:
+            skip = self.conv(x, f"{name}.downsample", c_in, c_out, 1, stride, relu=False)
+        self.nodes.append(helper.make_node("Add", [h, skip], [f"{name}.add.out"], name=f"{name}.add"))
+        return self.relu(f"{name}.add.out", f"{name}.relu")
+
+
+def build_resnet50(seed: int = SEED) -> tuple[onnx.ModelProto, int]:
+    """A ResNet-50 (v1.5 strides, batch norm folded into conv biases), random weights; and its parameter count."""
+    b = _ResNetBuilder(seed)
+    h = b.conv("x", "stem", 3, 64, 7, 2)
+    b.nodes.append(helper.make_node("MaxPool", [h], ["stem.pool.out"], name="stem.pool", **_pool(3, 2, 1)))
+    h, c_in = "stem.pool.out", 64
+    stages = [(3, 64, 256, 1), (4, 128, 512, 2), (6, 256, 1024, 2), (3, 512, 2048, 2)]
+    for s, (blocks, c_mid, c_out, stride) in enumerate(stages, start=1):
+        for i in range(blocks):
+            h = b.bottleneck(h, f"layer{s}.{i}", c_in, c_mid, c_out, stride if i == 0 else 1)
+            c_in = c_out
+    b.nodes.append(helper.make_node("GlobalAveragePool", [h], ["gap.out"], name="gap"))
+    b.nodes.append(helper.make_node("Flatten", ["gap.out"], ["flat.out"], name="flatten", axis=1))
+    fc_w = b.rng.standard_normal((1000, 2048), dtype=np.float32) * np.float32(math.sqrt(1.0 / 2048))
+    inputs = ["flat.out", b._const("fc.weight", fc_w), b._const("fc.bias", np.zeros(1000, dtype=np.float32))]
+    b.nodes.append(helper.make_node("Gemm", inputs, ["logits"], name="fc", transB=1))
+    graph = helper.make_graph(
+        b.nodes,
+        "resnet50",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 224, 224])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1000])],
+        initializer=b.inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), b.params
+
+
+def time_rewrite(model: onnx.ModelProto, runs: int) -> tuple[float, Any]:
+    """Median seconds of ``rewrite_model(model)`` over ``runs`` calls, and the last report."""
+    times, report = [], None
+    for _ in range(runs):
+        start = time.perf_counter()
+        _, report = rewrite_model(model)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), report
+
+
+def run_part_b(sizes: Sequence[int], runs: int, resnet: bool, log: Callable[[str], None]) -> dict[str, Any]:
+    rewrite_model(build_pool_chain(2))  # warm caches and lazy imports
+    rows = []
+    for n in sizes:
+        log(f"part B: chain of {n} pools")
+        model = build_pool_chain(n)
+        seconds, report = time_rewrite(model, runs)
+        totals = report.totals()
+        rows.append(
+            {
+                "pool_nodes": n,
+                "rewritten": totals["rewritten"],
+                "nodes_added": totals["nodes_added"],
+                "seconds": seconds,
+                "ms_per_node": seconds * 1e3 / n,
+            }
+        )
+    result: dict[str, Any] = {"runs": runs, "chain": rows, "per_node_ratio_largest_vs_smallest": None, "resnet50": None}
+    if len(rows) >= 2:
+        result["per_node_ratio_largest_vs_smallest"] = rows[-1]["ms_per_node"] / rows[0]["ms_per_node"]
+    if resnet:
+        log("part B: building ResNet-50")
+        start = time.perf_counter()
+        model, params = build_resnet50()
+        build_s = time.perf_counter() - start
+        log("part B: rewriting ResNet-50")
+        seconds, report = time_rewrite(model, runs)
+        totals = report.totals()
+        result["resnet50"] = {
+            "params": params,
+            "model_bytes": model.ByteSize(),
+            "graph_nodes": len(model.graph.node),
+            "build_seconds": build_s,
+            "pool_nodes": totals["pool_nodes"],
+            "rewritten": totals["rewritten"],
+            "nodes_added": totals["nodes_added"],
+            "seconds": seconds,
+        }
+    return result
+
+
+# ----------------------------------------------------------------------------
+# Part C: CLI start-up
+# ----------------------------------------------------------------------------
+
+
+def cli_command() -> list[str]:
+    """The installed ``onnx-poolrewrite`` entry point, or ``python -m rewriter`` without one."""
+    script = Path(sys.executable).with_name("onnx-poolrewrite")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("onnx-poolrewrite")
+    return [found] if found else [sys.executable, "-m", "rewriter"]
+
+
+def time_subprocess(cmd: Sequence[str], runs: int) -> float:
+    """Median wall seconds of running ``cmd`` to completion (output discarded, must exit 0)."""
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO_ROOT)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def modules_after_import(module: str, watch: Sequence[str]) -> dict[str, bool]:
+    """Which of ``watch`` are in ``sys.modules`` after a fresh interpreter imports ``module``."""
+    code = f"import json, sys, {module}; print(json.dumps({{m: m in sys.modules for m in {list(watch)!r}}}))"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=REPO_ROOT)
+    return json.loads(out.stdout)
+
+
+def run_part_c(runs: int, log: Callable[[str], None]) -> dict[str, Any]:
+    log("part C: CLI start-up")
+    cmd = cli_command()
+    return {
+        "runs": runs,
+        "help_command": " ".join([Path(cmd[0]).name, *cmd[1:], "--help"]),
+        "help_seconds": time_subprocess([*cmd, "--help"], runs),
+        "import_cli_seconds": time_subprocess([sys.executable, "-c", "import rewriter.cli"], runs),
+        "bare_python_seconds": time_subprocess([sys.executable, "-c", "pass"], runs),
+        "imported_by_rewriter_cli": modules_after_import(
+            "rewriter.cli", ["onnxruntime", "onnx", "onnx_graphsurgeon", "numpy"]
+        ),
+    }
+
+
+# ----------------------------------------------------------------------------
+# Output
+# ----------------------------------------------------------------------------
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Fixed-width table; the first column left-aligned, the rest right-aligned."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def _si(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def render_part_a(a: dict[str, Any], opt_level: str, repeats: int) -> str:
+    headers = ["case", "native ms", "rewritten ms", "ratio", "nodes added", "conv MACs", "weight bytes", "max abs err"]
+    rows = []
+    for r in a["cases"]:
+        if "ratio" not in r:
+            rows.append([r["name"], "-", "-", "-", str(r.get("nodes_added", "-")), "-", "-", "-"])
+            continue
+        rows.append(
+            [
+                r["name"],
+                f"{r['native_ms']:.3f}",
+                f"{r['rewritten_ms']:.3f}",
+                f"{r['ratio']:.2f}",
+                str(r["nodes_added"]),
+                _si(r["conv_macs"]),
+                str(r["weight_bytes"]),
+                f"{r['max_abs_err']:.2g}",
+            ]
+        )
+    out = [f"Part A: pool subgraph speed (ORT CPU, 1 thread, opt level {opt_level}, median of {repeats} interleaved runs)"]
+    out.append(format_table(headers, rows))
+    if a["geomean_ratio"] is not None:
+        out.append(f"geometric mean ratio: {a['geomean_ratio']:.2f}   worst: {a['worst']['name']} {a['worst']['ratio']:.2f}")
+    for name, err in a["errors"].items():
+        out.append(f"ERROR {name}: {err}")
+    return "\n".join(out)
+
+
+def render_part_b(b: dict[str, Any]) -> str:
+    rows = [
+        [str(r["pool_nodes"]), str(r["nodes_added"]), f"{r['seconds']:.3f}", f"{r['ms_per_node']:.3f}"] for r in b["chain"]
+    ]
+    out = [f"Part B: rewrite_model time vs model size (median of {b['runs']})"]
+    out.append(format_table(["pool nodes", "nodes added", "rewrite s", "ms / pool node"], rows))
+    if b["per_node_ratio_largest_vs_smallest"] is not None:
+        first, last = b["chain"][0]["pool_nodes"], b["chain"][-1]["pool_nodes"]
+        out.append(f"per-node time at {last} / at {first}: {b['per_node_ratio_largest_vs_smallest']:.2f}")
+    r50 = b["resnet50"]
+    if r50:
+        out.append(
+            f"resnet50: {r50['params'] / 1e6:.2f}M params, {r50['model_bytes'] / 1e6:.1f} MB, {r50['graph_nodes']} nodes, "
+            f"{r50['rewritten']}/{r50['pool_nodes']} pools rewritten (+{r50['nodes_added']} nodes): "
+            f"rewrite_model {r50['seconds']:.3f} s (model built in {r50['build_seconds']:.2f} s, not counted)"
+        )
+    return "\n".join(out)
+
+
+def render_part_c(c: dict[str, Any]) -> str:
+    imported = ", ".join(f"{m}={'yes' if v else 'no'}" for m, v in c["imported_by_rewriter_cli"].items())
+    return "\n".join(
+        [
+            f"Part C: CLI start-up (median of {c['runs']})",
+            f"{c['help_command']}: {c['help_seconds'] * 1e3:.0f} ms",
+            f"python -c 'import rewriter.cli': {c['import_cli_seconds'] * 1e3:.0f} ms",
+            f"python -c 'pass' (baseline): {c['bare_python_seconds'] * 1e3:.0f} ms",
+            f"modules loaded by 'import rewriter.cli': {imported}",
+        ]
+    )
+
+
+# ----------------------------------------------------------------------------
+# Main
+# ----------------------------------------------------------------------------
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    p.add_argument("--quick", action="store_true", help="few repeats, small sizes, no ResNet-50: a smoke run of seconds")
+    p.add_argument("--only", metavar="NAME,...", help="part A cases to run (comma-separated)")
+    p.add_argument("--skip-scaling", action="store_true", help="skip part B")
+    p.add_argument("--opt-level", choices=list(OPT_LEVELS), default="all", help="onnxruntime graph optimization level")
+    p.add_argument("--repeats", type=int, default=None, help="interleaved timing rounds per case (default 50; 5 with --quick)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up runs per session (default 5; 1 with --quick)")
+    return p.parse_args(argv)
+
+
+def select_cases(only: Optional[str]) -> list[PoolCase]:
+    cases = all_cases()
+    if not only:
+        return cases
+    wanted = [n.strip() for n in only.split(",") if n.strip()]
+    known = {c.name for c in cases}
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise SystemExit(f"bench.py: unknown case(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return [c for c in cases if c.name in wanted]
+
+
+def environment() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "numpy": np.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": ort.__version__,
+    }
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    repeats = args.repeats if args.repeats is not None else (5 if args.quick else 50)
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 5)
+    sizes = [10, 20, 40] if args.quick else [100, 200, 400, 1000, 2000]
+    rewrite_runs = 1 if args.quick else 3
+    cli_runs = 1 if args.quick else 5
+    cases = select_cases(args.only)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    start = time.perf_counter()
+    results: dict[str, Any] = {
+        "config": {"quick": args.quick, "opt_level": args.opt_level, "repeats": repeats, "warmup": warmup, "opset": OPSET},
+        "environment": environment(),
+    }
+    results["part_a"] = run_part_a(cases, args.opt_level, warmup, repeats, log)
+    results["part_b"] = None if args.skip_scaling else run_part_b(sizes, rewrite_runs, not args.quick, log)
+    results["part_c"] = run_part_c(cli_runs, log)
+    results["total_seconds"] = time.perf_counter() - start
+
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        sections = [render_part_a(results["part_a"], args.opt_level, repeats)]
+        if results["part_b"] is not None:
+            sections.append(render_part_b(results["part_b"]))
+        sections.append(render_part_c(results["part_c"]))
+        sections.append(f"total: {results['total_seconds']:.1f} s")
+        print("\n\n".join(sections))
+    return 1 if results["part_a"]["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
