@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 import onnx
+import onnx.inliner
 import onnx_graphsurgeon as gs
 from onnx import numpy_helper
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
@@ -92,17 +93,27 @@ class PoolRewritePass:
         """Rewrite a copy of ``model``; the argument is not modified.
 
         ``progress``, if given, receives a short status line every 100 pool nodes.
+        Pools inside If/Loop/Scan bodies are rewritten in place; model-local
+        functions that contain pools are inlined first (their bodies have no
+        static shapes) and the report notes it.
         """
+        original = model
+        report = Report()
+        inlined = _functions_with_pools(model)
+        if inlined:
+            # A function body has no static shapes; each call site has. Inline those calls.
+            model = onnx.inliner.inline_selected_functions(model, inlined, exclude=False)
+            names = ", ".join(f"{d}.{n}" if d else n for d, n in inlined)
+            report.notes.append(f"inlined model-local functions that contain pools: {names}")
         out = onnx.ModelProto()
         out.CopyFrom(model)
-        report = Report()
-        graph = out.graph
         opset = _onnx_opset(out.opset_import)
         types = _value_types(model)
-        producers = {o: n for n in graph.node for o in n.output if o}
-        consumed = {i for n in graph.node for i in _all_inputs(n)} | {o.name for o in graph.output}
-        initializers = {t.name: t for t in graph.initializer}
-        taken = _prefixes_of([n.name for n in graph.node] + list(producers) + list(initializers))
+        graphs = list(_all_graphs(out.graph))
+        producers = {o: n for g in graphs for n in g.node for o in n.output if o}
+        consumed = {i for g in graphs for n in g.node for i in n.input} | {o.name for g in graphs for o in g.output}
+        initializers = {t.name: t for g in graphs for t in g.initializer}
+        taken = _prefixes_of([n.name for g in graphs for n in g.node] + list(producers) + list(initializers))
 
         def producer(name: str):
             node = producers.get(name)
@@ -119,27 +130,34 @@ class PoolRewritePass:
             return None
 
         nonnegative = NonNegativity(producer, constant)
-        new_nodes: list[onnx.NodeProto] = []
-        new_initializers: list[onnx.TensorProto] = []
-        for node in graph.node:
-            if node.op_type not in POOL_OPS or node.domain not in ONNX_DOMAINS:
-                new_nodes.append(node)
-                continue
-            if progress and report.nodes and len(report.nodes) % 100 == 0:
-                progress(f"rewriting: {len(report.nodes)} pool nodes done")
-            site = _site_from_proto(node, opset, types, consumed)
-            site.input_nonnegative = nonnegative(site.input_name)
-            result, builder = self._plan(site, taken)
-            report.nodes.append(result)
-            if builder is None:
-                new_nodes.append(node)
-                continue
-            new_nodes.extend(OnnxExporter.export_node(n) for n in builder.nodes)
-            new_initializers.extend(OnnxExporter.export_tensor_proto(c) for c in builder.constants)
-        if report.rewritten:
-            del graph.node[:]
-            graph.node.extend(new_nodes)
-            graph.initializer.extend(new_initializers)
+        for graph in graphs:  # the main graph, then every If/Loop/Scan body, nested ones included
+            new_nodes: list[onnx.NodeProto] = []
+            new_initializers: list[onnx.TensorProto] = []
+            changed = False
+            for node in graph.node:
+                if node.op_type not in POOL_OPS or node.domain not in ONNX_DOMAINS:
+                    new_nodes.append(node)
+                    continue
+                if progress and report.nodes and len(report.nodes) % 100 == 0:
+                    progress(f"rewriting: {len(report.nodes)} pool nodes done")
+                site = _site_from_proto(node, opset, types, consumed)
+                site.input_nonnegative = nonnegative(site.input_name)
+                result, builder = self._plan(site, taken)
+                report.nodes.append(result)
+                if builder is None:
+                    new_nodes.append(node)
+                    continue
+                changed = True
+                new_nodes.extend(OnnxExporter.export_node(n) for n in builder.nodes)
+                new_initializers.extend(OnnxExporter.export_tensor_proto(c) for c in builder.constants)
+            if changed:
+                del graph.node[:]
+                graph.node.extend(new_nodes)
+                graph.initializer.extend(new_initializers)
+        if not report.rewritten and inlined:
+            # Nothing was rewritten: hand back the model exactly as it came.
+            out = onnx.ModelProto()
+            out.CopyFrom(original)
         return RewriteResult(out, report)
 
     # -- onnx-graphsurgeon -------------------------------------------------------
@@ -239,16 +257,29 @@ def _onnx_opset(imports: Sequence[onnx.OperatorSetIdProto]) -> int:
     return 1
 
 
-def _all_inputs(node: onnx.NodeProto) -> list[str]:
-    """Inputs of a node, including names its subgraphs read from the outer scope."""
-    names = list(node.input)
-    for attr in node.attribute:
-        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-        for sub in graphs:
-            for inner in sub.node:
-                names.extend(_all_inputs(inner))
-            names.extend(o.name for o in sub.output)
-    return names
+def _all_graphs(graph: onnx.GraphProto) -> Iterable[onnx.GraphProto]:
+    """``graph`` and every subgraph below it, outermost first."""
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+                yield from _all_graphs(sub)
+
+
+def _functions_with_pools(model: onnx.ModelProto) -> list[tuple[str, str]]:
+    """Model-local functions whose body (or a function they call) contains a pool."""
+    bodies = {(f.domain, f.name): f for f in model.functions}
+
+    def has_pool(key: tuple[str, str], seen: frozenset) -> bool:
+        for node in bodies[key].node:
+            if node.op_type in POOL_OPS and node.domain in ONNX_DOMAINS:
+                return True
+            callee = (node.domain, node.op_type)
+            if callee in bodies and callee not in seen and has_pool(callee, seen | {callee}):
+                return True
+        return False
+
+    return [key for key in bodies if has_pool(key, frozenset({key}))]
 
 
 def _value_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
@@ -291,8 +322,9 @@ def _infer_types(model: onnx.ModelProto, pinned: dict[str, tuple]) -> dict[str, 
         inferred = onnx.shape_inference.infer_shapes(source, check_type=False, strict_mode=False)
     except Exception:  # inference is advisory: unknown shapes just mean "kept"
         inferred = source
-    g = inferred.graph
-    types = {v.name: v.type for v in list(g.input) + list(g.value_info) + list(g.output)}
+    types = {}
+    for g in _all_graphs(inferred.graph):
+        types.update({v.name: v.type for v in list(g.input) + list(g.value_info) + list(g.output)})
     for init in model.graph.initializer:
         t = onnx.TypeProto()
         t.tensor_type.elem_type = init.data_type

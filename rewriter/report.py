@@ -32,6 +32,7 @@ class Report:
 
     nodes: list[NodeResult] = field(default_factory=list)
     validation: Optional[dict[str, Any]] = None
+    notes: list[str] = field(default_factory=list)  # whole-model remarks, e.g. functions inlined
 
     @property
     def rewritten(self) -> list[NodeResult]:
@@ -54,7 +55,7 @@ class Report:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {"nodes": [asdict(n) for n in self.nodes], "totals": self.totals(), "validation": self.validation}
+        return {"nodes": [asdict(n) for n in self.nodes], "totals": self.totals(), "notes": self.notes, "validation": self.validation}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
@@ -85,6 +86,7 @@ class Report:
             f"{t['pool_nodes']} pool node(s): {t['rewritten']} rewritten, {t['kept']} kept, "
             f"{t['nodes_added']} node(s) added"
         )
+        out.extend(f"note: {note}" for note in self.notes)
         return "\n".join(out)
 
 

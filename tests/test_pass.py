@@ -213,3 +213,52 @@ def test_nonnegative_inputs_skip_border_padding(producers, nonnegative):
     assert ("Concat" not in pool.op_counts) == nonnegative
     x = -np.abs(np.random.default_rng(4).standard_normal((1, 2, 6, 6))).astype(np.float32) - 0.1
     np.testing.assert_allclose(run(new, {"x": x})[0], run(model, {"x": x})[0], rtol=1e-6, atol=1e-7)
+
+
+def _branch(name: str, op: str, attrs: dict) -> onnx.GraphProto:
+    node = helper.make_node(op, ["x"], [f"{name}_y"], name=f"{name}/pool", **attrs)  # reads x from the outer scope
+    return helper.make_graph([node], name, [], [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, [1, 2, 4, 4])])
+
+
+def test_pools_inside_if_branches_are_rewritten():
+    then_g = _branch("then", "MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]))
+    else_g = _branch("else", "AveragePool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]))
+    nodes = [helper.make_node("If", ["cond"], ["y"], name="if", then_branch=then_g, else_branch=else_g)]
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 8, 8]), helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    new, report = rewrite_model(model)
+    assert sorted(n.name for n in report.rewritten) == ["else/pool", "then/pool"]
+    branches = [a.g for a in new.graph.node[0].attribute]
+    assert all({n.op_type for n in g.node} <= STRICT_OPS for g in branches)
+    onnx.checker.check_model(new, full_check=True)
+    x = -np.abs(np.random.default_rng(5).standard_normal((1, 2, 8, 8))).astype(np.float32)
+    for cond in (True, False):
+        feeds = {"x": x, "cond": np.array(cond)}
+        np.testing.assert_allclose(run(new, feeds)[0], run(model, feeds)[0], rtol=1e-6, atol=1e-7)
+
+
+def test_pools_inside_local_functions_are_inlined_and_rewritten():
+    body = [helper.make_node("MaxPool", ["inp"], ["out"], name="mp", kernel_shape=[3, 3], pads=[1, 1, 1, 1])]
+    function = helper.make_function("local", "Pool3x3", ["inp"], ["out"], body, [helper.make_opsetid("", 17)])
+    nodes = [
+        helper.make_node("Pool3x3", ["x"], ["a"], name="call1", domain="local"),
+        helper.make_node("Pool3x3", ["a"], ["y"], name="call2", domain="local"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 6, 6])],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("local", 1)], ir_version=8, functions=[function]
+    )
+    new, report = rewrite_model(model)
+    assert len(report.rewritten) == 2 and "inlined" in report.notes[0]
+    assert op_types(new) <= STRICT_OPS and not new.functions
+    x = np.random.default_rng(6).standard_normal((1, 2, 6, 6)).astype(np.float32)
+    np.testing.assert_allclose(run(new, {"x": x})[0], run(model, {"x": x})[0], rtol=1e-6, atol=1e-7)
+    untouched, report = rewrite_model(model, exclude=["MaxPool"])
+    assert untouched.SerializeToString() == model.SerializeToString(), "nothing rewritten: the functions stay"
