@@ -235,14 +235,30 @@ def _fresh_prefix(base: str, taken_prefixes: set[str]) -> str:
 
 
 def _raw_attributes(attrs: dict) -> str:
-    """Attribute summary for nodes refused before their spec was resolved."""
+    """The report's short attribute form for nodes refused before their spec was resolved."""
+    def join(key: str, sep: str = "x") -> str:
+        return sep.join(str(v) for v in attrs[key])
+
     parts = []
-    for key, value in sorted(attrs.items()):
-        if isinstance(value, bytes):
-            value = value.decode()
-        if isinstance(value, (list, tuple)):
-            value = "x".join(str(v) for v in value)
-        parts.append(f"{key}={value}")
+    if "kernel_shape" in attrs:
+        parts.append("k" + join("kernel_shape"))
+    if "strides" in attrs:
+        parts.append("s" + join("strides"))
+    if "pads" in attrs:
+        half = len(attrs["pads"]) // 2
+        parts.append("p" + ",".join(map(str, attrs["pads"][:half])) + "/" + ",".join(map(str, attrs["pads"][half:])))
+    if "dilations" in attrs:
+        parts.append("d" + join("dilations"))
+    if "count_include_pad" in attrs:
+        parts.append(f"cip={attrs['count_include_pad']}")
+    if attrs.get("ceil_mode"):
+        parts.append("ceil")
+    auto_pad = attrs.get("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if auto_pad not in ("NOTSET", ""):
+        parts.append(str(auto_pad))
+    if "p" in attrs:
+        parts.append(f"L{attrs['p']}")  # LpPool's norm
     return " ".join(parts)
 
 

@@ -218,3 +218,9 @@ def test_dynamic_batch_is_rewritten():
 def test_older_opsets(op, opset, attrs):
     """Each opset's attribute defaults and semantics, checked at that opset."""
     assert_rewrite_matches(op, [1, 3, 10, 9], attrs, opset=opset)
+
+
+def test_large_global_average_pool_uses_one_conv_per_axis():
+    new, report = assert_rewrite_matches("GlobalAveragePool", [1, 3, 20, 30], {})
+    assert report.nodes[0].op_counts == {"Conv": 2}
+    assert sum(int(np.prod(t.dims)) for t in new.graph.initializer) == 3 * (20 + 30)

@@ -26,13 +26,23 @@ from .checks import refuse_site, resolve_spec
 from .windows import conv_window_run
 
 
+# Above this many taps, one N-D kernel costs more weights than one 1-D conv per
+# axis (a 55x55 global pool: 3025 weights per channel instead of 110).
+MAX_FOLDED_TAPS = 64
+
+
 def lower_average_pool(b: SubgraphBuilder, x: gs.Tensor, spec: PoolSpec) -> gs.Tensor:
     """Build the average pool of ``x`` described by ``spec``; returns the result tensor."""
     divisors = [spec.divisors(i) for i in range(spec.rank)]
     uniform = [len(set(d)) == 1 for d in divisors]
+    folded_taps = 1
+    for a, is_uniform in zip(spec.axes, uniform):
+        folded_taps *= a.kernel if is_uniform else 1
+    groups = [uniform] if folded_taps <= MAX_FOLDED_TAPS else [[i == j and u for j, u in enumerate(uniform)] for i in range(spec.rank)]
     y = x
-    if any(uniform):
-        y = uniform_axes_conv(b, x, spec, uniform, divisors)
+    for group in groups:
+        if any(group):
+            y = uniform_axes_conv(b, y, spec, group, divisors)
     for axis, a in enumerate(spec.axes):
         if not uniform[axis]:
             y = average_along_axis(b, y, axis, a, divisors[axis])
