@@ -9,6 +9,7 @@ integer inputs.
 from __future__ import annotations
 
 import itertools
+import random
 
 import numpy as np
 import onnx
@@ -75,10 +76,12 @@ MAX_2D = [
 ]
 
 
+@pytest.mark.parametrize("after_relu", [False, True], ids=["signed", "after-relu"])
 @pytest.mark.parametrize("kernel,strides,pads,ceil_mode,dilations", MAX_2D, ids=str)
-def test_max_pool_2d_grid(kernel, strides, pads, ceil_mode, dilations):
+def test_max_pool_2d_grid(kernel, strides, pads, ceil_mode, dilations, after_relu):
+    """Signed inputs take the replicated-border path; after Relu the zero-padded one."""
     attrs = dict(kernel_shape=list(kernel), strides=list(strides), pads=list(pads), ceil_mode=ceil_mode, dilations=list(dilations))
-    assert_rewrite_matches("MaxPool", [1, 3, 11, 10], attrs)
+    assert_rewrite_matches("MaxPool", [1, 3, 11, 10], attrs, relu=after_relu)
 
 
 @pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER", "VALID"])
@@ -224,3 +227,44 @@ def test_large_global_average_pool_uses_one_conv_per_axis():
     new, report = assert_rewrite_matches("GlobalAveragePool", [1, 3, 20, 30], {})
     assert report.nodes[0].op_counts == {"Conv": 2}
     assert sum(int(np.prod(t.dims)) for t in new.graph.initializer) == 3 * (20 + 30)
+
+
+def random_pool_case(rng: random.Random):
+    op = rng.choice(["MaxPool", "AveragePool"])
+    opset = rng.choice([10, 12, 19, 22] if op == "AveragePool" else [8, 10, 12, 22])
+    rank = rng.choice([1, 2, 2, 3])
+    shape = [1, 2] + [rng.randint(1, 9) for _ in range(rank)]
+    kernel = [rng.randint(1, 5) for _ in range(rank)]
+    attrs: dict = {"kernel_shape": kernel, "strides": [rng.randint(1, 3) for _ in range(rank)]}
+    if (op == "MaxPool" and opset >= 10 or opset >= 19) and rng.random() < 0.4:
+        attrs["dilations"] = [rng.randint(1, 3) for _ in range(rank)]
+    auto_pad = rng.choice(["NOTSET", "NOTSET", "NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"])
+    if auto_pad != "NOTSET":
+        attrs["auto_pad"] = auto_pad
+    else:
+        attrs["pads"] = [rng.randint(0, k - 1) for k in kernel] + [rng.randint(0, k - 1) for k in kernel]
+    if opset >= 10 and rng.random() < 0.5:
+        attrs["ceil_mode"] = 1
+    if op == "AveragePool":
+        attrs["count_include_pad"] = rng.randint(0, 1)
+    return op, opset, shape, attrs, rng.random() < 0.35
+
+
+RANDOM_CASES = [random_pool_case(random.Random(1000 + i)) for i in range(200)]
+
+
+@pytest.mark.parametrize("op,opset,shape,attrs,after_relu", RANDOM_CASES, ids=[f"random{i}" for i in range(len(RANDOM_CASES))])
+def test_random_attribute_combinations(op, opset, shape, attrs, after_relu):
+    """Seeded random corners of the attribute space (tiny extents, big pads, overhangs)."""
+    model = pool_model(op, shape, attrs, opset=opset, prefix_relu=after_relu)
+    new, report = rewrite_model(model)
+    (node,) = [n for n in report.nodes]
+    if node.status == "kept":
+        assert node.reason and not node.invalid
+        pytest.skip(f"kept by design: {node.reason}")
+    assert op_types(new) <= STRICT_OPS
+    for suite, x in input_suites(shape).items():
+        expected, actual = run(model, {"x": x})[0], run(new, {"x": x})[0]
+        assert actual.shape == expected.shape
+        scale = max(float(np.abs(expected).max()), 1e-30) if expected.size else 1.0
+        assert float(np.abs(actual - expected).max(initial=0)) / scale <= 1e-6, suite
