@@ -40,36 +40,33 @@ def max_along_axis(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec, *, 
         # pads < kernel means no padding; the windows are single elements.
         return x if a.stride == 1 else b.conv_along(x, axis, [1.0], stride=a.stride, hint="pick")
 
-    padded_length = a.pad_begin + a.size + a.used_end_pad
-    zero_padded = False  # True while the convs read x itself, as zero outside its extent
+    conv_pads = (0, 0)
     if a.pad_begin or a.used_end_pad:
         if input_nonnegative:
-            zero_padded = True  # exact for x >= 0: a window's max is never below 0
+            conv_pads = (a.pad_begin, a.used_end_pad)
         else:
             x = replicate_pad(b, x, axis, a)
 
-    # Ladder: m[i] holds the max over `width` taps from i. Intermediate steps keep
-    # m's length (the diff conv pads its end), so m itself is the base and needs
-    # no selection conv; the tail they spoil is never read by the last step.
-    m, width, length = x, 1, (a.size if zero_padded else padded_length)
+    # Ladder: m holds the max over `width` taps starting at each position.
+    m, width = x, 1
     while 2 * width < a.kernel:
-        shift = width * a.dilation
-        if zero_padded:
-            pads = dict(pad_begin=a.pad_begin, pad_end=a.used_end_pad)
-            diff = b.conv_along(x, axis, [-1.0, 1.0], dilation=shift, hint="max_diff", pad_begin=a.pad_begin, pad_end=a.used_end_pad + shift)
-            base = b.conv_along(x, axis, [1.0], hint="max_base", **pads)
-            m, zero_padded, length = b.add(b.relu(diff), base), False, padded_length
-        else:
-            diff = b.conv_along(m, axis, [-1.0, 1.0], dilation=shift, pad_end=shift, hint="max_diff")
-            m = b.add(b.relu(diff), m)
+        m = pairwise_max(b, m, axis, shift=width * a.dilation, stride=1, pads=conv_pads)
+        conv_pads = (0, 0)
         width *= 2
+    return pairwise_max(b, m, axis, shift=(a.kernel - width) * a.dilation, stride=a.stride, pads=conv_pads)
 
-    # Last step: overlapping windows, the stride, and exactly out_size outputs.
-    start = -a.pad_begin if zero_padded else 0
-    run = dict(start=start, count=a.out_size, stride=a.stride, dilation=(a.kernel - width) * a.dilation)
-    diff = conv_window_run(b, m, axis, length, taps=[-1.0, 1.0], hint="max_diff", **run)
-    base = conv_window_run(b, m, axis, length, taps=[1.0, 0.0], hint="max_base", **run)
-    return b.add(b.relu(diff), base)  # relu(right - left) + left: exact when the left operand wins
+
+def pairwise_max(
+    b: SubgraphBuilder, m: gs.Tensor, axis: int, *, shift: int, stride: int, pads: tuple[int, int]
+) -> gs.Variable:
+    """``out[i] = max(m[i*stride], m[i*stride + shift])`` as ``relu(right - left) + left``.
+
+    The left operand is the base: when it wins the result is exactly it.
+    """
+    common = dict(stride=stride, dilation=shift, pad_begin=pads[0], pad_end=pads[1])
+    diff = b.conv_along(m, axis, [-1.0, 1.0], hint="max_diff", **common)
+    base = b.conv_along(m, axis, [1.0, 0.0], hint="max_base", **common)
+    return b.add(b.relu(diff), base)
 
 
 def replicate_pad(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec) -> gs.Variable:
