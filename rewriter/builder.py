@@ -1,8 +1,10 @@
 """A small subgraph builder over onnx-graphsurgeon.
 
-It only knows the strict op set: depthwise Conv, Relu, Add and Concat. Every
-conv maps C channels to C channels with ``group = C`` and weights of shape
-``[C, 1, *k]``: cost and weight size grow with C, never with C squared.
+The strict op set is depthwise Conv, Relu, Add and Concat. Every conv maps C
+channels to C channels with ``group = C`` and weights of shape ``[C, 1, *k]``:
+cost and weight size grow with C, never with C squared. A target profile may
+allow more ops (``allowed``); lowerings ask :meth:`SubgraphBuilder.can` before
+using one, and the builder refuses any op outside the profile.
 """
 
 from __future__ import annotations
@@ -14,6 +16,11 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 
+STRICT_OPS = frozenset({"Conv", "Relu", "Add", "Concat"})
+# Ops a profile may add, each used by some lowering when allowed.
+PROFILE_OPS = frozenset({"Max", "Pad", "Mul", "Div"})
+
+
 class SubgraphBuilder:
     """Collects the nodes and constants of one replacement subgraph.
 
@@ -22,11 +29,15 @@ class SubgraphBuilder:
     the caller picks a prefix that no tensor of the graph already uses.
     """
 
-    def __init__(self, prefix: str, channels: int, dtype: np.dtype, rank: int) -> None:
+    def __init__(
+        self, prefix: str, channels: int, dtype: np.dtype, rank: int, *, allowed: Iterable[str] = (), opset: int = 22
+    ) -> None:
         self.prefix = prefix
         self.channels = channels
         self.dtype = np.dtype(dtype)
         self.rank = rank
+        self.allowed = frozenset(STRICT_OPS) | frozenset(allowed)
+        self.opset = opset
         self.nodes: list[gs.Node] = []
         self.constants: list[gs.Constant] = []
         self._counter = 0
@@ -36,7 +47,18 @@ class SubgraphBuilder:
         self._counter += 1
         return f"{self.prefix}/{hint}_{self._counter}"
 
+    def can(self, op: str) -> bool:
+        """Whether the target profile allows ``op``."""
+        return op in self.allowed
+
+    def _constant(self, hint: str, values: np.ndarray) -> gs.Constant:
+        c = gs.Constant(self._name(hint), np.asarray(values))
+        self.constants.append(c)
+        return c
+
     def _emit(self, op: str, inputs: list[gs.Tensor], attrs: dict | None = None, hint: str = "") -> gs.Variable:
+        if op not in self.allowed:
+            raise ValueError(f"{op} is outside the target op set {sorted(self.allowed)}")
         out = gs.Variable(self._name((hint or op.lower()) + "_out"))
         self.nodes.append(gs.Node(op=op, name=self._name(hint or op.lower()), attrs=attrs or {}, inputs=inputs, outputs=[out]))
         return out
@@ -57,8 +79,7 @@ class SubgraphBuilder:
         if kernel.ndim != self.rank:
             raise ValueError(f"kernel rank {kernel.ndim} != spatial rank {self.rank}")
         weights = np.broadcast_to(kernel.astype(self.dtype), (self.channels, 1) + kernel.shape).copy()
-        w = gs.Constant(self._name(hint + "_w"), weights)
-        self.constants.append(w)
+        w = self._constant(hint + "_w", weights)
         attrs = {
             "group": self.channels,
             "kernel_shape": list(kernel.shape),
@@ -99,6 +120,23 @@ class SubgraphBuilder:
         """Concatenate along spatial ``axis``."""
         return self._emit("Concat", list(parts), {"axis": axis + 2})
 
+    # -- ops a profile may allow ----------------------------------------------
+    def max(self, a: gs.Tensor, b: gs.Tensor) -> gs.Variable:
+        return self._emit("Max", [a, b])
+
+    def pad_edge(self, x: gs.Tensor, axis: int, begin: int, end: int) -> gs.Variable:
+        """Pad(mode=edge) along spatial ``axis``."""
+        pads = [0] * (2 * (self.rank + 2))
+        pads[axis + 2], pads[axis + 2 + self.rank + 2] = begin, end
+        if self.opset < 11:  # Pad-2 takes pads as an attribute
+            return self._emit("Pad", [x], {"mode": "edge", "pads": pads}, "pad")
+        return self._emit("Pad", [x, self._constant("pads", np.array(pads, np.int64))], {"mode": "edge"}, "pad")
+
+    def scale_by_map(self, x: gs.Tensor, op: str, values: np.ndarray) -> gs.Variable:
+        """Mul or Div by a constant map over the spatial positions (broadcast over N and C)."""
+        values = np.asarray(values, dtype=np.float64).reshape((1, 1) + tuple(values.shape))
+        return self._emit(op, [x, self._constant(op.lower() + "_map", values.astype(self.dtype))], hint=op.lower())
+
     # -- results -------------------------------------------------------------
     def bind_output(self, produced: gs.Tensor, target: gs.Variable, source: gs.Tensor) -> None:
         """Make the subgraph write ``target`` (the replaced node's output tensor).
@@ -119,9 +157,7 @@ class SubgraphBuilder:
     def summary(self) -> str:
         """E.g. ``8 Conv, 4 Relu, 4 Add`` for the report's "became" column."""
         counts = self.op_counts()
-        order = ["Conv", "Relu", "Add", "Concat"]
+        order = ["Conv", "Relu", "Add", "Concat"] + sorted(set(counts) - STRICT_OPS)
         return ", ".join(f"{counts[op]} {op}" for op in order if counts[op]) or "nothing"
 
 
-def iter_ops(nodes: Iterable[gs.Node]) -> set[str]:
-    return {node.op for node in nodes}

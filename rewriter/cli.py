@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 
 from . import __version__
 from .io import InputError, check_output_path, copy_model_files, first_line, load_model, load_model_with_sources, save_model, write_atomically
+from .audit import audit_ops, audit_table
 from .passes import PoolRewritePass
 
 EXIT_OK, EXIT_VALIDATION_FAILED, EXIT_USAGE = 0, 1, 2
@@ -78,6 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dry-run", action="store_true", help="print the plan and write no model (--report is still written)")
     p.add_argument("--in-place", action="store_true", help="allow OUT to be IN (still written atomically, and only after validation)")
+    t = p.add_argument_group("target")
+    t.add_argument(
+        "--allow", metavar="OPS", action="append",
+        help="ops the target has beyond Conv/Relu/Add/Concat, comma-separated (repeatable); the lowering then uses "
+        "Max (bit-exact pairwise max), Pad (edge padding), Div or Mul (average divisors) where allowed",
+    )
+    t.add_argument("--audit", action="store_true", help="list every op of the output model outside the target set")
+    t.add_argument(
+        "--flip-kernels", action="store_true",
+        help="for true-convolution backends: store every Conv/ConvTranspose kernel reversed, record "
+        "conv_semantics=convolution in metadata, and validate with a numpy true-convolution reference",
+    )
     p.add_argument(
         "--compare", action="store_true",
         help="validate only: IN is the original, OUT an existing candidate made by any tool; nothing is rewritten or written",
@@ -142,9 +155,17 @@ def _input_shapes(values: Optional[list[str]]) -> dict[str, list[int]]:
     return shapes
 
 
-def _validate(args: argparse.Namespace, original, candidate, console: _Console, localize=None):
+def _validate(args: argparse.Namespace, original, candidate, console: _Console, localize=None, true_convolution=False):
     """Run the validator with the command line's input and tolerance options."""
-    from .validate import DEFAULT_SUITES, ToleranceComparator, ValidationSetupError, load_user_inputs, validate_models
+    from .validate import (
+        DEFAULT_SUITES,
+        OrtRunner,
+        ToleranceComparator,
+        TrueConvolutionRunner,
+        ValidationSetupError,
+        load_user_inputs,
+        validate_models,
+    )
 
     user_inputs = load_user_inputs(args.inputs, original) if args.inputs else None
     comparator = ToleranceComparator(rtol=args.rtol, atol=args.atol or 0.0, ulps=args.ulps)
@@ -152,6 +173,7 @@ def _validate(args: argparse.Namespace, original, candidate, console: _Console, 
         validation = validate_models(
             original, candidate, suites=DEFAULT_SUITES, user_inputs=user_inputs, input_shapes=_input_shapes(args.input_shape),
             comparator=comparator, localize=localize, seed=args.seed, progress=console.progress,
+            candidate_runner=TrueConvolutionRunner if true_convolution else OrtRunner,
         )
     except ValidationSetupError as err:
         hint = "" if args.compare else " (or pass --no-validate)"
@@ -182,7 +204,7 @@ def compare(args: argparse.Namespace) -> int:
     if args.report:
         check_output_path(args.report, args.input)
     original, candidate = load_model(args.input), load_model(args.output)
-    validation = _validate(args, original, candidate, console)
+    validation = _validate(args, original, candidate, console, true_convolution=args.flip_kernels)
     _write_report(args.report, {"validation": validation.to_dict()})
     if not validation.passed:
         print(f"onnx-poolrewrite: not equal: {validation.summary()}", file=sys.stderr)
@@ -206,12 +228,27 @@ def run(args: argparse.Namespace) -> int:
     model = loaded.model
     protect = () if args.in_place else tuple(loaded.external_files)
     console.progress(f"loaded {args.input}")
-    result = PoolRewritePass(only=_names(args.only), exclude=_names(args.exclude)).run(model, progress=console.progress)
+    allow = _names(args.allow) or []
+    result = PoolRewritePass(only=_names(args.only), exclude=_names(args.exclude), allow=allow).run(model, progress=console.progress)
     report = result.report
     if report.invalid:
         bad = report.invalid[0]
         raise InputError(f"node '{bad.name or bad.output}' ({bad.op_type}): {bad.reason}")
     console.out(report.table() if report.nodes else "no pool nodes found")
+
+    final = result.model
+    if args.flip_kernels:
+        from .flip import FlipError, flip_conv_kernels
+
+        try:
+            final, flipped = flip_conv_kernels(final)
+        except FlipError as err:
+            raise InputError(f"--flip-kernels: {err}") from err
+        report.flip = {"convs": flipped.flipped, "tensors": flipped.tensors, "validation": None}
+        console.out(f"flipped the kernels of {len(flipped.flipped)} conv(s) for a true-convolution backend")
+    report.audit = audit_ops(final, allow)
+    if args.audit:
+        console.out(audit_table(report.audit, allow))
 
     def finish(code: int) -> int:
         _write_report(args.report, report.to_dict())
@@ -220,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         console.out("dry run: nothing written")
         return finish(EXIT_OK)
-    if not report.rewritten:
+    if not report.rewritten and not args.flip_kernels:
         report.validation = {"passed": True, "skipped": "nothing rewritten", "worst": None}
         copy_model_files(loaded, args.output)
         console.out(f"nothing to rewrite: wrote an unchanged copy to {args.output}")
@@ -229,13 +266,24 @@ def run(args: argparse.Namespace) -> int:
     if args.no_validate:
         report.validation = {"passed": None, "skipped": "--no-validate", "worst": None}
     else:
-        validation = _validate(args, model, result.model, console, localize=[n.output for n in report.rewritten])
-        report.validation = validation.to_dict()
-        if not validation.passed:
-            print(f"onnx-poolrewrite: {validation.summary()}; {args.output} not written", file=sys.stderr)
-            return finish(EXIT_VALIDATION_FAILED)
-        console.out(validation.summary())
-    save_model(result.model, args.output, external_data=bool(loaded.external_files), protect=protect)
+        if report.rewritten:
+            validation = _validate(args, model, result.model, console, localize=[n.output for n in report.rewritten])
+            report.validation = validation.to_dict()
+            if not validation.passed:
+                print(f"onnx-poolrewrite: {validation.summary()}; {args.output} not written", file=sys.stderr)
+                return finish(EXIT_VALIDATION_FAILED)
+            console.out(validation.summary())
+        else:
+            report.validation = {"passed": True, "skipped": "nothing rewritten", "worst": None}
+        if args.flip_kernels:
+            console.progress("validating the flipped model on the true-convolution reference")
+            flipped_check = _validate(args, model, final, console, localize=[], true_convolution=True)
+            report.flip["validation"] = flipped_check.to_dict()
+            if not flipped_check.passed:
+                print(f"onnx-poolrewrite: true-convolution {flipped_check.summary()}; {args.output} not written", file=sys.stderr)
+                return finish(EXIT_VALIDATION_FAILED)
+            console.out(f"true-convolution {flipped_check.summary()}")
+    save_model(final, args.output, external_data=bool(loaded.external_files), protect=protect)
     console.out(f"wrote {args.output}")
     return finish(EXIT_OK)
 

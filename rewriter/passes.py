@@ -45,13 +45,23 @@ class PoolRewritePass:
     Args:
         only: node names or op types to rewrite; every other pool node is kept.
         exclude: node names or op types never to rewrite.
+        allow: ops the target has beyond the strict Conv/Relu/Add/Concat set.
+            The lowering uses Max (bit-exact pairwise max), Pad (edge
+            padding), Div or Mul (average divisors) when allowed.
 
     A pass is a callable: ``result = PoolRewritePass()(model)``.
     """
 
-    def __init__(self, *, only: Optional[Iterable[str]] = None, exclude: Optional[Iterable[str]] = None) -> None:
+    def __init__(
+        self,
+        *,
+        only: Optional[Iterable[str]] = None,
+        exclude: Optional[Iterable[str]] = None,
+        allow: Iterable[str] = (),
+    ) -> None:
         self.only = set(only) if only is not None else None
         self.exclude = set(exclude or ())
+        self.allow = frozenset(allow)
 
     def __call__(self, model: onnx.ModelProto) -> RewriteResult:
         return self.run(model)
@@ -80,6 +90,8 @@ class PoolRewritePass:
             channels=int(site.input_shape[1]),  # type: ignore[arg-type]
             dtype=site.dtype,
             rank=len(site.input_shape) - 2,
+            allowed=self.allow,
+            opset=site.opset,
         )
         x = gs.Variable(site.input_name)
         builder.bind_output(rule.rewrite(site, builder, x), gs.Variable(site.output_name), x)

@@ -33,6 +33,8 @@ class Report:
     nodes: list[NodeResult] = field(default_factory=list)
     validation: Optional[dict[str, Any]] = None
     notes: list[str] = field(default_factory=list)  # whole-model remarks, e.g. functions inlined
+    audit: Optional[dict[str, Any]] = None  # ops outside the target set: {op: {"count", "nodes"}}
+    flip: Optional[dict[str, Any]] = None  # --flip-kernels: what was reversed and its validation
 
     @property
     def rewritten(self) -> list[NodeResult]:
@@ -55,7 +57,14 @@ class Report:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {"nodes": [asdict(n) for n in self.nodes], "totals": self.totals(), "notes": self.notes, "validation": self.validation}
+        return {
+            "nodes": [asdict(n) for n in self.nodes],
+            "totals": self.totals(),
+            "notes": self.notes,
+            "audit": self.audit,
+            "flip": self.flip,
+            "validation": self.validation,
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)

@@ -208,6 +208,23 @@ class OrtRunner:
         return dict(zip(self.output_names, self.session.run(None, dict(feeds))))
 
 
+class TrueConvolutionRunner:
+    """Runs a model as a true-convolution backend would (``--flip-kernels`` output):
+    Conv and ConvTranspose from their definition in numpy, everything else on
+    onnx's reference evaluator. Independent of onnxruntime by construction."""
+
+    def __init__(self, model: onnx.ModelProto, expose: Sequence[str] = (), elem_types: Optional[Mapping[str, int]] = None) -> None:
+        from .true_conv import TrueConvolutionEvaluator
+
+        copy = onnx.ModelProto()
+        copy.ParseFromString(_serialize_with_outputs(model, expose, elem_types or {}))
+        self.evaluator = TrueConvolutionEvaluator(copy)
+        self.output_names = self.evaluator.output_names
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.evaluator.run(feeds)
+
+
 def _serialize_with_outputs(model: onnx.ModelProto, names: Sequence[str], elem_types: Mapping[str, int]) -> bytes:
     """``model`` serialized with ``names`` as extra graph outputs, without copying its weights."""
     existing = {o.name for o in model.graph.output}
@@ -386,11 +403,15 @@ def validate_models(
     localize: Optional[Sequence[str]] = None,
     seed: int = 0,
     progress: Optional[Callable[[str], None]] = None,
+    candidate_runner: Callable[..., Any] = OrtRunner,
 ) -> ValidationResult:
     """Run both models on every suite (and the user's inputs) and compare every graph output.
 
     ``localize`` lists output tensor names of original pool nodes to check one by
     one (default: every pool node whose output the candidate also has).
+    ``candidate_runner`` executes the candidate: :class:`OrtRunner`, or
+    :class:`TrueConvolutionRunner` for a model meant for a true-convolution backend.
+    The original always runs on onnxruntime.
     """
     started = time.monotonic()
     comparator = comparator or ToleranceComparator()
@@ -406,9 +427,9 @@ def validate_models(
         raise ValidationSetupError(f"the original model does not load in onnxruntime: {first_line(err)}") from err
     result = ValidationResult(passed=True, tolerance=comparator.describe(), suites=[s.name for s in suites])
     try:
-        tested = OrtRunner(candidate)
+        tested = candidate_runner(candidate)
     except Exception as err:
-        result.comparisons.append(_failure("<session>", "-", f"candidate does not load in onnxruntime: {first_line(err)}"))
+        result.comparisons.append(_failure("<session>", "-", f"candidate does not load: {first_line(err)}"))
         result.passed = False
         result.seconds = time.monotonic() - started
         return result
@@ -433,7 +454,7 @@ def validate_models(
         try:
             actual = tested.run(feeds)
         except Exception as err:  # the candidate does not run: that is a failed validation
-            result.comparisons.append(_failure("<run>", suite_name, f"candidate fails in onnxruntime: {first_line(err)}"))
+            result.comparisons.append(_failure("<run>", suite_name, f"candidate fails to run: {first_line(err)}"))
             result.passed = False
             continue
         for name in graph_outputs:
@@ -446,7 +467,9 @@ def validate_models(
         progress(f"validating: {len(site_nodes)} node(s) one by one")
     if site_nodes:
         original_paths, candidate_paths = _Paths(original, types), _Paths(candidate, types)
-        result.nodes = [_check_node(n, original_paths, candidate_paths, activations, comparator) for n in site_nodes]
+        result.nodes = [
+            _check_node(n, original_paths, candidate_paths, activations, comparator, candidate_runner) for n in site_nodes
+        ]
     result.passed &= not result.failed_nodes
     result.seconds = time.monotonic() - started
     return result
@@ -478,17 +501,18 @@ def _check_node(
     candidate: "_Paths",
     activations: list[tuple[str, dict[str, np.ndarray]]],
     comparator: ToleranceComparator,
+    candidate_runner: Callable[..., Any],
 ) -> NodeCheck:
     check = NodeCheck(node.name, node.op_type, node.output[0], passed=None)
     x_name, y_name = node.input[0], node.output[0]
     try:
         ref_runner = OrtRunner(original.between(x_name, y_name))
-        cand_runner = OrtRunner(candidate.between(x_name, y_name))
+        cand_runner = candidate_runner(candidate.between(x_name, y_name))
     except _NotLocalizable as err:
         check.note = str(err)
         return check
     except Exception as err:
-        check.passed, check.note = False, f"does not load in onnxruntime: {first_line(err)}"
+        check.passed, check.note = False, f"does not load: {first_line(err)}"
         return check
     worst: Optional[OutputComparison] = None
     for suite_name, tensors in activations:
@@ -496,7 +520,7 @@ def _check_node(
         try:
             expected, actual = ref_runner.run(feeds)[y_name], cand_runner.run(feeds)[y_name]
         except Exception as err:
-            check.passed, check.note, check.worst_suite = False, f"fails in onnxruntime: {first_line(err)}", suite_name
+            check.passed, check.note, check.worst_suite = False, f"fails to run: {first_line(err)}", suite_name
             return check
         c = comparator.compare(y_name, suite_name, expected, actual)
         if worst is None or (not c.passed, c.rel_error) > (not worst.passed, worst.rel_error):

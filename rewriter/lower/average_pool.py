@@ -35,6 +35,9 @@ def lower_average_pool(b: SubgraphBuilder, x: gs.Tensor, spec: PoolSpec) -> gs.T
     """Build the average pool of ``x`` described by ``spec``; returns the result tensor."""
     divisors = [spec.divisors(i) for i in range(spec.rank)]
     uniform = [len(set(d)) == 1 for d in divisors]
+    scale_op = "Div" if b.can("Div") else "Mul" if b.can("Mul") and not all(uniform) else None
+    if scale_op:
+        return sum_then_scale(b, x, spec, divisors, scale_op)
     folded_taps = 1
     for a, is_uniform in zip(spec.axes, uniform):
         folded_taps *= a.kernel if is_uniform else 1
@@ -47,6 +50,21 @@ def lower_average_pool(b: SubgraphBuilder, x: gs.Tensor, spec: PoolSpec) -> gs.T
         if not uniform[axis]:
             y = average_along_axis(b, y, axis, a, divisors[axis])
     return y
+
+
+def sum_then_scale(b: SubgraphBuilder, x: gs.Tensor, spec: PoolSpec, divisors: list[list[int]], op: str) -> gs.Tensor:
+    """Profiles with Div or Mul: one summing conv, then a constant divisor map.
+
+    Div reproduces onnxruntime's sum / count; Mul multiplies by a rounded 1/count.
+    """
+    ones = [[1] * len(d) for d in divisors]
+    summed = uniform_axes_conv(b, x, spec, [True] * spec.rank, ones)
+    counts = np.ones([1] * spec.rank)
+    for axis, d in enumerate(divisors):
+        shape = [1] * spec.rank
+        shape[axis] = len(d) if len(set(d)) > 1 else 1
+        counts = counts * np.asarray(d if len(set(d)) > 1 else d[:1], dtype=np.float64).reshape(shape)
+    return b.scale_by_map(summed, op, counts if op == "Div" else 1.0 / counts)
 
 
 def uniform_axes_conv(

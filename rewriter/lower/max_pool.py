@@ -61,9 +61,14 @@ def pairwise_max(
 ) -> gs.Variable:
     """``out[i] = max(m[i*stride], m[i*stride + shift])`` as ``relu(right - left) + left``.
 
-    The left operand is the base: when it wins the result is exactly it.
+    The left operand is the base: when it wins the result is exactly it. A
+    profile that allows Max gets ``Max(left, right)`` instead: bit-exact.
     """
     common = dict(stride=stride, dilation=shift, pad_begin=pads[0], pad_end=pads[1])
+    if b.can("Max"):
+        left = b.conv_along(m, axis, [1.0, 0.0], hint="max_left", **common)
+        right = b.conv_along(m, axis, [0.0, 1.0], hint="max_right", **common)
+        return b.max(left, right)
     diff = b.conv_along(m, axis, [-1.0, 1.0], hint="max_diff", **common)
     base = b.conv_along(m, axis, [1.0, 0.0], hint="max_base", **common)
     return b.add(b.relu(diff), base)
@@ -71,6 +76,8 @@ def pairwise_max(
 
 def replicate_pad(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec) -> gs.Variable:
     """Pad with copies of real elements so that no window's max changes."""
+    if a.dilation == 1 and b.can("Pad"):
+        return b.pad_edge(x, axis, a.pad_begin, a.used_end_pad)
     n, d = a.size, a.dilation
     left = []
     for q in range(-a.pad_begin, 0):
