@@ -80,6 +80,10 @@ def external_data_files(model: onnx.ModelProto, base: Path) -> list[Path]:
     """
     root = base.resolve()
     files: list[Path] = []
+    for tensor in _sparse_tensors(model):
+        if uses_external_data(tensor):
+            # onnx does not load these, and onnxruntime would resolve them against the working directory.
+            raise InputError(f"sparse tensor '{tensor.name}' keeps its data in an external file; not supported")
     for tensor in _get_all_tensors(model):
         if not uses_external_data(tensor):
             continue
@@ -97,6 +101,34 @@ def external_data_files(model: onnx.ModelProto, base: Path) -> list[Path]:
         if target not in files:
             files.append(target)
     return files
+
+
+def _sparse_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
+    """The values and indices of every sparse tensor: sparse initializers and sparse attributes."""
+    found: list[onnx.TensorProto] = []
+
+    def from_sparse(sparse: onnx.SparseTensorProto) -> None:
+        found.extend([sparse.values, sparse.indices])
+
+    def visit(graph: onnx.GraphProto) -> None:
+        for sparse in graph.sparse_initializer:
+            from_sparse(sparse)
+        visit_nodes(graph.node)
+
+    def visit_nodes(nodes) -> None:
+        for node in nodes:
+            for attr in node.attribute:
+                if attr.HasField("sparse_tensor"):
+                    from_sparse(attr.sparse_tensor)
+                for sparse in attr.sparse_tensors:
+                    from_sparse(sparse)
+                for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                    visit(sub)
+
+    visit(model.graph)
+    for function in model.functions:
+        visit_nodes(function.node)
+    return found
 
 
 def check_output_path(path: str | os.PathLike, input_path: str | os.PathLike | None = None, *, allow_input: bool = False) -> Path:

@@ -197,8 +197,9 @@ class OrtRunner:
     def __init__(self, model: onnx.ModelProto, expose: Sequence[str] = (), elem_types: Optional[Mapping[str, int]] = None) -> None:
         import onnxruntime as ort  # imported lazily: the CLI starts fast without validation
 
+        ort.set_default_logger_severity(4)  # failures reach us as exceptions; keep stderr to one line
         options = ort.SessionOptions()
-        options.log_severity_level = 3
+        options.log_severity_level = 4
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, ORT_OPTIMIZATION)
         data = _serialize_with_outputs(model, expose, elem_types or {})
         self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
