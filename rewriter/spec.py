@@ -7,6 +7,7 @@ with the ONNX spec except where noted in :func:`pool_spec_from_attributes`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -202,6 +203,11 @@ def pool_spec_from_attributes(
         else:
             raise InvalidPoolError(f"unknown auto_pad {auto_pad!r}")
         if out < 1:
+            span = length + begin + end - eff
+            runtime_size = math.ceil(span / s + 1) if ceil_mode else span / s + 1
+            if int(runtime_size) < 0:  # onnxruntime truncates toward zero, as C++ does
+                # onnxruntime rejects a negative output size; zero is an empty (valid) output.
+                raise InvalidPoolError(f"the window (effective kernel {eff}) is larger than the padded input ({length}) on spatial axis {i}")
             raise SpecError(f"empty output on spatial axis {i} (size {length}, effective kernel {eff})")
         axis = AxisSpec(length, k, s, d, begin, end, out)
         for o in range(out):
