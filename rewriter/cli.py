@@ -244,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
             final, flipped = flip_conv_kernels(final)
         except FlipError as err:
             raise InputError(f"--flip-kernels: {err}") from err
-        report.flip = {"convs": flipped.flipped, "tensors": flipped.tensors, "validation": None}
+        report.flip = {"convs": flipped.flipped, "tensors": flipped.tensors, "inlined_functions": flipped.inlined, "validation": None}
         console.out(f"flipped the kernels of {len(flipped.flipped)} conv(s) for a true-convolution backend")
     report.audit = audit_ops(final, allow)
     if args.audit:

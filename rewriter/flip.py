@@ -21,6 +21,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 import onnx
+import onnx.inliner
 from onnx import numpy_helper
 
 CONV_OPS = ("Conv", "ConvTranspose")
@@ -35,14 +36,20 @@ class FlipError(ValueError):
 class FlipReport:
     flipped: list[str] = field(default_factory=list)  # conv node names (or their output names)
     tensors: list[str] = field(default_factory=list)  # constants that were reversed
+    inlined: list[str] = field(default_factory=list)  # local functions inlined because they hold convs
 
 
 def flip_conv_kernels(model: onnx.ModelProto) -> tuple[onnx.ModelProto, FlipReport]:
     """A copy of ``model`` with every Conv and ConvTranspose kernel spatially reversed,
     and ``metadata_props`` saying ``conv_semantics = convolution``."""
+    report = FlipReport()
+    with_convs = _functions_with_convs(model)
+    if with_convs:
+        # A function body's weights may be its inputs: flip at the call sites instead.
+        model = onnx.inliner.inline_selected_functions(model, with_convs, exclude=False)
+        report.inlined = [f"{d}.{n}" if d else n for d, n in with_convs]
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    report = FlipReport()
     graphs = list(_graphs(out.graph))
     initializers = {t.name: t for g in graphs for t in g.initializer}
     constant_nodes = {n.output[0]: n for g in graphs for n in g.node if n.op_type == "Constant"}
@@ -78,6 +85,22 @@ def flip_conv_kernels(model: onnx.ModelProto) -> tuple[onnx.ModelProto, FlipRepo
     else:
         out.metadata_props.add(key=SEMANTICS_KEY, value="convolution")
     return out, report
+
+
+def _functions_with_convs(model: onnx.ModelProto) -> list[tuple[str, str]]:
+    """Local functions holding a Conv or ConvTranspose, directly or through a callee."""
+    bodies = {(f.domain, f.name): f for f in model.functions}
+
+    def holds(key: tuple[str, str], seen: frozenset) -> bool:
+        for node in bodies[key].node:
+            if node.op_type in CONV_OPS and node.domain in ("", "ai.onnx"):
+                return True
+            callee = (node.domain, node.op_type)
+            if callee in bodies and callee not in seen and holds(callee, seen | {callee}):
+                return True
+        return False
+
+    return [key for key in bodies if holds(key, frozenset({key}))]
 
 
 def _graphs(graph: onnx.GraphProto) -> Iterable[onnx.GraphProto]:

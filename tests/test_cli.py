@@ -190,3 +190,15 @@ def test_invalid_pool_attributes_exit_2(tmp_path, attrs, needle):
     proc = cli_run(src, tmp_path / "out.onnx")
     assert_one_line_error(proc, needle)
     assert not (tmp_path / "out.onnx").exists() and src.read_bytes() == before
+
+
+def test_unknown_op_and_checker_failures_exit_2(tmp_path):
+    unknown = pool_model("MaxPool", [1, 2, 6, 6], dict(kernel_shape=[2, 2]))
+    unknown.graph.node[0].op_type = "MaxPoolFancy"
+    onnx.save(unknown, tmp_path / "unknown.onnx")
+    assert_one_line_error(cli_run(tmp_path / "unknown.onnx", tmp_path / "o.onnx"), "onnx.checker")
+    dangling = pool_model("MaxPool", [1, 2, 6, 6], dict(kernel_shape=[2, 2]))
+    dangling.graph.node[0].input[0] = "nowhere"
+    onnx.save(dangling, tmp_path / "dangling.onnx")
+    assert_one_line_error(cli_run(tmp_path / "dangling.onnx", tmp_path / "o.onnx"), "onnx.checker")
+    assert not (tmp_path / "o.onnx").exists()

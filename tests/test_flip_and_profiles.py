@@ -177,3 +177,18 @@ def test_audit_lists_exactly_the_ops_outside_the_set(tmp_path):
     onnx.save(pool_model("Tanh", [1, 2, 4, 4]), relu_only)
     proc = cli(relu_only, tmp_path / "o2.onnx", "--audit")
     assert proc.returncode == 0 and "Tanh" in proc.stdout  # works with nothing to rewrite
+
+
+def test_convs_inside_local_functions_are_flipped_at_their_call_sites():
+    body = [helper.make_node("Conv", ["inp", "w"], ["out"], name="c", pads=[1, 0, 1, 1])]
+    function = helper.make_function("local", "Block", ["inp", "w"], ["out"], body, [helper.make_opsetid("", 17)])
+    nodes = [helper.make_node("Block", ["x", "w1"], ["y"], name="block", domain="local")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 6, 5])], [weight("w1", [3, 2, 3, 2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("local", 1)], ir_version=8, functions=[function])
+    flipped, report = flip_conv_kernels(model)
+    assert report.inlined == ["local.Block"] and report.tensors == ["w1"]
+    x = RNG.standard_normal((1, 2, 6, 6)).astype(np.float32)
+    np.testing.assert_allclose(TrueConvolutionEvaluator(flipped).run({"x": x})["y"], run(model, {"x": x})[0], rtol=1e-5, atol=1e-6)
