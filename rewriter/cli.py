@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="FILE.json", help="write a JSON report: per-node results, totals, validation")
     p.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison (not recommended)")
     p.add_argument(
+        "--rewrite-double", action="store_true",
+        help="also rewrite float64 pools; needs --no-validate, as onnxruntime has no float64 Conv to check them with",
+    )
+    p.add_argument(
         "--only", metavar="NAMES", action="append", default=None,
         help="rewrite only these nodes: comma-separated node names, output tensor names or op types (repeatable)",
     )
@@ -229,7 +233,10 @@ def run(args: argparse.Namespace) -> int:
     protect = () if args.in_place else tuple(loaded.external_files)
     console.progress(f"loaded {args.input}")
     allow = _names(args.allow) or []
-    result = PoolRewritePass(only=_names(args.only), exclude=_names(args.exclude), allow=allow).run(model, progress=console.progress)
+    if args.rewrite_double and not args.no_validate:
+        raise InputError("--rewrite-double needs --no-validate: onnxruntime has no float64 Conv to validate with")
+    rewrite = PoolRewritePass(only=_names(args.only), exclude=_names(args.exclude), allow=allow, rewrite_double=args.rewrite_double)
+    result = rewrite.run(model, progress=console.progress)
     report = result.report
     if report.invalid:
         bad = report.invalid[0]

@@ -58,10 +58,12 @@ class PoolRewritePass:
         only: Optional[Iterable[str]] = None,
         exclude: Optional[Iterable[str]] = None,
         allow: Iterable[str] = (),
+        rewrite_double: bool = False,
     ) -> None:
         self.only = set(only) if only is not None else None
         self.exclude = set(exclude or ())
         self.allow = frozenset(allow)
+        self.rewrite_double = rewrite_double
 
     def __call__(self, model: onnx.ModelProto) -> RewriteResult:
         return self.run(model)
@@ -123,7 +125,13 @@ class PoolRewritePass:
         types = _value_types(model)
         graphs = list(_all_graphs(out.graph))
         producers = {o: n for g in graphs for n in g.node for o in n.output if o}
-        consumed = {i for g in graphs for n in g.node for i in n.input} | {o.name for g in graphs for o in g.output}
+        graph_outputs = {o.name for g in graphs for o in g.output}
+        consumed = {i for g in graphs for n in g.node for i in n.input} | graph_outputs
+        consumers: dict[str, list[onnx.NodeProto]] = {}
+        for g in graphs:
+            for n in g.node:
+                for i in n.input:
+                    consumers.setdefault(i, []).append(n)
         initializers = {t.name: t for g in graphs for t in g.initializer}
         taken = _prefixes_of([n.name for g in graphs for n in g.node] + list(producers) + list(initializers))
 
@@ -154,6 +162,14 @@ class PoolRewritePass:
                     progress(f"rewriting: {len(report.nodes)} pool nodes done")
                 site = _site_from_proto(node, opset, types, consumed)
                 site.input_nonnegative = nonnegative(site.input_name)
+                site.allow_double = self.rewrite_double
+                feeder = producers.get(site.input_name)
+                readers = consumers.get(site.output_name, [])
+                site.between_qdq = (
+                    feeder is not None and feeder.op_type == "DequantizeLinear"
+                    and bool(readers) and all(r.op_type == "QuantizeLinear" for r in readers)
+                    and site.output_name not in graph_outputs
+                )
                 result, builder = self._plan(site, taken)
                 report.nodes.append(result)
                 if builder is None:
@@ -384,7 +400,7 @@ def _shape_and_dtype(type_proto: Optional[onnx.TypeProto]) -> tuple[Optional[tup
     dtype_name = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name if tt.elem_type else ""
     if tt.elem_type == onnx.TensorProto.BFLOAT16:
         dtype_name = "bfloat16"
-    dtype = np.dtype(dtype_name) if dtype_name in ("float32", "float16") else None
+    dtype = np.dtype(dtype_name) if dtype_name in ("float32", "float16", "float64") else None
     if not tt.HasField("shape"):
         return None, dtype, dtype_name
     dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim)

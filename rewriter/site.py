@@ -32,6 +32,8 @@ class PoolSite:
     indices_used: bool = False
     input_nonnegative: bool = False
     invalid: bool = False  # set by a check: the node is invalid ONNX, not merely unsupported
+    between_qdq: bool = False  # input from DequantizeLinear, output only into QuantizeLinear
+    allow_double: bool = False  # the user asked for float64 pools (and gave up validation)
     spec: Optional[PoolSpec] = field(default=None, repr=False)  # set by a rule's check
 
     @property

@@ -202,3 +202,11 @@ def test_unknown_op_and_checker_failures_exit_2(tmp_path):
     onnx.save(dangling, tmp_path / "dangling.onnx")
     assert_one_line_error(cli_run(tmp_path / "dangling.onnx", tmp_path / "o.onnx"), "onnx.checker")
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_rewrite_double_needs_no_validate(tmp_path):
+    src = tmp_path / "double.onnx"
+    onnx.save(pool_model("MaxPool", [1, 2, 6, 6], dict(kernel_shape=[2, 2]), dtype=onnx.TensorProto.DOUBLE), src)
+    assert_one_line_error(cli_run(src, tmp_path / "o.onnx", "--rewrite-double"), "needs --no-validate")
+    proc = cli_run(src, tmp_path / "o.onnx", "--rewrite-double", "--no-validate")
+    assert proc.returncode == 0 and op_types(onnx.load(tmp_path / "o.onnx")) <= STRICT_OPS

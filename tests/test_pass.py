@@ -262,3 +262,45 @@ def test_pools_inside_local_functions_are_inlined_and_rewritten():
     np.testing.assert_allclose(run(new, {"x": x})[0], run(model, {"x": x})[0], rtol=1e-6, atol=1e-7)
     untouched, report = rewrite_model(model, exclude=["MaxPool"])
     assert untouched.SerializeToString() == model.SerializeToString(), "nothing rewritten: the functions stay"
+
+
+def qdq_model(pool_op: str, attrs: dict) -> onnx.ModelProto:
+    nodes = [
+        helper.make_node("DequantizeLinear", ["xq", "scale", "zero"], ["x"], name="dq"),
+        helper.make_node(pool_op, ["x"], ["p"], name="pool", **attrs),
+        helper.make_node("QuantizeLinear", ["p", "scale", "zero"], ["yq"], name="q"),
+    ]
+    inits = [onnx.numpy_helper.from_array(np.array(0.037, np.float32), "scale"), onnx.numpy_helper.from_array(np.array(3, np.int8), "zero")]
+    graph = helper.make_graph(
+        nodes, "qdq", [helper.make_tensor_value_info("xq", TensorProto.INT8, [1, 4, 9, 9])],
+        [helper.make_tensor_value_info("yq", TensorProto.INT8, [1, 4, None, None])], inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+def test_qdq_max_pool_is_rewritten_with_equal_quantized_output():
+    from rewriter.validate import validate_models
+
+    model = qdq_model("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]))
+    new, report = rewrite_model(model)
+    assert report.nodes[0].status == "rewritten"
+    xq = np.random.default_rng(8).integers(-128, 128, (1, 4, 9, 9)).astype(np.int8)
+    np.testing.assert_array_equal(run(new, {"xq": xq})[0], run(model, {"xq": xq})[0])
+    assert validate_models(model, new).passed  # integer outputs are compared exactly
+
+
+def test_qdq_average_pool_is_kept_with_a_reason():
+    model = qdq_model("AveragePool", dict(kernel_shape=[2, 2], strides=[2, 2]))
+    assert "QuantizeLinear" in kept_reason(model)
+
+
+def test_double_pools_need_an_explicit_request():
+    from onnx.reference import ReferenceEvaluator
+
+    model = pool_model("MaxPool", [1, 2, 7, 7], dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), dtype=TensorProto.DOUBLE)
+    assert "--rewrite-double" in kept_reason(model)
+    new, report = rewrite_model(model, rewrite_double=True)
+    assert report.nodes[0].status == "rewritten" and op_types(new) <= STRICT_OPS
+    x = -np.abs(np.random.default_rng(9).standard_normal((1, 2, 7, 7)))
+    expected = run(model, {"x": x})[0]  # onnxruntime has a double MaxPool, not a double Conv
+    np.testing.assert_allclose(ReferenceEvaluator(new).run(None, {"x": x})[0], expected, rtol=1e-12)

@@ -12,14 +12,15 @@ SUPPORTED_DTYPES = ("float32", "float16")
 DTYPE_REASONS = {
     "int8": "int8 pool: the strict op set has no exact integer max/average path",
     "uint8": "uint8 pool: the strict op set has no exact integer max/average path",
-    "float64": "double pool: onnxruntime has no double Conv, so the rewrite could not be validated",
+    "float64": "double pool: onnxruntime has no double Conv, so the rewrite could not be validated "
+    "(--rewrite-double with --no-validate rewrites it anyway)",
     "bfloat16": "bfloat16 pool: onnxruntime has no bfloat16 Conv on CPU, so the rewrite could not be validated",
 }
 
 
 def refuse_site(site: PoolSite) -> Optional[str]:
     """Reason this node cannot be lowered whatever its op, or None."""
-    if site.dtype_name not in SUPPORTED_DTYPES:
+    if site.dtype_name not in SUPPORTED_DTYPES and not (site.dtype_name == "float64" and site.allow_double):
         return DTYPE_REASONS.get(site.dtype_name, f"{site.dtype_name or 'unknown'} dtype: only float32 and float16 are rewritten")
     if site.input_shape is None:
         return "input shape unknown: give the model static shapes or run shape inference"
