@@ -87,20 +87,33 @@ class PoolRewritePass:
             result.reason, result.invalid = reason, site.invalid
             return result, None
         assert site.dtype is not None and site.input_shape is not None
+        prefix = _fresh_prefix(site.name or site.output_name, taken_prefixes)
+        builder = self._build(site, rule, prefix)
+        if site.spatial_is_dynamic():
+            # Built for other stand-in extents, the subgraph must come out the same.
+            for variant in (1, 2):
+                site.surrogate_variant = variant
+                again = None if rule.check(site) else self._build(site, rule, prefix)
+                if again is None or _fingerprint(again) != _fingerprint(builder):
+                    result.reason = "dynamic spatial dims: the lowering would depend on the extent"
+                    return result, None
+        result.status, result.became = REWRITTEN, builder.summary()
+        result.nodes_added = len(builder.nodes)
+        result.op_counts = dict(builder.op_counts())
+        return result, builder
+
+    def _build(self, site: PoolSite, rule, prefix: str) -> SubgraphBuilder:
         builder = SubgraphBuilder(
-            _fresh_prefix(site.name or site.output_name, taken_prefixes),
-            channels=int(site.input_shape[1]),  # type: ignore[arg-type]
-            dtype=site.dtype,
-            rank=len(site.input_shape) - 2,
+            prefix,
+            channels=int(site.input_shape[1]),  # type: ignore[index,arg-type]
+            dtype=site.dtype,  # type: ignore[arg-type]
+            rank=len(site.input_shape) - 2,  # type: ignore[arg-type]
             allowed=self.allow,
             opset=site.opset,
         )
         x = gs.Variable(site.input_name)
         builder.bind_output(rule.rewrite(site, builder, x), gs.Variable(site.output_name), x)
-        result.status, result.became = REWRITTEN, builder.summary()
-        result.nodes_added = len(builder.nodes)
-        result.op_counts = dict(builder.op_counts())
-        return result, builder
+        return builder
 
     # -- ModelProto ------------------------------------------------------------
     def run(self, model: onnx.ModelProto, progress: Optional[Callable[[str], None]] = None) -> RewriteResult:
@@ -260,6 +273,11 @@ def _fresh_prefix(base: str, taken_prefixes: set[str]) -> str:
         prefix = f"{base}/poolrewrite{n}"
     taken_prefixes.add(prefix)
     return prefix
+
+
+def _fingerprint(builder: SubgraphBuilder) -> bytes:
+    nodes = b"".join(OnnxExporter.export_node(n).SerializeToString() for n in builder.nodes)
+    return nodes + b"".join(OnnxExporter.export_tensor_proto(c).SerializeToString() for c in builder.constants)
 
 
 def _raw_attributes(attrs: dict) -> str:

@@ -34,18 +34,15 @@ class PoolSite:
     invalid: bool = False  # set by a check: the node is invalid ONNX, not merely unsupported
     between_qdq: bool = False  # input from DequantizeLinear, output only into QuantizeLinear
     allow_double: bool = False  # the user asked for float64 pools (and gave up validation)
+    surrogate_variant: int = 0  # with dynamic spatial dims: which stand-in extents the spec uses
     spec: Optional[PoolSpec] = field(default=None, repr=False)  # set by a rule's check
 
     @property
     def display_name(self) -> str:
         return self.name or f"<{self.op_type} -> {self.output_name}>"
 
-    def static_dims(self) -> Optional[list[int]]:
-        if self.input_shape is None:
-            return None
-        if all(isinstance(d, int) and d >= 0 for d in self.input_shape[1:]):
-            return [int(d) for d in self.input_shape[1:]]  # type: ignore[arg-type]
-        return None
+    def spatial_is_dynamic(self) -> bool:
+        return self.input_shape is not None and not all(isinstance(d, int) and d >= 0 for d in self.input_shape[2:])
 
 
 # Ops whose output is >= 0 whatever their input (NaN aside).

@@ -69,6 +69,15 @@ class AxisSpec:
         return sum(1 for t in self.taps(o) if t < self.size + self.pad_end)
 
     @property
+    def conv_end_pad(self) -> int:
+        """End padding for a conv that reads x as zero outside it and must give out_size
+        outputs: the explicit end pad when that works (floor mode, which also makes the
+        conv independent of the extent), else just what the windows use."""
+        if (self.size + self.pad_begin + self.pad_end - self.effective_kernel) // self.stride + 1 == self.out_size:
+            return self.pad_end
+        return self.used_end_pad
+
+    @property
     def is_identity_free(self) -> bool:
         """True when no window touches padding (no pads used, no overhang)."""
         return self.pad_begin == 0 and self.used_end_pad == 0

@@ -304,3 +304,31 @@ def test_double_pools_need_an_explicit_request():
     x = -np.abs(np.random.default_rng(9).standard_normal((1, 2, 7, 7)))
     expected = run(model, {"x": x})[0]  # onnxruntime has a double MaxPool, not a double Conv
     np.testing.assert_allclose(ReferenceEvaluator(new).run(None, {"x": x})[0], expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "op,attrs,relu,rewritten",
+    [
+        ("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]), True, True),  # ResNet stem after Relu
+        ("MaxPool", dict(kernel_shape=[2, 2], strides=[2, 2]), False, True),
+        ("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]), False, False),  # needs -inf borders
+        ("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1), True, False),
+        ("AveragePool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 0, 2, 1], count_include_pad=1), False, True),
+        ("AveragePool", dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=0), False, False),
+        ("AveragePool", dict(kernel_shape=[2, 3], strides=[2, 1], dilations=[2, 1]), False, True),
+        ("GlobalAveragePool", {}, False, False),
+    ],
+    ids=["stem-after-relu", "vgg", "signed-padded", "ceil", "avg-cip1", "avg-cip0-padded", "avg-dilated", "global"],
+)
+def test_dynamic_spatial_dims_rewrite_only_extent_free_pools(op, attrs, relu, rewritten):
+    model = pool_model(op, ["N", 3, "H", "W"], attrs, prefix_relu=relu, opset=19)
+    new, report = rewrite_model(model)
+    pool = [n for n in report.nodes if n.name == "pool"][0]
+    assert (pool.status == "rewritten") == rewritten, pool.reason
+    if not rewritten:
+        assert "dynamic spatial" in pool.reason
+        return
+    rng = np.random.default_rng(10)
+    for h, w in [(9, 9), (10, 7), (16, 13), (5, 6)]:
+        x = rng.standard_normal((2, 3, h, w)).astype(np.float32)
+        np.testing.assert_allclose(run(new, {"x": x})[0], run(model, {"x": x})[0], rtol=1e-6, atol=1e-6)

@@ -182,8 +182,10 @@ def test_compare_cli_exit_0_for_good_pair(tmp_path):
 
 def test_cli_input_shape_and_inputs(tmp_path):
     onnx.save(dynamic_model(), tmp_path / "dyn.onnx")
-    proc = cli(tmp_path / "dyn.onnx", tmp_path / "out.onnx")
-    assert proc.returncode == 0 and "kept" in proc.stdout  # dynamic spatial dims: nothing to rewrite
+    proc = cli(tmp_path / "dyn.onnx", tmp_path / "out.onnx")  # rewritten (no padding), but H must be fixed to validate
+    assert proc.returncode == 2 and "--input-shape x:1,2,1,8" in proc.stderr and not (tmp_path / "out.onnx").exists()
+    proc = cli(tmp_path / "dyn.onnx", tmp_path / "out.onnx", "--input-shape", "x:2,2,6,8")
+    assert proc.returncode == 0, proc.stderr
     model = pool_model("MaxPool", ["N", 3, 9, 9], dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]))
     onnx.save(model, tmp_path / "m.onnx")
     np.savez(tmp_path / "in.npz", x=np.ones((2, 3, 9, 9), np.float32))

@@ -80,7 +80,7 @@ def uniform_axes_conv(
             strides.append(a.stride)
             dilations.append(a.dilation)
             pads_begin.append(a.pad_begin)
-            pads_end.append(a.used_end_pad)
+            pads_end.append(a.conv_end_pad)
             total *= div[0]
         else:
             kernel_shape.append(1)

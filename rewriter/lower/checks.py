@@ -29,9 +29,41 @@ def refuse_site(site: PoolSite) -> Optional[str]:
         return f"invalid input rank {len(site.input_shape)}: a pool needs N, C and at least one spatial axis"
     if not isinstance(site.input_shape[1], int):
         return "channel count is dynamic: depthwise weights need a static C"
-    if site.static_dims() is None:
-        return "dynamic spatial dims: the exact lowering needs static extents"
+    if site.spatial_is_dynamic():
+        return extent_free_refusal(site)
     return None
+
+
+def extent_free_refusal(site: PoolSite) -> Optional[str]:
+    """With dynamic spatial dims, only lowerings that never look at the extent are possible:
+    floor-mode pools whose padding is the conv's own zero padding."""
+    reason = "dynamic spatial dims: this pool's exact lowering needs static extents"
+    auto_pad = site.attrs.get("auto_pad", "NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if site.op_type not in ("MaxPool", "AveragePool") or auto_pad not in ("NOTSET", "VALID", ""):
+        return reason
+    if site.attrs.get("ceil_mode") and attribute_support(site.op_type, site.opset)["ceil_mode_supported"]:
+        return reason + " (ceil_mode)"
+    padded = any(site.attrs.get("pads", [])) and auto_pad != "VALID"
+    if padded and site.op_type == "MaxPool" and not site.input_nonnegative:
+        return reason + " (-inf padding of a signed input)"
+    if padded and site.op_type == "AveragePool" and not site.attrs.get("count_include_pad"):
+        return reason + " (count_include_pad=0 divisors at the borders)"
+    return None
+
+
+def surrogate_spatial(site: PoolSite, variant: int = 0) -> list[int]:
+    """Stand-in extents for dynamic dims; lowerings built for two of them must agree."""
+    kernel = site.attrs.get("kernel_shape") or []
+    dilations = site.attrs.get("dilations") or [1] * len(kernel)
+    sizes = []
+    for i, d in enumerate(site.input_shape[2:]):  # type: ignore[index]
+        if isinstance(d, int) and d >= 0:
+            sizes.append(d)
+        else:
+            eff = (kernel[i] - 1) * dilations[i] + 1 if i < len(kernel) else 1
+            sizes.append(4 * eff + 17 + variant)
+    return sizes
 
 
 def attribute_support(op_type: str, opset: int) -> dict[str, bool]:
@@ -43,9 +75,8 @@ def attribute_support(op_type: str, opset: int) -> dict[str, bool]:
 
 def resolve_spec(site: PoolSite, kind: str) -> Optional[str]:
     """Compute ``site.spec``; return the reason when the attributes can't be lowered."""
-    dims = site.static_dims()
-    assert dims is not None
-    spatial = dims[1:]
+    assert site.input_shape is not None
+    spatial = surrogate_spatial(site, site.surrogate_variant)
     try:
         if site.op_type.startswith("Global"):
             site.spec = global_pool_spec(kind, spatial)

@@ -43,7 +43,7 @@ def max_along_axis(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec, *, 
     conv_pads = (0, 0)
     if a.pad_begin or a.used_end_pad:
         if input_nonnegative:
-            conv_pads = (a.pad_begin, a.used_end_pad)
+            conv_pads = (a.pad_begin, a.conv_end_pad)
         else:
             x = replicate_pad(b, x, axis, a)
 
