@@ -17,12 +17,14 @@ time cannot be flipped ahead of time and is an error.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Optional
 
 import numpy as np
 import onnx
 import onnx.inliner
 from onnx import numpy_helper
+
+from .graphs import all_graphs, functions_containing
 
 CONV_OPS = ("Conv", "ConvTranspose")
 SEMANTICS_KEY = "conv_semantics"
@@ -43,14 +45,14 @@ def flip_conv_kernels(model: onnx.ModelProto) -> tuple[onnx.ModelProto, FlipRepo
     """A copy of ``model`` with every Conv and ConvTranspose kernel spatially reversed,
     and ``metadata_props`` saying ``conv_semantics = convolution``."""
     report = FlipReport()
-    with_convs = _functions_with_convs(model)
+    with_convs = functions_containing(model, CONV_OPS)
     if with_convs:
         # A function body's weights may be its inputs: flip at the call sites instead.
         model = onnx.inliner.inline_selected_functions(model, with_convs, exclude=False)
         report.inlined = [f"{d}.{n}" if d else n for d, n in with_convs]
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    graphs = list(_graphs(out.graph))
+    graphs = list(all_graphs(out.graph))
     initializers = {t.name: t for g in graphs for t in g.initializer}
     constant_nodes = {n.output[0]: n for g in graphs for n in g.node if n.op_type == "Constant"}
     producers = {o: n for g in graphs for n in g.node for o in n.output}
@@ -85,30 +87,6 @@ def flip_conv_kernels(model: onnx.ModelProto) -> tuple[onnx.ModelProto, FlipRepo
     else:
         out.metadata_props.add(key=SEMANTICS_KEY, value="convolution")
     return out, report
-
-
-def _functions_with_convs(model: onnx.ModelProto) -> list[tuple[str, str]]:
-    """Local functions holding a Conv or ConvTranspose, directly or through a callee."""
-    bodies = {(f.domain, f.name): f for f in model.functions}
-
-    def holds(key: tuple[str, str], seen: frozenset) -> bool:
-        for node in bodies[key].node:
-            if node.op_type in CONV_OPS and node.domain in ("", "ai.onnx"):
-                return True
-            callee = (node.domain, node.op_type)
-            if callee in bodies and callee not in seen and holds(callee, seen | {callee}):
-                return True
-        return False
-
-    return [key for key in bodies if holds(key, frozenset({key}))]
-
-
-def _graphs(graph: onnx.GraphProto) -> Iterable[onnx.GraphProto]:
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
-                yield from _graphs(sub)
 
 
 def _constant_source(name: str, producers: dict, initializers: dict, constant_nodes: dict) -> Optional[str]:

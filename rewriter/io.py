@@ -57,6 +57,7 @@ def load_model_with_sources(path: str | os.PathLike) -> LoadedModel:
         model.ParseFromString(data)
     except Exception as err:  # protobuf's DecodeError and friends
         raise InputError(f"{p}: not a valid ONNX model (protobuf parse failed: {first_line(err)})") from err
+    del data  # peak memory: keep one copy of the weights
     if not model.HasField("graph") or not model.opset_import:
         raise InputError(f"{p}: not an ONNX model (no graph or no opset import); is the file truncated?")
     external = external_data_files(model, p.parent)
@@ -66,7 +67,8 @@ def load_model_with_sources(path: str | os.PathLike) -> LoadedModel:
         except Exception as err:
             raise InputError(f"{p}: cannot load external data ({first_line(err)})") from err
     try:
-        onnx.checker.check_model(model)
+        # From the file when we can: checking the in-memory model would serialize another copy.
+        onnx.checker.check_model(model if external else str(p))
     except Exception as err:
         raise InputError(f"{p}: model fails onnx.checker: {first_line(err)}") from err
     return LoadedModel(model, p, external)

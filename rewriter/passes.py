@@ -21,6 +21,7 @@ from onnx import numpy_helper
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
 from .builder import SubgraphBuilder
+from .graphs import all_graphs, functions_containing, weightless_copy
 from .lower import POOL_OPS, rule_for
 from .lower.checks import attribute_support
 from .report import KEPT, REWRITTEN, NodeResult, Report
@@ -126,7 +127,7 @@ class PoolRewritePass:
         """
         original = model
         report = Report()
-        inlined = _functions_with_pools(model)
+        inlined = functions_containing(model, POOL_OPS)
         if inlined:
             # A function body has no static shapes; each call site has. Inline those calls.
             model = onnx.inliner.inline_selected_functions(model, inlined, exclude=False)
@@ -136,7 +137,7 @@ class PoolRewritePass:
         out.CopyFrom(model)
         opset = _onnx_opset(out.opset_import)
         types = _value_types(model)
-        graphs = list(_all_graphs(out.graph))
+        graphs = list(all_graphs(out.graph))
         producers = {o: n for g in graphs for n in g.node for o in n.output if o}
         graph_outputs = {o.name for g in graphs for o in g.output}
         consumed = {i for g in graphs for n in g.node for i in n.input} | graph_outputs
@@ -319,31 +320,6 @@ def _onnx_opset(imports: Sequence[onnx.OperatorSetIdProto]) -> int:
     return 1
 
 
-def _all_graphs(graph: onnx.GraphProto) -> Iterable[onnx.GraphProto]:
-    """``graph`` and every subgraph below it, outermost first."""
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
-                yield from _all_graphs(sub)
-
-
-def _functions_with_pools(model: onnx.ModelProto) -> list[tuple[str, str]]:
-    """Model-local functions whose body (or a function they call) contains a pool."""
-    bodies = {(f.domain, f.name): f for f in model.functions}
-
-    def has_pool(key: tuple[str, str], seen: frozenset) -> bool:
-        for node in bodies[key].node:
-            if node.op_type in POOL_OPS and node.domain in ONNX_DOMAINS:
-                return True
-            callee = (node.domain, node.op_type)
-            if callee in bodies and callee not in seen and has_pool(callee, seen | {callee}):
-                return True
-        return False
-
-    return [key for key in bodies if has_pool(key, frozenset({key}))]
-
-
 def _value_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
     """Tensor types after shape inference, corrected where inference and the runtime disagree.
 
@@ -369,10 +345,8 @@ def _value_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
 
 
 def _infer_types(model: onnx.ModelProto, pinned: dict[str, tuple]) -> dict[str, onnx.TypeProto]:
-    source = model
+    source = weightless_copy(model)
     if pinned:
-        source = onnx.ModelProto()
-        source.CopyFrom(model)
         keep = [v for v in source.graph.value_info if v.name not in pinned]
         del source.graph.value_info[:]
         source.graph.value_info.extend(keep)
@@ -385,7 +359,7 @@ def _infer_types(model: onnx.ModelProto, pinned: dict[str, tuple]) -> dict[str, 
     except Exception:  # inference is advisory: unknown shapes just mean "kept"
         inferred = source
     types = {}
-    for g in _all_graphs(inferred.graph):
+    for g in all_graphs(inferred.graph):
         types.update({v.name: v.type for v in list(g.input) + list(g.value_info) + list(g.output)})
     for init in model.graph.initializer:
         t = onnx.TypeProto()

@@ -28,6 +28,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from .graphs import weightless_copy
 from .io import InputError, first_line
 
 # Graph optimizations off: we validate the graph as written, node by node, so
@@ -243,17 +244,7 @@ def _serialize_with_outputs(model: onnx.ModelProto, names: Sequence[str], elem_t
 
 def elem_types(model: onnx.ModelProto) -> dict[str, int]:
     """Element type of every tensor shape inference can type; weights are not copied."""
-    light = onnx.ModelProto()
-    light.ir_version = model.ir_version
-    light.opset_import.extend(model.opset_import)
-    light.functions.extend(model.functions)
-    g = light.graph
-    g.node.extend(model.graph.node)
-    g.input.extend(model.graph.input)
-    g.output.extend(model.graph.output)
-    g.value_info.extend(model.graph.value_info)
-    for t in model.graph.initializer:
-        g.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims)
+    light = weightless_copy(model, keep_below_bytes=0)
     try:
         inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False)
     except Exception:

@@ -1,0 +1,55 @@
+"""Small helpers over ONNX protos shared by the pass, the validator and the flip."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import onnx
+
+
+def all_graphs(graph: onnx.GraphProto) -> Iterable[onnx.GraphProto]:
+    """``graph`` and every If/Loop/Scan body below it, outermost first."""
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+                yield from all_graphs(sub)
+
+
+def functions_containing(model: onnx.ModelProto, op_types: Iterable[str]) -> list[tuple[str, str]]:
+    """Model-local functions whose body holds one of ``op_types`` (default domain),
+    directly or through a function they call, as ``(domain, name)``."""
+    wanted = set(op_types)
+    bodies = {(f.domain, f.name): f for f in model.functions}
+
+    def holds(key: tuple[str, str], seen: frozenset) -> bool:
+        for node in bodies[key].node:
+            if node.op_type in wanted and node.domain in ("", "ai.onnx"):
+                return True
+            callee = (node.domain, node.op_type)
+            if callee in bodies and callee not in seen and holds(callee, seen | {callee}):
+                return True
+        return False
+
+    return [key for key in bodies if holds(key, frozenset({key}))]
+
+
+def weightless_copy(model: onnx.ModelProto, keep_below_bytes: int = 1024) -> onnx.ModelProto:
+    """A copy for shape and type inference: large initializers keep their type and
+    dims but not their data (small ones, like Reshape targets, are kept whole)."""
+    light = onnx.ModelProto()
+    light.ir_version = model.ir_version
+    light.opset_import.extend(model.opset_import)
+    light.functions.extend(model.functions)
+    g = light.graph
+    g.name = model.graph.name
+    g.node.extend(model.graph.node)
+    g.input.extend(model.graph.input)
+    g.output.extend(model.graph.output)
+    g.value_info.extend(model.graph.value_info)
+    for t in model.graph.initializer:
+        if t.ByteSize() < keep_below_bytes:
+            g.initializer.append(t)
+        else:
+            g.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims)
+    return light
