@@ -426,7 +426,10 @@ def validate_models(
         result.seconds = time.monotonic() - started
         return result
     graph_outputs = [o.name for o in original.graph.output]
-    missing = [name for name in graph_outputs if name not in tested.output_names]
+    # Another tool may rename inputs or outputs; with the same count, match them by position.
+    output_map = _name_map(graph_outputs, [o.name for o in candidate.graph.output])
+    input_map = _name_map([i.name for i in inputs], _needed_inputs(candidate))
+    missing = [name for name in graph_outputs if output_map.get(name) not in tested.output_names]
     if missing:
         result.comparisons.append(_failure(missing[0], "-", f"candidate lacks graph output(s) {missing}"))
         result.passed = False
@@ -444,14 +447,14 @@ def validate_models(
             raise ValidationSetupError(f"the original model fails on {suite_name} inputs: {first_line(err)}") from err
         activations.append((suite_name, {name: expected[name] for name in expose}))
         try:
-            actual = tested.run(feeds)
+            actual = tested.run({input_map.get(k, k): v for k, v in feeds.items()})
         except Exception as err:  # the candidate does not run: that is a failed validation
             result.comparisons.append(_failure("<run>", suite_name, f"candidate fails to run: {first_line(err)}"))
             result.passed = False
             continue
         for name in graph_outputs:
-            if name in actual:
-                comparison = comparator.compare(name, suite_name, expected[name], actual[name])
+            if output_map.get(name) in actual:
+                comparison = comparator.compare(name, suite_name, expected[name], actual[output_map[name]])
                 result.comparisons.append(comparison)
                 result.passed &= comparison.passed
 
@@ -465,6 +468,18 @@ def validate_models(
     result.passed &= not result.failed_nodes
     result.seconds = time.monotonic() - started
     return result
+
+
+def _name_map(original: list[str], candidate: list[str]) -> dict[str, str]:
+    """Original name -> candidate name: by name, or by position when every name differs."""
+    if set(original) <= set(candidate) or len(original) != len(candidate):
+        return {name: name for name in original}
+    return dict(zip(original, candidate))
+
+
+def _needed_inputs(model: onnx.ModelProto) -> list[str]:
+    initializers = {t.name for t in model.graph.initializer}
+    return [v.name for v in model.graph.input if v.name not in initializers]
 
 
 def _failure(output: str, suite: str, note: str) -> OutputComparison:

@@ -197,3 +197,20 @@ def test_cli_input_shape_and_inputs(tmp_path):
     assert proc.returncode == 2 and "does not fit" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     proc = cli(tmp_path / "m.onnx", tmp_path / "out3.onnx", "--input-shape", "x=1,3")
     assert proc.returncode == 2 and "NAME:D0,D1" in proc.stderr
+
+
+def test_renamed_inputs_and_outputs_are_matched_by_position():
+    original = conv_pool_model()
+    candidate, _ = rewrite_model(original)
+    candidate.graph.input[0].name = "images"
+    candidate.graph.output[0].name = "scores"
+    for node in candidate.graph.node:
+        node.input[:] = ["images" if i == "x" else i for i in node.input]
+        node.output[:] = ["scores" if o == "y" else o for o in node.output]
+    assert validate_models(original, candidate).passed
+    bad_original, shared = BAD_PAIRS["flipped-conv-kernel"]
+    bad_candidate = onnx.ModelProto()
+    bad_candidate.CopyFrom(shared)
+    bad_candidate.graph.output[0].name = "scores"
+    bad_candidate.graph.node[-1].output[0] = "scores"
+    assert not validate_models(bad_original, bad_candidate).passed
