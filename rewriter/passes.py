@@ -17,7 +17,6 @@ import numpy as np
 import onnx
 import onnx.inliner
 import onnx_graphsurgeon as gs
-from onnx import numpy_helper
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
 from .builder import SubgraphBuilder
@@ -149,21 +148,7 @@ class PoolRewritePass:
         initializers = {t.name: t for g in graphs for t in g.initializer}
         taken = _prefixes_of([n.name for g in graphs for n in g.node] + list(producers) + list(initializers))
 
-        def producer(name: str):
-            node = producers.get(name)
-            if node is None:
-                return None
-            return node.op_type, list(node.input), {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-
-        def constant(name: str) -> Optional[np.ndarray]:
-            if name in initializers:
-                return numpy_helper.to_array(initializers[name])
-            node = producers.get(name)
-            if node is not None and node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-                return numpy_helper.to_array(node.attribute[0].t)
-            return None
-
-        nonnegative = NonNegativity(producer, constant)
+        nonnegative = NonNegativity.of_graphs(graphs)
         for graph in graphs:  # the main graph, then every If/Loop/Scan body, nested ones included
             new_nodes: list[onnx.NodeProto] = []
             new_initializers: list[onnx.TensorProto] = []

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 import numpy as np
+import onnx
+from onnx import numpy_helper
 
 from .spec import PoolSpec
 
@@ -70,6 +72,28 @@ class NonNegativity:
     ) -> None:
         self.producer, self.constant = producer, constant
         self._memo: dict[str, bool] = {}
+
+    @classmethod
+    def of_graphs(cls, graphs: Sequence["onnx.GraphProto"]) -> "NonNegativity":
+        """The analysis over protobuf graphs (a main graph and its subgraphs)."""
+        producers = {o: n for g in graphs for n in g.node for o in n.output if o}
+        initializers = {t.name: t for g in graphs for t in g.initializer}
+
+        def producer(name: str):
+            node = producers.get(name)
+            if node is None:
+                return None
+            return node.op_type, list(node.input), {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+        def constant(name: str) -> Optional[np.ndarray]:
+            if name in initializers:
+                return numpy_helper.to_array(initializers[name])
+            node = producers.get(name)
+            if node is not None and node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+                return numpy_helper.to_array(node.attribute[0].t)
+            return None
+
+        return cls(producer, constant)
 
     def __call__(self, tensor: str, depth: int = 0) -> bool:
         if tensor not in self._memo:

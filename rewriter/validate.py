@@ -30,6 +30,7 @@ from onnx import numpy_helper
 
 from .graphs import weightless_copy
 from .io import InputError, first_line
+from .site import NonNegativity
 
 # Graph optimizations off: we validate the graph as written, node by node, so
 # that onnxruntime's own fusions can neither hide nor cause a difference.
@@ -462,8 +463,10 @@ def validate_models(
         progress(f"validating: {len(site_nodes)} node(s) one by one")
     if site_nodes:
         original_paths, candidate_paths = _Paths(original, types), _Paths(candidate, types)
+        nonnegative = NonNegativity.of_graphs([original.graph])
         result.nodes = [
-            _check_node(n, original_paths, candidate_paths, activations, comparator, candidate_runner) for n in site_nodes
+            _check_node(n, original_paths, candidate_paths, activations, comparator, candidate_runner, suites, seed, nonnegative(n.input[0]))
+            for n in site_nodes
         ]
     result.passed &= not result.failed_nodes
     result.seconds = time.monotonic() - started
@@ -509,7 +512,13 @@ def _check_node(
     activations: list[tuple[str, dict[str, np.ndarray]]],
     comparator: ToleranceComparator,
     candidate_runner: Callable[..., Any],
+    suites: Sequence[InputSuite] = (),
+    seed: int = 0,
+    input_nonnegative: bool = False,
 ) -> NodeCheck:
+    """The node alone against the candidate's computation between the same tensors:
+    on the activations the original really produces there, and on the adversarial
+    suites fed straight into the node (upstream layers can hide all-negative windows)."""
     check = NodeCheck(node.name, node.op_type, node.output[0], passed=None)
     x_name, y_name = node.input[0], node.output[0]
     try:
@@ -522,7 +531,14 @@ def _check_node(
         check.passed, check.note = False, f"does not load: {first_line(err)}"
         return check
     worst: Optional[OutputComparison] = None
-    for suite_name, tensors in activations:
+    direct = []
+    if activations:
+        sample = activations[0][1][x_name]
+        at_node = [InputDescription(x_name, sample.shape, sample.dtype)]
+        for suite in suites:
+            feeds = make_feeds(at_node, suite, seed)
+            direct.append((f"{suite.name} at the node", {k: np.abs(v) for k, v in feeds.items()} if input_nonnegative else feeds))
+    for suite_name, tensors in [(name, {x_name: t[x_name]}) for name, t in activations] + direct:
         feeds = {x_name: tensors[x_name]}
         try:
             expected, actual = ref_runner.run(feeds)[y_name], cand_runner.run(feeds)[y_name]

@@ -78,6 +78,8 @@ def test_zero_padding_is_caught_by_the_all_negative_suite():
     result = validate_models(original, candidate)
     failing = {c.suite for c in result.comparisons if not c.passed}
     assert "all-negative" in failing
+    (node,) = result.nodes
+    assert node.name == "pool" and node.passed is False and "at the node" in node.worst_suite
 
 
 def test_accepts_identical_and_rounding_only_candidates():
