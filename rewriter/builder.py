@@ -48,8 +48,8 @@ class SubgraphBuilder:
         return f"{self.prefix}/{hint}_{self._counter}"
 
     def can(self, op: str) -> bool:
-        """Whether the target profile allows ``op``."""
-        return op in self.allowed
+        """Whether the target profile allows ``op`` (Pad-1 spells its pads differently: not used)."""
+        return op in self.allowed and not (op == "Pad" and self.opset < 2)
 
     def _constant(self, hint: str, values: np.ndarray) -> gs.Constant:
         c = gs.Constant(self._name(hint), np.asarray(values))

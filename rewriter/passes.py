@@ -28,6 +28,8 @@ from .site import NonNegativity, PoolSite
 from .spec import SpecError, pool_spec_from_attributes
 
 ONNX_DOMAINS = ("", "ai.onnx")
+# The first opset version at which onnxruntime implements each op we may emit.
+ORT_FIRST_VERSION = {"Conv": 1, "Pad": 2, "Concat": 4, "Relu": 6, "Max": 6, "Add": 7, "Mul": 7, "Div": 7}
 
 
 @dataclass
@@ -89,6 +91,13 @@ class PoolRewritePass:
         assert site.dtype is not None and site.input_shape is not None
         prefix = _fresh_prefix(site.name or site.output_name, taken_prefixes)
         builder = self._build(site, rule, prefix)
+        too_old = sorted(op for op in builder.op_counts() if site.opset < ORT_FIRST_VERSION.get(op, 1))
+        if too_old:
+            result.reason = (
+                f"opset {site.opset}: onnxruntime has no kernel for {', '.join(too_old)} at this version, "
+                "so the rewrite could not be validated (convert the model to opset 7 or later)"
+            )
+            return result, None
         if site.spatial_is_dynamic():
             # Built for other stand-in extents, the subgraph must come out the same.
             for variant in (1, 2):

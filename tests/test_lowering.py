@@ -213,6 +213,12 @@ def test_dynamic_batch_is_rewritten():
         ("AveragePool", 7, dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=1)),
         ("AveragePool", 10, dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)),
         ("AveragePool", 11, dict(kernel_shape=[3, 2], pads=[1, 0, 2, 1], ceil_mode=1, count_include_pad=0)),
+        ("AveragePool", 19, dict(kernel_shape=[3, 2], pads=[1, 0, 2, 1], dilations=[2, 1], count_include_pad=1)),
+        ("AveragePool", 22, dict(kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1, count_include_pad=1)),
+        ("MaxPool", 22, dict(kernel_shape=[2, 3], strides=[2, 2], dilations=[1, 2], ceil_mode=1)),
+        ("GlobalMaxPool", 22, {}),
+        ("GlobalAveragePool", 1, {}),
+        ("AveragePool", 7, dict(kernel_shape=[3, 3], strides=[2, 2])),
         ("GlobalMaxPool", 7, {}),
         ("GlobalAveragePool", 11, {}),
     ],
@@ -272,3 +278,13 @@ def test_random_attribute_combinations(op, opset, shape, attrs, after_relu):
         assert actual.shape == expected.shape
         scale = max(float(np.abs(expected).max()), 1e-30) if expected.size else 1.0
         assert float(np.abs(actual - expected).max(initial=0)) / scale <= 1e-6, suite
+
+
+def test_opsets_before_7_keep_pools_whose_subgraph_onnxruntime_cannot_run():
+    """onnxruntime implements Concat from opset 4, Relu from 6 and Add from 7: a MaxPool
+    lowering at opset 3 could not be validated, so it is kept; a GlobalAveragePool
+    (a single Conv) is rewritten."""
+    model = pool_model("MaxPool", [1, 3, 10, 9], dict(kernel_shape=[3, 3], strides=[2, 2]), opset=3)
+    reason = rewrite_model(model)[1].nodes[0].reason
+    assert "onnxruntime has no kernel for Add, Relu at this version" in reason
+    assert_rewrite_matches("GlobalAveragePool", [1, 3, 10, 9], {}, opset=3)

@@ -332,3 +332,31 @@ def test_dynamic_spatial_dims_rewrite_only_extent_free_pools(op, attrs, relu, re
     for h, w in [(9, 9), (10, 7), (16, 13), (5, 6)]:
         x = rng.standard_normal((2, 3, h, w)).astype(np.float32)
         np.testing.assert_allclose(run(new, {"x": x})[0], run(model, {"x": x})[0], rtol=1e-6, atol=1e-6)
+
+
+def test_pool_inside_a_loop_body_reads_the_outer_scope():
+    body_nodes = [
+        helper.make_node("MaxPool", ["x"], ["p"], name="body/pool", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["acc_in", "p"], ["acc_out"], name="body/add"),
+        helper.make_node("Identity", ["cond_in"], ["cond_out"], name="body/cond"),
+    ]
+    body = helper.make_graph(
+        body_nodes, "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, [1, 2, 6, 6])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [1, 2, 6, 6])],
+    )
+    nodes = [helper.make_node("Loop", ["trip", "", "acc0"], ["y"], name="loop", body=body)]
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 6, 6]), helper.make_tensor_value_info("acc0", TensorProto.FLOAT, [1, 2, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 6, 6])],
+        [onnx.numpy_helper.from_array(np.array(3, np.int64), "trip")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    new, report = rewrite_model(model)
+    assert [n.name for n in report.rewritten] == ["body/pool"]
+    onnx.checker.check_model(new, full_check=True)
+    rng = np.random.default_rng(12)
+    feeds = {"x": -np.abs(rng.standard_normal((1, 2, 6, 6))).astype(np.float32), "acc0": np.zeros((1, 2, 6, 6), np.float32)}
+    np.testing.assert_allclose(run(new, feeds)[0], run(model, feeds)[0], rtol=1e-6, atol=1e-6)
