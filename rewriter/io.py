@@ -67,8 +67,8 @@ def load_model_with_sources(path: str | os.PathLike) -> LoadedModel:
         except Exception as err:
             raise InputError(f"{p}: cannot load external data ({first_line(err)})") from err
     try:
-        # From the file when we can: checking the in-memory model would serialize another copy.
-        onnx.checker.check_model(model if external else str(p))
+        # From the file: checking the in-memory model would serialize another copy (and fails past 2 GiB).
+        onnx.checker.check_model(str(p))
     except Exception as err:
         raise InputError(f"{p}: model fails onnx.checker: {first_line(err)}") from err
     return LoadedModel(model, p, external)

@@ -19,6 +19,7 @@ the original really produces there. A failure names the node.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ import onnx
 from onnx import numpy_helper
 
 from .graphs import weightless_copy
+from . import io
 from .io import InputError, first_line
 from .site import NonNegativity
 
@@ -203,8 +205,13 @@ class OrtRunner:
         options = ort.SessionOptions()
         options.log_severity_level = 4
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, ORT_OPTIMIZATION)
-        data = _serialize_with_outputs(model, expose, elem_types or {})
-        self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        if model.ByteSize() < io.SINGLE_FILE_LIMIT:
+            data = _serialize_with_outputs(model, expose, elem_types or {})
+            self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        else:  # past protobuf's 2 GiB: hand onnxruntime a file with external data
+            with tempfile.TemporaryDirectory(prefix="onnx-poolrewrite-") as folder:
+                path = _save_with_outputs(model, expose, elem_types or {}, Path(folder))
+                self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -226,6 +233,29 @@ class TrueConvolutionRunner:
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.evaluator.run(feeds)
+
+
+def _save_with_outputs(model: onnx.ModelProto, names: Sequence[str], elem_types: Mapping[str, int], folder: Path) -> Path:
+    """Write ``model`` (plus extra outputs) with external data into ``folder``; the
+    model object ends as it began, weights back in memory."""
+    existing = {o.name for o in model.graph.output}
+    added = [n for n in names if n not in existing]
+    for name in added:
+        value = model.graph.output.add()
+        value.name = name
+        value.type.tensor_type.elem_type = elem_types.get(name, onnx.TensorProto.FLOAT)
+    path = folder / "model.onnx"
+    had_location = {i for i, t in enumerate(model.graph.initializer) if t.HasField("data_location")}
+    try:
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location="weights.bin", size_threshold=1024)
+    finally:
+        onnx.load_external_data_for_model(model, str(folder))  # saving moved the weights out: bring them back
+        for i, tensor in enumerate(model.graph.initializer):
+            if i not in had_location:
+                tensor.ClearField("data_location")
+        if added:
+            del model.graph.output[len(model.graph.output) - len(added):]
+    return path
 
 
 def _serialize_with_outputs(model: onnx.ModelProto, names: Sequence[str], elem_types: Mapping[str, int]) -> bytes:

@@ -107,3 +107,22 @@ def test_output_data_file_may_not_clobber_input_data(tmp_path):
     proc = cli(tmp_path / "a.onnx", tmp_path / "b.onnx")
     assert proc.returncode == 2 and "would overwrite the input's external data" in proc.stderr
     assert snapshot(tmp_path) == before
+
+
+def test_models_past_the_protobuf_limit_go_through_files(tmp_path, monkeypatch):
+    """Models above 2 GiB cannot be one protobuf: saving and validation switch to
+    external data. Exercised here by lowering the limit, not with 2 GiB of weights."""
+    from rewriter import io as rio
+    from rewriter import rewrite_model
+    from rewriter.validate import validate_models
+
+    monkeypatch.setattr(rio, "SINGLE_FILE_LIMIT", 1000)
+    model = conv_pool_model()
+    before = model.SerializeToString()
+    new, _ = rewrite_model(model)
+    result = validate_models(model, new)
+    assert result.passed and [n.passed for n in result.nodes] == [True]
+    assert model.SerializeToString() == before, "validation must leave the model as it was"
+    rio.save_model(new, tmp_path / "big.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "big.onnx.data"]
+    onnx.checker.check_model(str(tmp_path / "big.onnx"))
