@@ -17,11 +17,12 @@ import numpy as np
 import onnx
 import onnx.inliner
 import onnx_graphsurgeon as gs
+from onnx import numpy_helper
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
 from .builder import SubgraphBuilder
 from .graphs import all_graphs, functions_containing, weightless_copy
-from .lower import POOL_OPS, rule_for
+from .lower import POOL_OPS, SITE_OPS, rule_for
 from .lower.checks import attribute_support
 from .report import KEPT, REWRITTEN, NodeResult, Report
 from .site import NonNegativity, PoolSite
@@ -163,12 +164,17 @@ class PoolRewritePass:
             new_initializers: list[onnx.TensorProto] = []
             changed = False
             for node in graph.node:
-                if node.op_type not in POOL_OPS or node.domain not in ONNX_DOMAINS:
+                if node.op_type not in SITE_OPS or node.domain not in ONNX_DOMAINS:
                     new_nodes.append(node)
                     continue
                 if progress and report.nodes and len(report.nodes) % 100 == 0:
                     progress(f"rewriting: {len(report.nodes)} pool nodes done")
                 site = _site_from_proto(node, opset, types, consumed)
+                if len(node.input) > 1 and node.input[1] in initializers and "axes" not in site.attrs:
+                    site.attrs["axes"] = [int(v) for v in numpy_helper.to_array(initializers[node.input[1]]).reshape(-1)]
+                if not _is_pool(site):
+                    new_nodes.append(node)
+                    continue
                 site.input_nonnegative = nonnegative(site.input_name)
                 site.allow_double = self.rewrite_double
                 feeder = producers.get(site.input_name)
@@ -218,7 +224,7 @@ class PoolRewritePass:
 
         nonnegative = NonNegativity(producer, constant)
         for node in list(graph.nodes):
-            if node.op not in POOL_OPS or (node.domain or "") not in ONNX_DOMAINS:
+            if node.op not in SITE_OPS or (node.domain or "") not in ONNX_DOMAINS:
                 continue
             x, y = node.inputs[0], node.outputs[0]
             indices = node.outputs[1] if len(node.outputs) > 1 else None
@@ -235,6 +241,10 @@ class PoolRewritePass:
                 dtype_name=dtype.name if dtype is not None else "",
                 indices_used=bool(indices is not None and indices.name and (indices.outputs or indices.name in output_names)),
             )
+            if len(node.inputs) > 1 and isinstance(node.inputs[1], gs.Constant) and "axes" not in site.attrs:
+                site.attrs["axes"] = [int(v) for v in np.asarray(node.inputs[1].values).reshape(-1)]
+            if not _is_pool(site):
+                continue
             site.input_nonnegative = nonnegative(x.name)
             result, builder = self._plan(site, taken)
             report.nodes.append(result)
@@ -268,6 +278,11 @@ def _fresh_prefix(base: str, taken_prefixes: set[str]) -> str:
         prefix = f"{base}/poolrewrite{n}"
     taken_prefixes.add(prefix)
     return prefix
+
+
+def _is_pool(site: PoolSite) -> bool:
+    is_pool = getattr(rule_for(site.op_type), "is_pool", None)
+    return is_pool is None or is_pool(site)
 
 
 def _fingerprint(builder: SubgraphBuilder) -> bytes:

@@ -526,9 +526,11 @@ def _localizable_nodes(original: onnx.ModelProto, candidate: onnx.ModelProto, on
     wanted = set(only) if only is not None else None
     nodes = []
     for node in original.graph.node:
-        if node.op_type not in POOL_OPS or node.domain not in ("", "ai.onnx"):
+        if node.domain not in ("", "ai.onnx") or not node.output:
             continue
         if wanted is not None and node.output[0] not in wanted:
+            continue
+        if wanted is None and node.op_type not in POOL_OPS:
             continue
         if node.output[0] in produced and node.input[0] in available:
             nodes.append(node)

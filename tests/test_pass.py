@@ -360,3 +360,37 @@ def test_pool_inside_a_loop_body_reads_the_outer_scope():
     rng = np.random.default_rng(12)
     feeds = {"x": -np.abs(rng.standard_normal((1, 2, 6, 6))).astype(np.float32), "acc0": np.zeros((1, 2, 6, 6), np.float32)}
     np.testing.assert_allclose(run(new, feeds)[0], run(model, feeds)[0], rtol=1e-6, atol=1e-6)
+
+
+def reduce_model(op: str, axes, keepdims: int, opset: int) -> onnx.ModelProto:
+    inputs, inits, attrs = ["x"], [], {"keepdims": keepdims}
+    if opset >= 18:
+        inputs.append("axes")
+        inits.append(onnx.numpy_helper.from_array(np.array(axes, np.int64), "axes"))
+    else:
+        attrs["axes"] = axes
+    nodes = [helper.make_node(op, inputs, ["y"], name="reduce", **attrs)]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 5, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None if not keepdims else ["N", 3, None, None])], inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+
+
+@pytest.mark.parametrize("opset", [13, 18])
+@pytest.mark.parametrize("op", ["ReduceMean", "ReduceMax"])
+def test_spatial_reduce_is_a_global_pool(op, opset):
+    """What PyTorch's dynamo exporter writes for AdaptiveAvg/MaxPool2d(1)."""
+    model = reduce_model(op, [2, -1], 1, opset)
+    new, report = rewrite_model(model)
+    assert [(n.op_type, n.status) for n in report.nodes] == [(op, "rewritten")]
+    assert op_types(new) <= STRICT_OPS
+    x = np.random.default_rng(13).standard_normal((2, 3, 5, 6)).astype(np.float32)
+    np.testing.assert_allclose(run(new, {"x": x})[0], run(model, {"x": x})[0], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("axes,keepdims", [([1], 1), ([2, 3], 0), ([1, 2, 3], 1)])
+def test_other_reduces_are_not_pools(axes, keepdims):
+    model = reduce_model("ReduceMean", axes, keepdims, 13)
+    new, report = rewrite_model(model)
+    assert report.nodes == [] and new.SerializeToString() == model.SerializeToString()

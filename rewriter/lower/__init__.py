@@ -17,6 +17,7 @@ from .average_pool import AveragePoolRule
 from .global_pool import GlobalPoolRule
 from .lp_pool import LpPoolRule
 from .max_pool import MaxPoolRule
+from .reduce_pool import ReducePoolRule
 
 
 class Rule(Protocol):
@@ -27,8 +28,10 @@ class Rule(Protocol):
     def rewrite(self, site: PoolSite, b: SubgraphBuilder, x: gs.Tensor) -> gs.Tensor: ...
 
 
-RULES: tuple[Rule, ...] = (MaxPoolRule(), AveragePoolRule(), GlobalPoolRule(), LpPoolRule())
-POOL_OPS: frozenset[str] = frozenset(op for rule in RULES for op in rule.op_types)
+RULES: tuple[Rule, ...] = (MaxPoolRule(), AveragePoolRule(), GlobalPoolRule(), LpPoolRule(), ReducePoolRule())
+# Ops the pass looks at. Reduces count only when they pool (ReducePoolRule.is_pool).
+SITE_OPS: frozenset[str] = frozenset(op for rule in RULES for op in rule.op_types)
+POOL_OPS: frozenset[str] = SITE_OPS - frozenset(ReducePoolRule.op_types)
 
 
 def rule_for(op_type: str) -> Rule:
@@ -38,4 +41,4 @@ def rule_for(op_type: str) -> Rule:
     raise KeyError(op_type)
 
 
-__all__ = ["Rule", "RULES", "POOL_OPS", "rule_for"]
+__all__ = ["Rule", "RULES", "POOL_OPS", "SITE_OPS", "rule_for"]

@@ -78,7 +78,7 @@ def resolve_spec(site: PoolSite, kind: str) -> Optional[str]:
     assert site.input_shape is not None
     spatial = surrogate_spatial(site, site.surrogate_variant)
     try:
-        if site.op_type.startswith("Global"):
+        if site.op_type.startswith(("Global", "Reduce")):
             site.spec = global_pool_spec(kind, spatial)
         else:
             site.spec = pool_spec_from_attributes(kind, site.attrs, spatial, **attribute_support(site.op_type, site.opset))
