@@ -147,17 +147,8 @@ class PoolRewritePass:
         opset = _onnx_opset(out.opset_import)
         types = _value_types(model)
         graphs = list(all_graphs(out.graph))
-        producers = {o: n for g in graphs for n in g.node for o in n.output if o}
-        graph_outputs = {o.name for g in graphs for o in g.output}
-        consumed = {i for g in graphs for n in g.node for i in n.input} | graph_outputs
-        consumers: dict[str, list[onnx.NodeProto]] = {}
-        for g in graphs:
-            for n in g.node:
-                for i in n.input:
-                    consumers.setdefault(i, []).append(n)
-        initializers = {t.name: t for g in graphs for t in g.initializer}
-        taken = _prefixes_of([n.name for g in graphs for n in g.node] + list(producers) + list(initializers))
-
+        index = _ProtoIndex.of(graphs)
+        taken = _prefixes_of([n.name for g in graphs for n in g.node] + list(index.producers) + list(index.initializers))
         nonnegative = NonNegativity.of_graphs(graphs)
         for graph in graphs:  # the main graph, then every If/Loop/Scan body, nested ones included
             new_nodes: list[onnx.NodeProto] = []
@@ -169,21 +160,13 @@ class PoolRewritePass:
                     continue
                 if progress and report.nodes and len(report.nodes) % 100 == 0:
                     progress(f"rewriting: {len(report.nodes)} pool nodes done")
-                site = _site_from_proto(node, opset, types, consumed)
-                if len(node.input) > 1 and node.input[1] in initializers and "axes" not in site.attrs:
-                    site.attrs["axes"] = [int(v) for v in numpy_helper.to_array(initializers[node.input[1]]).reshape(-1)]
+                site = _site_from_proto(node, opset, types, index)
                 if not _is_pool(site):
                     new_nodes.append(node)
                     continue
                 site.input_nonnegative = nonnegative(site.input_name)
                 site.allow_double = self.rewrite_double
-                feeder = producers.get(site.input_name)
-                readers = consumers.get(site.output_name, [])
-                site.between_qdq = (
-                    feeder is not None and feeder.op_type == "DequantizeLinear"
-                    and bool(readers) and all(r.op_type == "QuantizeLinear" for r in readers)
-                    and site.output_name not in graph_outputs
-                )
+                site.between_qdq = index.between_qdq(site)
                 result, builder = self._plan(site, taken)
                 report.nodes.append(result)
                 if builder is None:
@@ -246,6 +229,7 @@ class PoolRewritePass:
             if not _is_pool(site):
                 continue
             site.input_nonnegative = nonnegative(x.name)
+            site.allow_double = self.rewrite_double
             result, builder = self._plan(site, taken)
             report.nodes.append(result)
             if builder is None:
@@ -408,22 +392,59 @@ def _shape_and_dtype(type_proto: Optional[onnx.TypeProto]) -> tuple[Optional[tup
     return dims, dtype, dtype_name
 
 
-def _site_from_proto(
-    node: onnx.NodeProto, opset: int, types: dict[str, onnx.TypeProto], consumed: set[str]
-) -> PoolSite:
+@dataclass
+class _ProtoIndex:
+    """Who produces and who reads each tensor, over a graph and its subgraphs."""
+
+    producers: dict[str, onnx.NodeProto]
+    consumers: dict[str, list[onnx.NodeProto]]
+    initializers: dict[str, onnx.TensorProto]
+    graph_outputs: set[str]
+
+    @classmethod
+    def of(cls, graphs: Sequence[onnx.GraphProto]) -> "_ProtoIndex":
+        consumers: dict[str, list[onnx.NodeProto]] = {}
+        for g in graphs:
+            for n in g.node:
+                for i in n.input:
+                    consumers.setdefault(i, []).append(n)
+        return cls(
+            producers={o: n for g in graphs for n in g.node for o in n.output if o},
+            consumers=consumers,
+            initializers={t.name: t for g in graphs for t in g.initializer},
+            graph_outputs={o.name for g in graphs for o in g.output},
+        )
+
+    def is_used(self, name: str) -> bool:
+        return name in self.consumers or name in self.graph_outputs
+
+    def between_qdq(self, site: PoolSite) -> bool:
+        """Input from DequantizeLinear, output read only by QuantizeLinear."""
+        feeder = self.producers.get(site.input_name)
+        readers = self.consumers.get(site.output_name, [])
+        return (
+            feeder is not None and feeder.op_type == "DequantizeLinear" and bool(readers)
+            and all(r.op_type == "QuantizeLinear" for r in readers) and site.output_name not in self.graph_outputs
+        )
+
+
+def _site_from_proto(node: onnx.NodeProto, opset: int, types: dict[str, onnx.TypeProto], index: _ProtoIndex) -> PoolSite:
     shape, dtype, dtype_name = _shape_and_dtype(types.get(node.input[0]))
     indices = node.output[1] if len(node.output) > 1 else ""
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    if len(node.input) > 1 and node.input[1] in index.initializers and "axes" not in attrs:  # Reduce*-18 axes
+        attrs["axes"] = [int(v) for v in numpy_helper.to_array(index.initializers[node.input[1]]).reshape(-1)]
     return PoolSite(
         name=node.name,
         op_type=node.op_type,
-        attrs={a.name: onnx.helper.get_attribute_value(a) for a in node.attribute},
+        attrs=attrs,
         opset=opset,
         input_name=node.input[0],
         output_name=node.output[0],
         input_shape=shape,
         dtype=dtype,
         dtype_name=dtype_name,
-        indices_used=bool(indices) and indices in consumed,
+        indices_used=bool(indices) and index.is_used(indices),
     )
 
 
