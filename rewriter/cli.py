@@ -7,7 +7,6 @@ Exit codes: 0 success (including "nothing to rewrite"), 1 validation failed,
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -18,6 +17,7 @@ from . import __version__
 from .io import InputError, check_output_path, copy_model_files, first_line, load_model, load_model_with_sources, save_model, write_atomically
 from .audit import audit_ops, audit_table
 from .passes import PoolRewritePass
+from .report import dumps
 
 EXIT_OK, EXIT_VALIDATION_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -196,7 +196,7 @@ def _validate(args: argparse.Namespace, original, candidate, console: _Console, 
 
 def _write_report(path: Optional[str], data: dict) -> None:
     if path:
-        text = json.dumps(data, indent=2) + "\n"
+        text = dumps(data) + "\n"
         write_atomically(path, lambda tmp: Path(tmp).write_text(text))
 
 

@@ -216,3 +216,13 @@ def test_renamed_inputs_and_outputs_are_matched_by_position():
     bad_candidate.graph.output[0].name = "scores"
     bad_candidate.graph.node[-1].output[0] = "scores"
     assert not validate_models(bad_original, bad_candidate).passed
+
+
+def test_report_is_strict_json_even_on_failure(tmp_path):
+    original, candidate = BAD_PAIRS["dropped-ceil-mode"]  # shape mismatch: infinite error
+    onnx.save(original, tmp_path / "a.onnx")
+    onnx.save(candidate, tmp_path / "b.onnx")
+    assert cli("--compare", tmp_path / "a.onnx", tmp_path / "b.onnx", "--report", tmp_path / "r.json").returncode == 1
+    text = (tmp_path / "r.json").read_text()
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    assert json.loads(text)["validation"]["worst"]["max_abs_error"] is None
