@@ -146,6 +146,11 @@ class PoolRewritePass:
         out.CopyFrom(model)
         opset = _onnx_opset(out.opset_import)
         types = _value_types(model)
+        unresolved = _unresolved_pool_inputs(model, types)
+        if unresolved and _types_from_runtime(model, unresolved, types):
+            report.notes.append(
+                f"shapes of {len(unresolved)} pool input(s) taken from an onnxruntime run: shape inference could not resolve them"
+            )
         graphs = list(all_graphs(out.graph))
         index = _ProtoIndex.of(graphs)
         taken = _prefixes_of([n.name for g in graphs for n in g.node] + list(index.producers) + list(index.initializers))
@@ -335,6 +340,35 @@ def _value_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
             return types
         pinned.update(corrections)
     return types
+
+
+def _unresolved_pool_inputs(model: onnx.ModelProto, types: dict[str, onnx.TypeProto]) -> list[str]:
+    """Main-graph pool inputs whose dtype, channels or spatial dims inference left unknown."""
+    names = []
+    for node in model.graph.node:
+        if node.op_type in SITE_OPS and node.domain in ONNX_DOMAINS and node.input:
+            shape, _, dtype_name = _shape_and_dtype(types.get(node.input[0]))
+            if not dtype_name or shape is None or not all(isinstance(d, int) for d in shape[1:]):
+                names.append(node.input[0])
+    return sorted(set(names))
+
+
+def _types_from_runtime(model: onnx.ModelProto, names: list[str], types: dict[str, onnx.TypeProto]) -> bool:
+    """Fill ``types`` for ``names`` from one onnxruntime run of the original model
+    (signed-normal inputs, a dynamic batch set to 1). False when it cannot run."""
+    from .validate import SIGNED_NORMAL, OrtRunner, describe_inputs, make_feeds
+
+    try:
+        feeds = make_feeds(describe_inputs(model), SIGNED_NORMAL)
+        values = OrtRunner(model, expose=names).run(feeds)
+    except Exception:  # dynamic inputs, or a model onnxruntime cannot run: the nodes stay unresolved
+        return False
+    for name in names:
+        if name in values:
+            types[name] = onnx.helper.make_tensor_type_proto(
+                onnx.helper.np_dtype_to_tensor_dtype(values[name].dtype), list(values[name].shape)
+            )
+    return True
 
 
 def _infer_types(model: onnx.ModelProto, pinned: dict[str, tuple]) -> dict[str, onnx.TypeProto]:

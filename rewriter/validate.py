@@ -243,7 +243,8 @@ def _save_with_outputs(model: onnx.ModelProto, names: Sequence[str], elem_types:
     for name in added:
         value = model.graph.output.add()
         value.name = name
-        value.type.tensor_type.elem_type = elem_types.get(name, onnx.TensorProto.FLOAT)
+        if elem_types.get(name):  # onnxruntime also takes an untyped output
+            value.type.tensor_type.elem_type = elem_types[name]
     path = folder / "model.onnx"
     had_location = {i for i, t in enumerate(model.graph.initializer) if t.HasField("data_location")}
     try:
@@ -265,7 +266,8 @@ def _serialize_with_outputs(model: onnx.ModelProto, names: Sequence[str], elem_t
     for name in added:
         value = model.graph.output.add()
         value.name = name
-        value.type.tensor_type.elem_type = elem_types.get(name, onnx.TensorProto.FLOAT)
+        if elem_types.get(name):  # onnxruntime also takes an untyped output
+            value.type.tensor_type.elem_type = elem_types[name]
     try:
         return model.SerializeToString()
     finally:

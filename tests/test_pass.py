@@ -394,3 +394,22 @@ def test_other_reduces_are_not_pools(axes, keepdims):
     model = reduce_model("ReduceMean", axes, keepdims, 13)
     new, report = rewrite_model(model)
     assert report.nodes == [] and new.SerializeToString() == model.SerializeToString()
+
+
+def test_shapes_inference_cannot_resolve_come_from_a_runtime_run():
+    """A Reshape whose target is computed defeats onnx shape inference; onnxruntime knows."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"], name="shape"),
+        helper.make_node("Reshape", ["x", "s"], ["r"], name="reshape"),
+        helper.make_node("MaxPool", ["r"], ["y"], name="pool", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 7, 7])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 7, 7])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    new, report = rewrite_model(model)
+    assert report.nodes[0].status == "rewritten", report.nodes[0].reason
+    assert any("onnxruntime run" in note for note in report.notes)
+    x = -np.abs(np.random.default_rng(14).standard_normal((1, 2, 7, 7))).astype(np.float32)
+    np.testing.assert_allclose(run(new, {"x": x})[0], run(model, {"x": x})[0], rtol=1e-6, atol=1e-7)
