@@ -21,9 +21,10 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import onnx
@@ -235,9 +236,9 @@ class TrueConvolutionRunner:
         return self.evaluator.run(feeds)
 
 
-def _save_with_outputs(model: onnx.ModelProto, names: Sequence[str], elem_types: Mapping[str, int], folder: Path) -> Path:
-    """Write ``model`` (plus extra outputs) with external data into ``folder``; the
-    model object ends as it began, weights back in memory."""
+@contextmanager
+def _extra_outputs(model: onnx.ModelProto, names: Sequence[str], elem_types: Mapping[str, int]) -> Iterator[None]:
+    """Temporarily expose ``names`` as graph outputs of ``model`` (no copy of its weights)."""
     existing = {o.name for o in model.graph.output}
     added = [n for n in names if n not in existing]
     for name in added:
@@ -245,34 +246,34 @@ def _save_with_outputs(model: onnx.ModelProto, names: Sequence[str], elem_types:
         value.name = name
         if elem_types.get(name):  # onnxruntime also takes an untyped output
             value.type.tensor_type.elem_type = elem_types[name]
-    path = folder / "model.onnx"
-    had_location = {i for i, t in enumerate(model.graph.initializer) if t.HasField("data_location")}
     try:
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location="weights.bin", size_threshold=1024)
+        yield
     finally:
-        onnx.load_external_data_for_model(model, str(folder))  # saving moved the weights out: bring them back
-        for i, tensor in enumerate(model.graph.initializer):
-            if i not in had_location:
-                tensor.ClearField("data_location")
         if added:
             del model.graph.output[len(model.graph.output) - len(added):]
-    return path
 
 
 def _serialize_with_outputs(model: onnx.ModelProto, names: Sequence[str], elem_types: Mapping[str, int]) -> bytes:
-    """``model`` serialized with ``names`` as extra graph outputs, without copying its weights."""
-    existing = {o.name for o in model.graph.output}
-    added = [n for n in names if n not in existing]
-    for name in added:
-        value = model.graph.output.add()
-        value.name = name
-        if elem_types.get(name):  # onnxruntime also takes an untyped output
-            value.type.tensor_type.elem_type = elem_types[name]
-    try:
+    with _extra_outputs(model, names, elem_types):
         return model.SerializeToString()
-    finally:
-        if added:
-            del model.graph.output[len(model.graph.output) - len(added):]
+
+
+def _save_with_outputs(model: onnx.ModelProto, names: Sequence[str], elem_types: Mapping[str, int], folder: Path) -> Path:
+    """Write ``model`` (plus extra outputs) with external data into ``folder``; the
+    model object ends as it began, weights back in memory."""
+    path = folder / "model.onnx"
+    had_location = {i for i, t in enumerate(model.graph.initializer) if t.HasField("data_location")}
+    with _extra_outputs(model, names, elem_types):
+        try:
+            onnx.save_model(
+                model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location="weights.bin", size_threshold=1024
+            )
+        finally:
+            onnx.load_external_data_for_model(model, str(folder))  # saving moved the weights out: bring them back
+            for i, tensor in enumerate(model.graph.initializer):
+                if i not in had_location:
+                    tensor.ClearField("data_location")
+    return path
 
 
 def elem_types(model: onnx.ModelProto) -> dict[str, int]:
