@@ -223,6 +223,8 @@ def run(args: argparse.Namespace) -> int:
     console = _Console(args.quiet)
     if not args.dry_run and not args.output:
         raise InputError("OUT is required (or pass --dry-run)")
+    if args.rewrite_double and not args.no_validate:
+        raise InputError("--rewrite-double needs --no-validate: onnxruntime has no float64 Conv to validate with")
     if args.output:
         check_output_path(args.output, args.input, allow_input=args.in_place)
     if args.report:
@@ -233,8 +235,6 @@ def run(args: argparse.Namespace) -> int:
     protect = () if args.in_place else tuple(loaded.external_files)
     console.progress(f"loaded {args.input}")
     allow = _names(args.allow) or []
-    if args.rewrite_double and not args.no_validate:
-        raise InputError("--rewrite-double needs --no-validate: onnxruntime has no float64 Conv to validate with")
     rewrite = PoolRewritePass(only=_names(args.only), exclude=_names(args.exclude), allow=allow, rewrite_double=args.rewrite_double)
     result = rewrite.run(model, progress=console.progress)
     report = result.report
