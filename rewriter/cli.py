@@ -27,8 +27,8 @@ by an exact subgraph of Conv, Relu, Add and Concat (depthwise convs only), for
 accelerators that have convolutions but no pooling.
 
 The result is validated against the original with onnxruntime on signed
-normal, all-negative and tie-heavy integer inputs; OUT is written only if
-validation passes. Nodes that cannot be rewritten exactly (a used Indices
+normal, all-negative, tie-heavy integer and wide-range inputs, output by output
+and node by node; OUT is written only if validation passes. Nodes that cannot be rewritten exactly (a used Indices
 output, int8/uint8, LpPool, dynamic spatial dims, ...) are kept, and the
 table says why."""
 
