@@ -18,6 +18,7 @@ from helpers import STRICT_OPS, input_suites, op_types, pool_model, run
 from onnx import TensorProto
 
 from rewriter import rewrite_model
+from rewriter.lower import max_pool
 
 RTOL = {np.float32: 1e-6, np.float16: 4e-3}
 
@@ -76,10 +77,20 @@ MAX_2D = [
 ]
 
 
+@pytest.fixture(params=["replicated", "fixed-borders"])
+def border_strategy(request, monkeypatch):
+    """Signed inputs: pad with replicated elements, or (large tensors) zero-pad and fix the borders."""
+    if request.param == "fixed-borders":
+        monkeypatch.setattr(max_pool, "BORDER_FIX_MIN_VALUES", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("after_relu", [False, True], ids=["signed", "after-relu"])
 @pytest.mark.parametrize("kernel,strides,pads,ceil_mode,dilations", MAX_2D, ids=str)
-def test_max_pool_2d_grid(kernel, strides, pads, ceil_mode, dilations, after_relu):
-    """Signed inputs take the replicated-border path; after Relu the zero-padded one."""
+def test_max_pool_2d_grid(kernel, strides, pads, ceil_mode, dilations, after_relu, border_strategy):
+    """Signed inputs take a border path; after Relu the zero-padded one."""
+    if after_relu and border_strategy == "fixed-borders":
+        pytest.skip("the border strategy only applies to signed inputs")
     attrs = dict(kernel_shape=list(kernel), strides=list(strides), pads=list(pads), ceil_mode=ceil_mode, dilations=list(dilations))
     assert_rewrite_matches("MaxPool", [1, 3, 11, 10], attrs, relu=after_relu)
 
@@ -104,7 +115,7 @@ def test_auto_pad(op, auto_pad, kernel, strides):
     ],
     ids=str,
 )
-def test_max_pool_1d(kernel, strides, pads, ceil_mode, dilations):
+def test_max_pool_1d(kernel, strides, pads, ceil_mode, dilations, border_strategy):
     attrs = dict(kernel_shape=list(kernel), strides=list(strides), pads=list(pads), ceil_mode=ceil_mode, dilations=list(dilations))
     assert_rewrite_matches("MaxPool", [1, 3, 17], attrs)
 
@@ -115,7 +126,7 @@ def test_max_pool_1d(kernel, strides, pads, ceil_mode, dilations):
     ids=str,
 )
 @pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
-def test_pool_3d(op, kernel, strides, pads, ceil_mode):
+def test_pool_3d(op, kernel, strides, pads, ceil_mode, border_strategy):
     attrs = dict(kernel_shape=list(kernel), strides=list(strides), pads=list(pads), ceil_mode=ceil_mode)
     if op == "AveragePool":
         attrs["count_include_pad"] = 0
@@ -260,7 +271,7 @@ RANDOM_CASES = [random_pool_case(random.Random(1000 + i)) for i in range(200)]
 
 
 @pytest.mark.parametrize("op,opset,shape,attrs,after_relu", RANDOM_CASES, ids=[f"random{i}" for i in range(len(RANDOM_CASES))])
-def test_random_attribute_combinations(op, opset, shape, attrs, after_relu):
+def test_random_attribute_combinations(op, opset, shape, attrs, after_relu, border_strategy):
     """Seeded random corners of the attribute space (tiny extents, big pads, overhangs)."""
     model = pool_model(op, shape, attrs, opset=opset, prefix_relu=after_relu)
     new, report = rewrite_model(model)

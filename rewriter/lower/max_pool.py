@@ -15,6 +15,7 @@ Per axis (max over a box is the max along each axis in turn):
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import onnx_graphsurgeon as gs
@@ -26,34 +27,99 @@ from .checks import refuse_site, resolve_spec
 from .windows import conv_window_run
 
 
+BORDER_FIX_MIN_VALUES = 1 << 18
+
+
 def lower_max_pool(b: SubgraphBuilder, x: gs.Tensor, spec: PoolSpec, *, input_nonnegative: bool) -> gs.Tensor:
     """Build the max pool of ``x`` described by ``spec``; returns the result tensor."""
+    # Fixing the borders afterwards beats a padded copy only on large tensors: it
+    # adds a dozen small nodes per border (onnxruntime CPU: faster from ~256k values).
+    large = b.channels * math.prod(a.size for a in spec.axes) >= BORDER_FIX_MIN_VALUES
     y = x
     for axis, axis_spec in enumerate(spec.axes):
-        y = max_along_axis(b, y, axis, axis_spec, input_nonnegative=input_nonnegative)
+        y = max_along_axis(b, y, axis, axis_spec, input_nonnegative=input_nonnegative, fix_borders=large)
     return y
 
 
-def max_along_axis(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec, *, input_nonnegative: bool) -> gs.Tensor:
+def max_along_axis(
+    b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec, *, input_nonnegative: bool, fix_borders: bool = False
+) -> gs.Tensor:
     """1-D max pool with -inf padding semantics along one spatial axis."""
     if a.kernel == 1:
         # pads < kernel means no padding; the windows are single elements.
         return x if a.stride == 1 else b.conv_along(x, axis, [1.0], stride=a.stride, hint="pick")
+    if not (a.pad_begin or a.used_end_pad):
+        return ladder(b, x, axis, a, conv_pads=(0, 0))
+    if input_nonnegative:
+        return ladder(b, x, axis, a, conv_pads=(a.pad_begin, a.conv_end_pad))
+    if fix_borders and not (a.dilation == 1 and b.can("Pad")):
+        corrected = zero_padded_with_borders_fixed(b, x, axis, a)
+        if corrected is not None:
+            return corrected
+    return ladder(b, replicate_pad(b, x, axis, a), axis, a, conv_pads=(0, 0))
 
-    conv_pads = (0, 0)
-    if a.pad_begin or a.used_end_pad:
-        if input_nonnegative:
-            conv_pads = (a.pad_begin, a.conv_end_pad)
-        else:
-            x = replicate_pad(b, x, axis, a)
 
-    # Ladder: m holds the max over `width` taps starting at each position.
+def ladder(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec, *, conv_pads: tuple[int, int]) -> gs.Tensor:
+    """Doubling ladder: m holds the max over `width` taps from each position; the
+    last step overlaps two windows and applies the stride. ``conv_pads`` pad the
+    first step with zeros (x already padded otherwise)."""
     m, width = x, 1
     while 2 * width < a.kernel:
         m = pairwise_max(b, m, axis, shift=width * a.dilation, stride=1, pads=conv_pads)
         conv_pads = (0, 0)
         width *= 2
     return pairwise_max(b, m, axis, shift=(a.kernel - width) * a.dilation, stride=a.stride, pads=conv_pads)
+
+
+def zero_padded_with_borders_fixed(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec) -> Optional[gs.Tensor]:
+    """The zero-padded ladder, exact except in border windows whose real elements
+    are all negative (there it gives 0), then an exact fix for the border outputs.
+
+    The border outputs are pooled on a thin slice of x with replicated padding,
+    and ``S + (T - S)`` puts them in place: where S is 0 that is T exactly, and
+    elsewhere T and S are the same positive max up to rounding, so ``T - S`` is
+    exact (Sterbenz). No full-size Concat: onnxruntime keeps its blocked layout.
+    Returns None when a window touches both ends (tiny extents).
+    """
+    n_left = sum(1 for o in range(a.out_size) if a.window_start(o) < 0)
+    n_right = sum(1 for o in range(a.out_size) if a.window_start(o) + a.effective_kernel > a.size)
+    if n_left + n_right > a.out_size or n_left + n_right == 0:
+        return None
+    zero_padded = ladder(b, x, axis, a, conv_pads=(a.pad_begin, a.conv_end_pad))
+    out = zero_padded
+    if n_left:
+        width = min(a.size, a.window_start(n_left - 1) + a.effective_kernel)
+        part = AxisSpec(width, a.kernel, a.stride, a.dilation, a.pad_begin, 0, n_left)
+        true = ladder(b, replicate_pad(b, select_range(b, x, axis, a.size, 0, width), axis, part), axis, part, conv_pads=(0, 0))
+        out = place_correction(b, out, zero_padded, true, axis, a.out_size, first=0, count=n_left)
+    if n_right:
+        first = a.out_size - n_right
+        begin = a.window_start(first)
+        part = AxisSpec(a.size - begin, a.kernel, a.stride, a.dilation, 0, a.pad_end, n_right)
+        sliced = select_range(b, x, axis, a.size, begin, a.size - begin)
+        true = ladder(b, replicate_pad(b, sliced, axis, part), axis, part, conv_pads=(0, 0))
+        out = place_correction(b, out, zero_padded, true, axis, a.out_size, first=first, count=n_right)
+    return out
+
+
+def select_range(b: SubgraphBuilder, x: gs.Tensor, axis: int, size: int, start: int, count: int) -> gs.Tensor:
+    """``x[start : start + count]`` along ``axis`` for a prefix or a suffix, with a
+    two-tap dilated kernel rather than one as long as the axis."""
+    if count == size:
+        return x
+    if start == 0:
+        return b.conv_along(x, axis, [1.0, 0.0], dilation=size - count, hint="prefix")
+    assert start + count == size
+    return b.conv_along(x, axis, [0.0, 1.0], dilation=start, hint="suffix")
+
+
+def place_correction(
+    b: SubgraphBuilder, out: gs.Tensor, zero_padded: gs.Tensor, true: gs.Tensor, axis: int, length: int, *, first: int, count: int
+) -> gs.Tensor:
+    """``out + (true - zero_padded[first:first+count])``, zero outside those outputs."""
+    approx = select_range(b, zero_padded, axis, length, first, count)
+    correction = b.add(true, b.conv_along(approx, axis, [-1.0], hint="negate"))
+    return b.add(out, b.conv_along(correction, axis, [1.0], pad_begin=first, pad_end=length - first - count, hint="place"))
 
 
 def pairwise_max(
