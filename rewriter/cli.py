@@ -236,7 +236,8 @@ def run(args: argparse.Namespace) -> int:
     console.progress(f"loaded {args.input}")
     allow = _names(args.allow) or []
     rewrite = PoolRewritePass(only=_names(args.only), exclude=_names(args.exclude), allow=allow, rewrite_double=args.rewrite_double)
-    result = rewrite.run(model, progress=console.progress)
+    # Without validation the original is not needed again: rewrite it in place (one copy of the weights less).
+    result = rewrite.run(model, progress=console.progress, in_place=args.no_validate and not args.dry_run)
     report = result.report
     if report.invalid:
         bad = report.invalid[0]

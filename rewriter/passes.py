@@ -126,8 +126,12 @@ class PoolRewritePass:
         return builder
 
     # -- ModelProto ------------------------------------------------------------
-    def run(self, model: onnx.ModelProto, progress: Optional[Callable[[str], None]] = None) -> RewriteResult:
-        """Rewrite a copy of ``model``; the argument is not modified.
+    def run(
+        self, model: onnx.ModelProto, progress: Optional[Callable[[str], None]] = None, *, in_place: bool = False
+    ) -> RewriteResult:
+        """Rewrite a copy of ``model``; the argument is not modified unless
+        ``in_place`` (which saves a copy of the weights: for callers that no
+        longer need the original).
 
         ``progress``, if given, receives a short status line every 100 pool nodes.
         Pools inside If/Loop/Scan bodies are rewritten in place; model-local
@@ -142,8 +146,11 @@ class PoolRewritePass:
             model = onnx.inliner.inline_selected_functions(model, inlined, exclude=False)
             names = ", ".join(f"{d}.{n}" if d else n for d, n in inlined)
             report.notes.append(f"inlined model-local functions that contain pools: {names}")
-        out = onnx.ModelProto()
-        out.CopyFrom(model)
+        if in_place or inlined:  # an inlined model is already ours to change
+            out = model
+        else:
+            out = onnx.ModelProto()
+            out.CopyFrom(model)
         opset = _onnx_opset(out.opset_import)
         types = _value_types(model)
         unresolved = _unresolved_pool_inputs(model, types)

@@ -413,3 +413,11 @@ def test_shapes_inference_cannot_resolve_come_from_a_runtime_run():
     assert any("onnxruntime run" in note for note in report.notes)
     x = -np.abs(np.random.default_rng(14).standard_normal((1, 2, 7, 7))).astype(np.float32)
     np.testing.assert_allclose(run(new, {"x": x})[0], run(model, {"x": x})[0], rtol=1e-6, atol=1e-7)
+
+
+def test_in_place_rewrite_reuses_the_model():
+    model = cnn_model()
+    expected, _ = rewrite_model(cnn_model())
+    result = PoolRewritePass().run(model, in_place=True)
+    assert result.model is model
+    assert model.SerializeToString() == expected.SerializeToString()
