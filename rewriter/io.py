@@ -17,6 +17,8 @@ from typing import Callable
 import onnx
 from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
+from .graphs import weightless_copy
+
 # Protobuf cannot serialize a message past 2 GiB; stay well below it.
 SINGLE_FILE_LIMIT = 1_800_000_000
 
@@ -70,8 +72,23 @@ def load_model_with_sources(path: str | os.PathLike) -> LoadedModel:
         # From the file: checking the in-memory model would serialize another copy (and fails past 2 GiB).
         onnx.checker.check_model(str(p))
     except Exception as err:
-        raise InputError(f"{p}: model fails onnx.checker: {first_line(err)}") from err
+        if not _only_missing_shapes(model, err):
+            raise InputError(f"{p}: model fails onnx.checker: {first_line(err)}") from err
     return LoadedModel(model, p, external)
+
+
+def _only_missing_shapes(model: onnx.ModelProto, err: Exception) -> bool:
+    """The checker insists on a shape for graph inputs and outputs, which many
+    hand-built and exported models omit and onnxruntime does not need. Such a
+    model passes when the shapes inference finds are filled in."""
+    if "Field 'shape' of 'type' is required" not in str(err):
+        return False
+    try:
+        filled = onnx.shape_inference.infer_shapes(weightless_copy(model, keep_below_bytes=0))
+        onnx.checker.check_model(filled)
+    except Exception:
+        return False
+    return True
 
 
 def external_data_files(model: onnx.ModelProto, base: Path) -> list[Path]:

@@ -210,3 +210,14 @@ def test_rewrite_double_needs_no_validate(tmp_path):
     assert_one_line_error(cli_run(src, tmp_path / "o.onnx", "--rewrite-double"), "needs --no-validate")
     proc = cli_run(src, tmp_path / "o.onnx", "--rewrite-double", "--no-validate")
     assert proc.returncode == 0 and op_types(onnx.load(tmp_path / "o.onnx")) <= STRICT_OPS
+
+
+def test_outputs_without_declared_shapes_are_accepted(tmp_path):
+    """onnx.checker wants graph outputs to carry a shape; onnxruntime does not, and
+    many hand-built models leave it out. Those are rewritten like any other."""
+    model = pool_model("MaxPool", [1, 2, 6, 6], dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]))
+    model.graph.output[0].type.tensor_type.ClearField("shape")
+    onnx.save(model, tmp_path / "noshape.onnx")
+    proc = cli_run(tmp_path / "noshape.onnx", tmp_path / "out.onnx")
+    assert proc.returncode == 0, proc.stderr
+    assert op_types(onnx.load(tmp_path / "out.onnx")) <= STRICT_OPS
