@@ -7,7 +7,9 @@ Per axis (max over a box is the max along each axis in turn):
    element for dilation 1, the first (last) element of the same residue class
    mod the dilation otherwise. The padded tensor is a Concat of one-element
    selection convs and the input. When the input is provably >= 0, the convs'
-   own zero padding is already exact and nothing is added.
+   own zero padding is already exact and nothing is added. On large signed
+   tensors the zero-padded ladder runs anyway and the few border outputs it
+   gets wrong are recomputed on thin slices and fixed exactly in place.
 2. A doubling ladder of pairwise maxes, ``max(a, b) = relu(a - b) + b``:
    widths 1, 2, 4, ... then one last step with overlapping windows that also
    applies the stride. That is ceil(log2 k) pairwise maxes per axis.
@@ -26,14 +28,13 @@ from ..spec import AxisSpec, PoolSpec
 from .checks import refuse_site, resolve_spec
 from .windows import conv_window_run
 
-
+# Fixing the borders afterwards beats a padded copy only on large tensors: it adds
+# a dozen small nodes per border (measured on onnxruntime CPU with scripts/bench.py).
 BORDER_FIX_MIN_VALUES = 1 << 18
 
 
 def lower_max_pool(b: SubgraphBuilder, x: gs.Tensor, spec: PoolSpec, *, input_nonnegative: bool) -> gs.Tensor:
     """Build the max pool of ``x`` described by ``spec``; returns the result tensor."""
-    # Fixing the borders afterwards beats a padded copy only on large tensors: it
-    # adds a dozen small nodes per border (onnxruntime CPU: faster from ~256k values).
     large = b.channels * math.prod(a.size for a in spec.axes) >= BORDER_FIX_MIN_VALUES
     y = x
     for axis, axis_spec in enumerate(spec.axes):
