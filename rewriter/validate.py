@@ -119,9 +119,9 @@ def describe_inputs(model: onnx.ModelProto, shapes: Optional[Mapping[str, Sequen
                     dims[axis] = 1
                     continue
                 label = tt.shape.dim[axis].dim_param or "?"
+                example = [str(d) if d is not None else ("1" if i == 0 else f"<{tt.shape.dim[i].dim_param or 'size'}>") for i, d in enumerate(dims)]
                 raise ValidationSetupError(
-                    f"input '{value.name}' has dynamic dimension {axis} ('{label}'); fix it with --input-shape {value.name}:"
-                    + ",".join("1" if d is None else str(d) for d in dims)
+                    f"input '{value.name}' has dynamic dimension {axis} ('{label}'); fix it with --input-shape {value.name}:{','.join(example)}"
                 )
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type))
         described.append(InputDescription(value.name, tuple(int(d) for d in dims), dtype))
