@@ -38,27 +38,35 @@ def lower_average_pool(b: SubgraphBuilder, x: gs.Tensor, spec: PoolSpec) -> gs.T
     scale_op = "Div" if b.can("Div") else "Mul" if b.can("Mul") and not all(uniform) else None
     if scale_op:
         return sum_then_scale(b, x, spec, divisors, scale_op)
-    folded_taps = 1
-    for a, is_uniform in zip(spec.axes, uniform):
-        folded_taps *= a.kernel if is_uniform else 1
-    groups = [uniform] if folded_taps <= MAX_FOLDED_TAPS else [[i == j and u for j, u in enumerate(uniform)] for i in range(spec.rank)]
     y = x
-    for group in groups:
-        if any(group):
-            y = uniform_axes_conv(b, y, spec, group, divisors)
+    for group in folded_groups(spec, uniform):
+        y = uniform_axes_conv(b, y, spec, group, divisors)
     for axis, a in enumerate(spec.axes):
         if not uniform[axis]:
             y = average_along_axis(b, y, axis, a, divisors[axis])
     return y
 
 
-def sum_then_scale(b: SubgraphBuilder, x: gs.Tensor, spec: PoolSpec, divisors: list[list[int]], op: str) -> gs.Tensor:
-    """Profiles with Div or Mul: one summing conv, then a constant divisor map.
+def folded_groups(spec: PoolSpec, axes: list[bool]) -> list[list[bool]]:
+    """The selected axes as one conv, or one conv per axis past MAX_FOLDED_TAPS taps."""
+    taps = 1
+    for a, selected in zip(spec.axes, axes):
+        taps *= a.kernel if selected else 1
+    if taps <= MAX_FOLDED_TAPS:
+        return [axes] if any(axes) else []
+    return [[i == j for j in range(spec.rank)] for i in range(spec.rank) if axes[i]]
 
-    Div reproduces onnxruntime's sum / count; Mul multiplies by a rounded 1/count.
+
+def sum_then_scale(b: SubgraphBuilder, x: gs.Tensor, spec: PoolSpec, divisors: list[list[int]], op: str) -> gs.Tensor:
+    """Profiles with Div or Mul: summing convs, then a constant divisor map.
+
+    Div divides the sum by the count, as onnxruntime does (its summation order
+    still differs); Mul multiplies by a rounded 1/count.
     """
     ones = [[1] * len(d) for d in divisors]
-    summed = uniform_axes_conv(b, x, spec, [True] * spec.rank, ones)
+    summed = x
+    for group in folded_groups(spec, [True] * spec.rank):
+        summed = uniform_axes_conv(b, summed, spec, group, ones)
     counts = np.ones([1] * spec.rank)
     for axis, d in enumerate(divisors):
         shape = [1] * spec.rank
