@@ -263,6 +263,7 @@ def run(args: argparse.Namespace) -> int:
         return code
 
     if args.dry_run:
+        report.validation = {"passed": None, "skipped": "--dry-run", "worst": None}
         console.out("dry run: nothing written")
         return finish(EXIT_OK)
     if not report.rewritten and not args.flip_kernels:

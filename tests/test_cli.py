@@ -69,9 +69,11 @@ def test_kept_node_is_reported_with_reason(tmp_path):
 
 def test_dry_run_writes_no_model(model_path, tmp_path):
     out = tmp_path / "out.onnx"
-    proc = cli_run(model_path, out, "--dry-run")
+    proc = cli_run(model_path, out, "--dry-run", "--report", tmp_path / "plan.json")
     assert proc.returncode == 0 and "dry run" in proc.stdout and "stem/pool" in proc.stdout
     assert not out.exists()
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert plan["nodes"][0]["status"] == "rewritten" and plan["validation"]["skipped"] == "--dry-run"
 
 
 def test_only_and_exclude(model_path, tmp_path):
