@@ -199,12 +199,16 @@ class PoolRewritePass:
 
     # -- onnx-graphsurgeon -------------------------------------------------------
     def run_graph(self, graph: gs.Graph, opset: Optional[int] = None) -> Report:
-        """Rewrite ``graph`` in place. Tensor shapes must be known on the pool inputs."""
+        """Rewrite ``graph`` and its If/Loop/Scan bodies in place. Tensor shapes must
+        be known on the pool inputs (run onnx shape inference before importing)."""
         report = Report()
         opset = opset if opset is not None else int(graph.opset)
-        tensors = graph.tensors()
-        taken = _prefixes_of([n.name for n in graph.nodes] + list(tensors))
-        output_names = {t.name for t in graph.outputs}
+        graphs = [graph, *graph.subgraphs(recursive=True)]
+        tensors: dict[str, gs.Tensor] = {}
+        for g in graphs:
+            tensors.update(g.tensors())
+        taken = _prefixes_of([n.name for g in graphs for n in g.nodes] + list(tensors))
+        output_names = {t.name for g in graphs for t in g.outputs}
 
         def producer(name: str):
             tensor = tensors.get(name)
@@ -218,7 +222,7 @@ class PoolRewritePass:
             return np.asarray(tensor.values) if isinstance(tensor, gs.Constant) else None
 
         nonnegative = NonNegativity(producer, constant)
-        for node in list(graph.nodes):
+        for g, node in [(g, n) for g in graphs for n in list(g.nodes)]:
             if node.op not in SITE_OPS or (node.domain or "") not in ONNX_DOMAINS:
                 continue
             x, y = node.inputs[0], node.outputs[0]
@@ -246,7 +250,7 @@ class PoolRewritePass:
             report.nodes.append(result)
             if builder is None:
                 continue
-            _splice_into_graph(graph, node, builder, x, y)
+            _splice_into_graph(g, node, builder, x, y)
         return report
 
 

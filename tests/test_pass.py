@@ -421,3 +421,23 @@ def test_in_place_rewrite_reuses_the_model():
     result = PoolRewritePass().run(model, in_place=True)
     assert result.model is model
     assert model.SerializeToString() == expected.SerializeToString()
+
+
+def test_graphsurgeon_api_reaches_if_branches():
+    then_g = _branch("then", "MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]))
+    else_g = _branch("else", "AveragePool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]))
+    nodes = [helper.make_node("If", ["cond"], ["y"], name="if", then_branch=then_g, else_branch=else_g)]
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 8, 8]), helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    gs_graph = gs.import_onnx(onnx.shape_inference.infer_shapes(model))
+    report = PoolRewritePass().run_graph(gs_graph)
+    assert sorted(n.name for n in report.rewritten) == ["else/pool", "then/pool"]
+    new = gs.export_onnx(gs_graph)
+    x = -np.abs(np.random.default_rng(15).standard_normal((1, 2, 8, 8))).astype(np.float32)
+    for cond in (True, False):
+        feeds = {"x": x, "cond": np.array(cond)}
+        np.testing.assert_allclose(run(new, feeds)[0], run(model, feeds)[0], rtol=1e-6, atol=1e-7)
