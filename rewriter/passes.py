@@ -246,6 +246,10 @@ class PoolRewritePass:
                 continue
             site.input_nonnegative = nonnegative(x.name)
             site.allow_double = self.rewrite_double
+            site.between_qdq = (
+                bool(x.inputs) and x.inputs[0].op == "DequantizeLinear" and bool(y.outputs)
+                and all(reader.op == "QuantizeLinear" for reader in y.outputs) and y.name not in output_names
+            )
             result, builder = self._plan(site, taken)
             report.nodes.append(result)
             if builder is None:

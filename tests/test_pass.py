@@ -441,3 +441,9 @@ def test_graphsurgeon_api_reaches_if_branches():
     for cond in (True, False):
         feeds = {"x": x, "cond": np.array(cond)}
         np.testing.assert_allclose(run(new, feeds)[0], run(model, feeds)[0], rtol=1e-6, atol=1e-7)
+
+
+def test_graphsurgeon_api_keeps_qdq_average_pool():
+    model = qdq_model("AveragePool", dict(kernel_shape=[2, 2], strides=[2, 2]))
+    report = PoolRewritePass().run_graph(gs.import_onnx(onnx.shape_inference.infer_shapes(model)))
+    assert report.nodes[0].status == "kept" and "QuantizeLinear" in report.nodes[0].reason
