@@ -169,16 +169,26 @@ def write_atomically(path: str | os.PathLike, write: Callable[[str], None]) -> N
     A failure removes the temp file and leaves an existing ``path`` untouched.
     """
     p = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.parent if str(p.parent) else "."))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.parent if str(p.parent) else "."))
+    except OSError as err:
+        raise InputError(f"{p}: cannot write there ({err.strerror})") from err
     os.close(fd)
     try:
         write(tmp)
         os.chmod(tmp, _target_mode(p))  # mkstemp makes 0600 files
         os.replace(tmp, p)
+    except OSError as err:
+        _remove(tmp)
+        raise InputError(f"{p}: cannot write ({err.strerror or err})") from err
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _remove(tmp)
         raise
+
+
+def _remove(path: str) -> None:
+    if os.path.exists(path):
+        os.unlink(path)
 
 
 def _target_mode(path: Path) -> int:
@@ -217,7 +227,10 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, external_data
     if data_path.resolve() in {f.resolve() for f in protect}:
         raise InputError(f"{p}: its data file {data_path.name} would overwrite the input's external data; choose another output name")
     folder = p.parent if str(p.parent) else Path(".")
-    staging = Path(tempfile.mkdtemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(folder)))
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(folder)))
+    except OSError as err:
+        raise InputError(f"{p}: cannot write there ({err.strerror})") from err
     try:
         copy = onnx.ModelProto()
         copy.CopyFrom(model)  # saving with external data rewrites the proto in place

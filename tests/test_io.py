@@ -126,3 +126,31 @@ def test_models_past_the_protobuf_limit_go_through_files(tmp_path, monkeypatch):
     rio.save_model(new, tmp_path / "big.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "big.onnx.data"]
     onnx.checker.check_model(str(tmp_path / "big.onnx"))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders anyway")
+def test_unwritable_output_folder_is_a_clean_error(tmp_path):
+    src = tmp_path / "m.onnx"
+    onnx.save(conv_pool_model(), src)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        proc = cli(src, locked / "out.onnx")
+    finally:
+        locked.chmod(0o700)
+    assert proc.returncode == 2 and "cannot write" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_write_failure_leaves_no_partial_file(tmp_path):
+    from rewriter.io import InputError, write_atomically
+
+    def failing(tmp: str) -> None:
+        Path(tmp).write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    (tmp_path / "out.onnx").write_bytes(b"previous")
+    with pytest.raises(InputError, match="No space left on device"):
+        write_atomically(tmp_path / "out.onnx", failing)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx"]
+    assert (tmp_path / "out.onnx").read_bytes() == b"previous"
