@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -163,9 +164,12 @@ def test_existing_output_survives_failed_run(model_path, tmp_path, monkeypatch):
 
 
 def test_output_file_has_ordinary_permissions(model_path, tmp_path):
+    """Not mkstemp's 0600: the permissions any new file gets under the current umask."""
     out = tmp_path / "out.onnx"
     assert cli_run(model_path, out, "-q").returncode == 0
-    assert out.stat().st_mode & 0o044 == 0o044  # readable by group and others under the usual umask
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_table_shows_flags(tmp_path):
