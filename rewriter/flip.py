@@ -17,7 +17,6 @@ time cannot be flipped ahead of time and is an error.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 import onnx
@@ -67,15 +66,19 @@ def flip_conv_kernels(model: onnx.ModelProto) -> tuple[onnx.ModelProto, FlipRepo
         for node in g.node:
             if node.op_type not in CONV_OPS or node.domain not in ("", "ai.onnx"):
                 continue
-            source = _constant_source(node.input[1], producers, initializers, constant_nodes)
+            chain = _constant_chain(node.input[1], producers, initializers, constant_nodes)
+            source = chain[-1] if chain else None
             if source is None:
                 raise FlipError(
                     f"{node.op_type} '{node.name or node.output[0]}': weight '{node.input[1]}' is computed at run time; "
                     "a true-convolution backend would need it reversed, which cannot be done ahead of time"
                 )
-            shared = [c for c in consumers.get(source, []) if c.op_type not in CONV_OPS + ("DequantizeLinear",)]
-            if shared or source in graph_outputs:
-                raise FlipError(f"weight '{source}' is also used by a non-convolution node; reversing it would change that node")
+            for tensor in chain:  # reversing the constant reverses every tensor on the way
+                readers = consumers.get(tensor, [])
+                if tensor in graph_outputs or any(
+                    not (r.op_type in CONV_OPS and list(r.input[1:2]) == [tensor]) and r.op_type not in PASS_THROUGH for r in readers
+                ):
+                    raise FlipError(f"weight '{tensor}' is also used by a non-convolution node; reversing it would change that node")
             if source not in done:
                 _reverse_constant(source, initializers, constant_nodes)
                 done.add(source)
@@ -89,17 +92,25 @@ def flip_conv_kernels(model: onnx.ModelProto) -> tuple[onnx.ModelProto, FlipRepo
     return out, report
 
 
-def _constant_source(name: str, producers: dict, initializers: dict, constant_nodes: dict) -> Optional[str]:
-    """The constant a weight comes from: itself, or a DequantizeLinear's quantized input."""
-    if name in initializers or name in constant_nodes:
-        return name
-    node = producers.get(name)
-    if node is not None and node.op_type == "DequantizeLinear":
-        quantized = node.input[0]
-        if quantized in initializers or quantized in constant_nodes:
-            # Per-axis scales run along the output-channel axis, which a spatial flip keeps.
-            return quantized
-    return None
+# Ops a constant weight may pass through on its way to a conv: they keep its layout.
+# (A DequantizeLinear's per-axis scales run along the output-channel axis, which a
+# spatial flip keeps.)
+PASS_THROUGH = ("DequantizeLinear", "Identity")
+
+
+def _constant_chain(name: str, producers: dict, initializers: dict, constant_nodes: dict) -> list[str]:
+    """The tensors from a weight back to the constant it comes from (last), through
+    DequantizeLinear / Identity nodes; empty when the weight is computed at run time."""
+    chain = [name]
+    for _ in range(16):
+        if name in initializers or name in constant_nodes:
+            return chain
+        node = producers.get(name)
+        if node is None or node.op_type not in PASS_THROUGH:
+            return []
+        name = node.input[0]
+        chain.append(name)
+    return []
 
 
 def _reverse_constant(name: str, initializers: dict, constant_nodes: dict) -> None:

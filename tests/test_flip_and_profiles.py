@@ -192,3 +192,35 @@ def test_convs_inside_local_functions_are_flipped_at_their_call_sites():
     assert report.inlined == ["local.Block"] and report.tensors == ["w1"]
     x = RNG.standard_normal((1, 2, 6, 6)).astype(np.float32)
     np.testing.assert_allclose(TrueConvolutionEvaluator(flipped).run({"x": x})["y"], run(model, {"x": x})[0], rtol=1e-5, atol=1e-6)
+
+
+def test_weight_behind_identity_is_flipped():
+    nodes = [
+        helper.make_node("Identity", ["w0"], ["w"], name="id"),
+        helper.make_node("Conv", ["x", "w"], ["y"], name="conv"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 5])], [weight("w0", [3, 2, 3, 2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    flipped, report = flip_conv_kernels(model)
+    assert report.tensors == ["w0"]
+    x = RNG.standard_normal((1, 2, 6, 6)).astype(np.float32)
+    np.testing.assert_allclose(TrueConvolutionEvaluator(flipped).run({"x": x})["y"], run(model, {"x": x})[0], rtol=1e-5, atol=1e-6)
+
+
+def test_weight_also_read_elsewhere_is_an_error():
+    nodes = [
+        helper.make_node("Identity", ["w0"], ["w"], name="id"),
+        helper.make_node("Conv", ["x", "w"], ["y"], name="conv"),
+        helper.make_node("ReduceSum", ["w"], ["s"], name="other_reader"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 5]), helper.make_tensor_value_info("s", TensorProto.FLOAT, [])],
+        [weight("w0", [3, 2, 3, 2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    with pytest.raises(FlipError, match="'w' is also used by a non-convolution node"):
+        flip_conv_kernels(model)
