@@ -221,15 +221,19 @@ class OrtRunner:
 
 class TrueConvolutionRunner:
     """Runs a model as a true-convolution backend would (``--flip-kernels`` output):
-    Conv and ConvTranspose from their definition in numpy, everything else on
-    onnx's reference evaluator. Independent of onnxruntime by construction."""
+    Conv and ConvTranspose from their definition in numpy, every other node on
+    onnxruntime one by one (on onnx's reference evaluator when control flow holds
+    convs). The convs never touch onnxruntime."""
 
     def __init__(self, model: onnx.ModelProto, expose: Sequence[str] = (), elem_types: Optional[Mapping[str, int]] = None) -> None:
-        from .true_conv import TrueConvolutionEvaluator
+        from .true_conv import TrueConvolutionEvaluator, TrueConvolutionHybridEvaluator
 
         copy = onnx.ModelProto()
         copy.ParseFromString(_serialize_with_outputs(model, expose, elem_types or {}))
-        self.evaluator = TrueConvolutionEvaluator(copy)
+        if TrueConvolutionHybridEvaluator.applicable(copy):
+            self.evaluator = TrueConvolutionHybridEvaluator(copy)
+        else:
+            self.evaluator = TrueConvolutionEvaluator(copy)
         self.output_names = self.evaluator.output_names
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

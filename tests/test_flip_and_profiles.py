@@ -224,3 +224,31 @@ def test_weight_also_read_elsewhere_is_an_error():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     with pytest.raises(FlipError, match="'w' is also used by a non-convolution node"):
         flip_conv_kernels(model)
+
+
+def test_true_convolution_runner_runs_other_ops_on_onnxruntime():
+    """Every op but the convs runs on onnxruntime: onnx.reference's BatchNormalization
+    (opset 13) does not match it, and neither do its pools. Kept nodes, like this
+    MaxPool with its Indices output, run there too."""
+    from rewriter.validate import TrueConvolutionRunner
+
+    stats = [numpy_helper.from_array((RNG.random(3) + 0.5).astype(np.float32), n) for n in ("scale", "bias", "mean", "var")]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 0, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "scale", "bias", "mean", "var"], ["bn"], name="bn"),
+        helper.make_node("MaxPool", ["bn"], ["y", "idx"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 4, 4]), helper.make_tensor_value_info("idx", TensorProto.INT64, [2, 3, 4, 4])],
+        [weight("w", [3, 2, 3, 2])] + stats,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    rewritten, report = rewrite_model(model)
+    assert report.nodes[0].status == "kept"
+    flipped, _ = flip_conv_kernels(rewritten)
+    x = RNG.standard_normal((2, 2, 8, 8)).astype(np.float32)
+    expected = run(model, {"x": x})
+    actual = TrueConvolutionRunner(flipped).run({"x": x})
+    np.testing.assert_allclose(actual["y"], expected[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(actual["idx"], expected[1])
