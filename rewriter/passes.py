@@ -22,7 +22,7 @@ from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
 from .builder import SubgraphBuilder
 from .graphs import all_graphs, functions_containing, weightless_copy
-from .lower import POOL_OPS, SITE_OPS, rule_for
+from .lower import POOL_OPS, SITE_OPS, max_pool, rule_for
 from .lower.checks import attribute_support
 from .report import KEPT, REWRITTEN, NodeResult, Report
 from .site import NonNegativity, PoolSite
@@ -62,11 +62,13 @@ class PoolRewritePass:
         exclude: Optional[Iterable[str]] = None,
         allow: Iterable[str] = (),
         rewrite_double: bool = False,
+        share_ladders: bool = True,
     ) -> None:
         self.only = set(only) if only is not None else None
         self.exclude = set(exclude or ())
         self.allow = frozenset(allow)
         self.rewrite_double = rewrite_double
+        self.share_ladders = share_ladders
 
     def __call__(self, model: onnx.ModelProto) -> RewriteResult:
         return self.run(model)
@@ -111,6 +113,45 @@ class PoolRewritePass:
         result.nodes_added = len(builder.nodes)
         result.op_counts = dict(builder.op_counts())
         return result, builder
+
+    def _shared_groups(self, sites: dict[int, PoolSite]) -> dict[int, list[int]]:
+        """Positions of MaxPools that will share one ladder, by position: pools on the
+        same input whose checks pass and whose shape allows it (SPP's 5/9/13)."""
+        by_input: dict[tuple, list[int]] = {}
+        if not self.share_ladders:
+            return {}
+        for position, site in sites.items():
+            if site.op_type != "MaxPool" or self._selection_reason(site) or site.spatial_is_dynamic() or site.opset < 7:
+                continue
+            if rule_for(site.op_type).check(site) is None and site.spec is not None and max_pool.shareable(site.spec):
+                by_input.setdefault((site.input_name, site.dtype_name), []).append(position)
+        return {p: group for group in by_input.values() if len(group) > 1 for p in group}
+
+    def _plan_shared(self, group: list[PoolSite], taken_prefixes: set[str]) -> tuple[list[NodeResult], SubgraphBuilder]:
+        first = group[0]
+        builder = SubgraphBuilder(
+            _fresh_prefix(first.name or first.output_name, taken_prefixes),
+            channels=int(first.input_shape[1]),  # type: ignore[index,arg-type]
+            dtype=first.dtype,  # type: ignore[arg-type]
+            rank=len(first.input_shape) - 2,  # type: ignore[arg-type]
+            allowed=self.allow,
+            opset=first.opset,
+        )
+        x = gs.Variable(first.input_name)
+        specs = [site.spec for site in group]
+        outputs = max_pool.lower_shared_max_pools(builder, x, specs, input_nonnegative=first.input_nonnegative)  # type: ignore[arg-type]
+        for site, produced in zip(group, outputs):
+            builder.bind_output(produced, gs.Variable(site.output_name), x)
+        names = ", ".join(site.display_name for site in group)
+        results = []
+        for i, site in enumerate(group):
+            result = NodeResult(name=site.name, op_type=site.op_type, output=site.output_name, status=REWRITTEN)
+            result.attributes = site.spec.describe()  # type: ignore[union-attr]
+            result.became = f"one ladder shared by {names}: {builder.summary()}" if i == 0 else f"shares the ladder of {group[0].display_name}"
+            result.nodes_added = len(builder.nodes) if i == 0 else 0
+            result.op_counts = dict(builder.op_counts()) if i == 0 else {}
+            results.append(result)
+        return results, builder
 
     def _build(self, site: PoolSite, rule, prefix: str) -> SubgraphBuilder:
         builder = SubgraphBuilder(
@@ -166,20 +207,32 @@ class PoolRewritePass:
             new_nodes: list[onnx.NodeProto] = []
             new_initializers: list[onnx.TensorProto] = []
             changed = False
-            for node in graph.node:
-                if node.op_type not in SITE_OPS or node.domain not in ONNX_DOMAINS:
+            sites: dict[int, PoolSite] = {}
+            for position, node in enumerate(graph.node):
+                if node.op_type in SITE_OPS and node.domain in ONNX_DOMAINS:
+                    site = _site_from_proto(node, opset, types, index)
+                    if _is_pool(site):
+                        site.input_nonnegative = nonnegative(site.input_name)
+                        site.allow_double = self.rewrite_double
+                        site.between_qdq = index.between_qdq(site)
+                        sites[position] = site
+            shared = self._shared_groups(sites)
+            for position, node in enumerate(graph.node):
+                if position not in sites:
                     new_nodes.append(node)
                     continue
                 if progress and report.nodes and len(report.nodes) % 100 == 0:
                     progress(f"rewriting: {len(report.nodes)} pool nodes done")
-                site = _site_from_proto(node, opset, types, index)
-                if not _is_pool(site):
-                    new_nodes.append(node)
+                group = shared.get(position)
+                if group is not None:  # handled with the first pool of its group
+                    if group[0] == position:
+                        results, builder = self._plan_shared([sites[p] for p in group], taken)
+                        report.nodes.extend(results)
+                        changed = True
+                        new_nodes.extend(OnnxExporter.export_node(n) for n in builder.nodes)
+                        new_initializers.extend(OnnxExporter.export_tensor_proto(c) for c in builder.constants)
                     continue
-                site.input_nonnegative = nonnegative(site.input_name)
-                site.allow_double = self.rewrite_double
-                site.between_qdq = index.between_qdq(site)
-                result, builder = self._plan(site, taken)
+                result, builder = self._plan(sites[position], taken)
                 report.nodes.append(result)
                 if builder is None:
                     new_nodes.append(node)

@@ -42,6 +42,64 @@ def lower_max_pool(b: SubgraphBuilder, x: gs.Tensor, spec: PoolSpec, *, input_no
     return y
 
 
+def shareable(spec: PoolSpec) -> bool:
+    """Pools that can share one ladder along their first axis with others on the same input."""
+    return all(a.stride == 1 and a.dilation == 1 for a in spec.axes) and spec.axes[0].kernel >= 2
+
+
+def lower_shared_max_pools(
+    b: SubgraphBuilder, x: gs.Tensor, specs: list[PoolSpec], *, input_nonnegative: bool
+) -> list[gs.Tensor]:
+    """Several stride-1 max pools of one input (SPP's 5/9/13) from one doubling
+    ladder along the first axis: pad once by the largest pads, climb the ladder to
+    the widest width needed, and give each pool its own last step at its offset.
+    The other axes are pooled per pool."""
+    firsts = [s.axes[0] for s in specs]
+    begin, end = max(a.pad_begin for a in firsts), max(a.used_end_pad for a in firsts)
+    size = firsts[0].size
+    if input_nonnegative:
+        m, origin, length, pads = x, -begin, size, (begin, end)  # convs read x as zero outside it
+    else:
+        padding = AxisSpec(size, 1, 1, 1, begin, end, size + begin + end)  # only its pads matter
+        m, origin, length, pads = replicate_pad(b, x, 0, padding), 0, size + begin + end, (0, 0)
+    rungs = {1: (m, origin, length)}
+    widest = max(_ladder_width(a.kernel) for a in firsts)
+    width = 1
+    while width < widest:
+        shift = width
+        m = pairwise_max(b, m, 0, shift=shift, stride=1, pads=pads)
+        length = length + pads[0] + pads[1] - shift
+        origin, pads, width = 0, (0, 0), width * 2
+        rungs[width] = (m, origin, length)
+    outputs = []
+    for spec, a in zip(specs, firsts):
+        w = _ladder_width(a.kernel)
+        rung, origin, length = rungs[w]
+        start = begin - a.pad_begin + origin  # this pool's first window, in the rung's coordinates
+        run = dict(start=start, count=a.out_size, stride=1, dilation=a.kernel - w)
+        if b.can("Max"):
+            left = conv_window_run(b, rung, 0, length, taps=[1.0, 0.0], hint="max_left", **run)
+            right = conv_window_run(b, rung, 0, length, taps=[0.0, 1.0], hint="max_right", **run)
+            y = b.max(left, right)
+        else:
+            diff = conv_window_run(b, rung, 0, length, taps=[-1.0, 1.0], hint="max_diff", **run)
+            base = conv_window_run(b, rung, 0, length, taps=[1.0, 0.0], hint="max_base", **run)
+            y = b.add(b.relu(diff), base)
+        large = b.channels * math.prod(ax.size for ax in spec.axes) >= BORDER_FIX_MIN_VALUES
+        for axis, other in list(enumerate(spec.axes))[1:]:
+            y = max_along_axis(b, y, axis, other, input_nonnegative=input_nonnegative, fix_borders=large)
+        outputs.append(y)
+    return outputs
+
+
+def _ladder_width(kernel: int) -> int:
+    """The width the ladder climbs to before the last, overlapping step."""
+    width = 1
+    while 2 * width < kernel:
+        width *= 2
+    return width
+
+
 def max_along_axis(
     b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec, *, input_nonnegative: bool, fix_borders: bool = False
 ) -> gs.Tensor:
