@@ -129,14 +129,7 @@ class PoolRewritePass:
 
     def _plan_shared(self, group: list[PoolSite], taken_prefixes: set[str]) -> tuple[list[NodeResult], SubgraphBuilder]:
         first = group[0]
-        builder = SubgraphBuilder(
-            _fresh_prefix(first.name or first.output_name, taken_prefixes),
-            channels=int(first.input_shape[1]),  # type: ignore[index,arg-type]
-            dtype=first.dtype,  # type: ignore[arg-type]
-            rank=len(first.input_shape) - 2,  # type: ignore[arg-type]
-            allowed=self.allow,
-            opset=first.opset,
-        )
+        builder = self._new_builder(first, _fresh_prefix(first.name or first.output_name, taken_prefixes))
         x = gs.Variable(first.input_name)
         specs = [site.spec for site in group]
         outputs = max_pool.lower_shared_max_pools(builder, x, specs, input_nonnegative=first.input_nonnegative)  # type: ignore[arg-type]
@@ -153,8 +146,8 @@ class PoolRewritePass:
             results.append(result)
         return results, builder
 
-    def _build(self, site: PoolSite, rule, prefix: str) -> SubgraphBuilder:
-        builder = SubgraphBuilder(
+    def _new_builder(self, site: PoolSite, prefix: str) -> SubgraphBuilder:
+        return SubgraphBuilder(
             prefix,
             channels=int(site.input_shape[1]),  # type: ignore[index,arg-type]
             dtype=site.dtype,  # type: ignore[arg-type]
@@ -162,6 +155,9 @@ class PoolRewritePass:
             allowed=self.allow,
             opset=site.opset,
         )
+
+    def _build(self, site: PoolSite, rule, prefix: str) -> SubgraphBuilder:
+        builder = self._new_builder(site, prefix)
         x = gs.Variable(site.input_name)
         builder.bind_output(rule.rewrite(site, builder, x), gs.Variable(site.output_name), x)
         return builder

@@ -220,7 +220,8 @@ def _branch(name: str, op: str, attrs: dict) -> onnx.GraphProto:
     return helper.make_graph([node], name, [], [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, [1, 2, 4, 4])])
 
 
-def test_pools_inside_if_branches_are_rewritten():
+def if_model() -> onnx.ModelProto:
+    """An If whose branches pool the outer-scope x: MaxPool in one, AveragePool in the other."""
     then_g = _branch("then", "MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]))
     else_g = _branch("else", "AveragePool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]))
     nodes = [helper.make_node("If", ["cond"], ["y"], name="if", then_branch=then_g, else_branch=else_g)]
@@ -229,7 +230,11 @@ def test_pools_inside_if_branches_are_rewritten():
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 8, 8]), helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_pools_inside_if_branches_are_rewritten():
+    model = if_model()
     new, report = rewrite_model(model)
     assert sorted(n.name for n in report.rewritten) == ["else/pool", "then/pool"]
     branches = [a.g for a in new.graph.node[0].attribute]
@@ -424,15 +429,7 @@ def test_in_place_rewrite_reuses_the_model():
 
 
 def test_graphsurgeon_api_reaches_if_branches():
-    then_g = _branch("then", "MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]))
-    else_g = _branch("else", "AveragePool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]))
-    nodes = [helper.make_node("If", ["cond"], ["y"], name="if", then_branch=then_g, else_branch=else_g)]
-    graph = helper.make_graph(
-        nodes, "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 8, 8]), helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    model = if_model()
     gs_graph = gs.import_onnx(onnx.shape_inference.infer_shapes(model))
     report = PoolRewritePass().run_graph(gs_graph)
     assert sorted(n.name for n in report.rewritten) == ["else/pool", "then/pool"]
