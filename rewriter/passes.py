@@ -117,15 +117,24 @@ class PoolRewritePass:
     def _shared_groups(self, sites: dict[int, PoolSite]) -> dict[int, list[int]]:
         """Positions of MaxPools that will share one ladder, by position: pools on the
         same input whose checks pass and whose shape allows it (SPP's 5/9/13)."""
-        by_input: dict[tuple, list[int]] = {}
         if not self.share_ladders:
             return {}
+        by_input: dict[tuple, list[int]] = {}
         for position, site in sites.items():
-            if site.op_type != "MaxPool" or self._selection_reason(site) or site.spatial_is_dynamic() or site.opset < 7:
-                continue
-            if rule_for(site.op_type).check(site) is None and site.spec is not None and max_pool.shareable(site.spec):
+            if site.op_type == "MaxPool" and not site.spatial_is_dynamic() and site.opset >= 7:
                 by_input.setdefault((site.input_name, site.dtype_name), []).append(position)
-        return {p: group for group in by_input.values() if len(group) > 1 for p in group}
+        groups = {}
+        for candidates in by_input.values():
+            if len(candidates) < 2:
+                continue  # a lone pool is checked once, by _plan
+            group = [
+                p for p in candidates
+                if not self._selection_reason(sites[p]) and rule_for("MaxPool").check(sites[p]) is None
+                and max_pool.shareable(sites[p].spec)  # type: ignore[arg-type]
+            ]
+            if len(group) > 1:
+                groups.update({p: group for p in group})
+        return groups
 
     def _plan_shared(self, group: list[PoolSite], taken_prefixes: set[str]) -> tuple[list[NodeResult], SubgraphBuilder]:
         first = group[0]

@@ -39,6 +39,8 @@ import onnx
 from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 
+from .graphs import all_graphs
+
 __all__ = [
     "true_convolution",
     "true_conv_transpose",
@@ -409,22 +411,8 @@ class TrueConvolutionHybridEvaluator:
     def applicable(model: onnx.ModelProto) -> bool:
         """False when an If/Loop/Scan body holds a conv: a single-node onnxruntime
         session would run it as cross-correlation."""
-        def holds_conv(graph: onnx.GraphProto) -> bool:
-            for node in graph.node:
-                if node.op_type in ("Conv", "ConvTranspose"):
-                    return True
-                for attr in node.attribute:
-                    for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
-                        if holds_conv(sub):
-                            return True
-            return False
-
-        return not any(
-            holds_conv(sub)
-            for node in model.graph.node
-            for attr in node.attribute
-            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs))
-        )
+        bodies = list(all_graphs(model.graph))[1:]
+        return not any(node.op_type in ("Conv", "ConvTranspose") for body in bodies for node in body.node)
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         values: dict[str, np.ndarray] = dict(self._initializers)

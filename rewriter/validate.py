@@ -33,6 +33,7 @@ from onnx import numpy_helper
 from .graphs import weightless_copy
 from . import io
 from .io import InputError, first_line
+from .lower import POOL_OPS
 from .site import NonNegativity
 
 # Graph optimizations off: we validate the graph as written, node by node, so
@@ -45,7 +46,6 @@ ORT_OPTIMIZATION = "ORT_DISABLE_ALL"
 # (zero pads, wrong divisor, dropped ceil window, flipped kernel) is off by far
 # more than 1e-3 of the output's magnitude.
 DEFAULT_RTOL = {"float32": 1e-5, "float16": 1e-2, "bfloat16": 5e-2, "float64": 1e-12}
-POOL_OPS = ("MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool")
 
 
 class ValidationSetupError(ValueError):
