@@ -57,3 +57,15 @@ def input_suites(shape: Sequence[int], dtype=np.float32, seed: int = 0) -> dict[
 
 def op_types(model: onnx.ModelProto) -> set[str]:
     return {n.op_type for n in model.graph.node}
+
+
+def inject_zero_padding_bug(monkeypatch) -> None:
+    """Make MaxPool lowering make the classic mistake: zero padding on a signed input."""
+    from rewriter.lower import max_pool
+
+    correct = max_pool.max_along_axis
+
+    def zero_padded(b, x, axis, a, **options):
+        return correct(b, x, axis, a, **{**options, "input_nonnegative": True})
+
+    monkeypatch.setattr(max_pool, "max_along_axis", zero_padded)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import onnx
 import pytest
-from helpers import STRICT_OPS, op_types, pool_model
+from helpers import STRICT_OPS, inject_zero_padding_bug, op_types, pool_model
 
 from rewriter import cli
 from rewriter.lower import max_pool
@@ -94,10 +94,7 @@ def test_quiet_prints_nothing(model_path, tmp_path):
 def test_validation_failure_exits_1_and_writes_nothing(model_path, tmp_path, monkeypatch, capsys):
     """A lowering with the classic bug (zero padding for MaxPool) must be caught."""
 
-    def zero_padding(b, x, axis, a):
-        return b.conv_along(x, axis, [1.0], pad_begin=a.pad_begin, pad_end=a.used_end_pad)
-
-    monkeypatch.setattr(max_pool, "replicate_pad", zero_padding)
+    inject_zero_padding_bug(monkeypatch)
     out, report = tmp_path / "out.onnx", tmp_path / "r.json"
     code = cli.main([str(model_path), str(out), "--report", str(report)])
     assert code == 1
@@ -157,7 +154,7 @@ def test_usage_error_is_one_line(model_path):
 def test_existing_output_survives_failed_run(model_path, tmp_path, monkeypatch):
     out = tmp_path / "out.onnx"
     out.write_bytes(b"previous result")
-    monkeypatch.setattr(max_pool, "replicate_pad", lambda b, x, axis, a: b.conv_along(x, axis, [1.0], pad_begin=a.pad_begin, pad_end=a.used_end_pad))
+    inject_zero_padding_bug(monkeypatch)
     assert cli.main([str(model_path), str(out), "-q"]) == 1
     assert out.read_bytes() == b"previous result"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx", "out.onnx"]

@@ -77,20 +77,36 @@ MAX_2D = [
 ]
 
 
-@pytest.fixture(params=["replicated", "fixed-borders"])
-def border_strategy(request, monkeypatch):
-    """Signed inputs: pad with replicated elements, or (large tensors) zero-pad and fix the borders."""
-    if request.param == "fixed-borders":
+BORDER_STRATEGIES = ["default", "anchored", "replicated", "fixed-borders"]
+
+
+def use_border_strategy(monkeypatch, strategy: str) -> None:
+    """Signed MaxPool inputs: whatever the lowering picks; the anchored ladder
+    wherever it applies; a padded copy of replicated elements; or the zero-padded
+    ladder with its border outputs fixed (used on large strided pools)."""
+    if strategy == "anchored":
+        monkeypatch.setattr(max_pool, "ANCHORED_MAX_EXTRA_STEPS", 1000)
+    elif strategy == "replicated":
+        monkeypatch.setattr(max_pool, "plan_anchored", lambda a: None)
+    elif strategy == "fixed-borders":
         monkeypatch.setattr(max_pool, "BORDER_FIX_MIN_VALUES", 0)
+
+
+@pytest.fixture(params=BORDER_STRATEGIES)
+def border_strategy(request, monkeypatch):
+    use_border_strategy(monkeypatch, request.param)
     return request.param
 
 
-@pytest.mark.parametrize("after_relu", [False, True], ids=["signed", "after-relu"])
+@pytest.mark.parametrize(
+    "variant", ["after-relu"] + [f"signed-{s}" for s in BORDER_STRATEGIES]
+)
 @pytest.mark.parametrize("kernel,strides,pads,ceil_mode,dilations", MAX_2D, ids=str)
-def test_max_pool_2d_grid(kernel, strides, pads, ceil_mode, dilations, after_relu, border_strategy):
-    """Signed inputs take a border path; after Relu the zero-padded one."""
-    if after_relu and border_strategy == "fixed-borders":
-        pytest.skip("the border strategy only applies to signed inputs")
+def test_max_pool_2d_grid(kernel, strides, pads, ceil_mode, dilations, variant, monkeypatch):
+    """Signed inputs take one of the border strategies; after Relu the zero-padded ladder."""
+    after_relu = variant == "after-relu"
+    if not after_relu:
+        use_border_strategy(monkeypatch, variant.removeprefix("signed-"))
     attrs = dict(kernel_shape=list(kernel), strides=list(strides), pads=list(pads), ceil_mode=ceil_mode, dilations=list(dilations))
     assert_rewrite_matches("MaxPool", [1, 3, 11, 10], attrs, relu=after_relu)
 
@@ -246,6 +262,67 @@ def test_large_global_average_pool_uses_one_conv_per_axis():
     assert sum(int(np.prod(t.dims)) for t in new.graph.initializer) == 3 * (20 + 30)
 
 
+@pytest.mark.parametrize(
+    "kernel,strides,pads,size",
+    [((3, 3), (1, 1), (1, 1, 1, 1), (28, 28)), ((5, 5), (1, 1), (2, 2, 2, 2), (20, 20)), ((3, 3), (2, 2), (1, 1, 1, 1), (16, 16))],
+    ids=["inception", "sppf", "stem"],
+)
+def test_signed_max_pool_needs_no_padded_copy(kernel, strides, pads, size):
+    """The common signed pools take the anchored ladder: no Concat, no Pad, exact."""
+    attrs = dict(kernel_shape=list(kernel), strides=list(strides), pads=list(pads))
+    _, report = assert_rewrite_matches("MaxPool", [1, 8, *size], attrs)
+    assert "Concat" not in report.nodes[0].op_counts
+
+
+@pytest.mark.parametrize("kernel,stride,dilation,pad_begin,pad_end,size", [
+    (k, s, d, pb, pe, n)
+    for k in (2, 3, 4, 5, 7)
+    for s in (1, 2, 3)
+    for d in (1, 2)
+    for pb in range(k)
+    for pe in range(k)
+    for n in (1, 2, 5, 9)
+    if pb < k and pe < k and (n + pb + pe - (k - 1) * d - 1) // s + 1 >= 1
+])
+def test_anchored_plan_reaches_exactly_each_window(kernel, stride, dilation, pad_begin, pad_end, size):
+    """Replays a plan on tap sets: every output must see exactly its window's real
+    elements, and no step may drop an operand whose real elements it still needs."""
+    out_size = (size + pad_begin + pad_end - (kernel - 1) * dilation - 1) // stride + 1
+    a = max_pool.AxisSpec(size, kernel, stride, dilation, pad_begin, pad_end, out_size)
+    plan = max_pool.plan_anchored(a)
+    windows = [{t for t in a.taps(o) if 0 <= t < size} for o in range(out_size)]
+    if plan is None:
+        assert any(not (0 <= a.window_start(o) + c * dilation < size) for c in range(kernel) for o in (0, out_size - 1))
+        return
+    left = right = 0  # every m[q] holds the real elements of q's class in [q - left*d, q + right*d]
+
+    def span(q):
+        return {t for t in range(size) if (t - q) % dilation == 0 and q - left * dilation <= t <= q + right * dilation}
+
+    shifts = list(plan.shifts)
+    last = shifts.pop() if plan.merge_last else None
+    m = {q: {q} for q in range(size)}
+    for shift in shifts:
+        new_m = {}
+        for q in range(size):
+            other = q + shift * dilation
+            if 0 <= other < size:
+                new_m[q] = m[q] | m[other]
+            else:  # cropped: the operand's real elements must already be in m[q]
+                assert span(other) <= m[q], (shift, q)
+                new_m[q] = m[q]
+        m = new_m
+        left, right = left + max(0, -shift), right + max(0, shift)
+        assert all(m[q] == span(q) for q in range(size))
+    for o in range(out_size):
+        anchor = a.window_start(o) + plan.anchor_tap * dilation
+        got = m[anchor]
+        if last is not None:
+            assert 0 <= anchor + last * dilation < size
+            got = got | m[anchor + last * dilation]
+        assert got == windows[o], (o, sorted(got), sorted(windows[o]))
+
+
 def random_pool_case(rng: random.Random):
     op = rng.choice(["MaxPool", "AveragePool"])
     opset = rng.choice([10, 12, 19, 22] if op == "AveragePool" else [8, 10, 12, 22])
@@ -267,12 +344,15 @@ def random_pool_case(rng: random.Random):
     return op, opset, shape, attrs, rng.random() < 0.35
 
 
-RANDOM_CASES = [random_pool_case(random.Random(1000 + i)) for i in range(200)]
+RANDOM_CASES = [random_pool_case(random.Random(1000 + i)) for i in range(400)]
 
 
-@pytest.mark.parametrize("op,opset,shape,attrs,after_relu", RANDOM_CASES, ids=[f"random{i}" for i in range(len(RANDOM_CASES))])
-def test_random_attribute_combinations(op, opset, shape, attrs, after_relu, border_strategy):
-    """Seeded random corners of the attribute space (tiny extents, big pads, overhangs)."""
+@pytest.mark.parametrize("index", range(len(RANDOM_CASES)), ids=[f"random{i}" for i in range(len(RANDOM_CASES))])
+def test_random_attribute_combinations(index, monkeypatch):
+    """Seeded random corners of the attribute space (tiny extents, big pads, overhangs),
+    each case with one of the border strategies in turn."""
+    op, opset, shape, attrs, after_relu = RANDOM_CASES[index]
+    use_border_strategy(monkeypatch, BORDER_STRATEGIES[index % len(BORDER_STRATEGIES)])
     model = pool_model(op, shape, attrs, opset=opset, prefix_relu=after_relu)
     new, report = rewrite_model(model)
     (node,) = [n for n in report.nodes]

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from helpers import pool_model
+from helpers import inject_zero_padding_bug, pool_model
 from onnx import TensorProto, helper, numpy_helper
 
 from rewriter import rewrite_model
@@ -92,11 +92,8 @@ def test_accepts_identical_and_rounding_only_candidates():
 
 
 def test_failure_names_the_node(monkeypatch):
-    def zero_padding(b, x, axis, a):
-        return b.conv_along(x, axis, [1.0], pad_begin=a.pad_begin, pad_end=a.used_end_pad)
-
     original = conv_pool_model()
-    monkeypatch.setattr(max_pool, "replicate_pad", zero_padding)
+    inject_zero_padding_bug(monkeypatch)
     bad, _ = rewrite_model(original)
     result = validate_models(original, bad)
     assert not result.passed

@@ -1,23 +1,31 @@
 """MaxPool lowered to Conv, Relu, Add and Concat.
 
-Per axis (max over a box is the max along each axis in turn):
+Per axis (max over a box is the max along each axis in turn), a doubling ladder
+of pairwise maxes, ``max(a, b) = relu(a - b) + b``: widths 1, 2, 4, ... then one
+last step with overlapping windows that also applies the stride. That is
+ceil(log2 k) pairwise maxes per axis.
 
-1. Padding. ONNX pads MaxPool with -inf. A padded tap is replaced by a real
-   element that already lies in every window containing that tap: the edge
-   element for dilation 1, the first (last) element of the same residue class
-   mod the dilation otherwise. The padded tensor is a Concat of one-element
-   selection convs and the input. When the input is provably >= 0, the convs'
-   own zero padding is already exact and nothing is added. On large signed
-   tensors the zero-padded ladder runs anyway and the few border outputs it
-   gets wrong are recomputed on thin slices and fixed exactly in place.
-2. A doubling ladder of pairwise maxes, ``max(a, b) = relu(a - b) + b``:
-   widths 1, 2, 4, ... then one last step with overlapping windows that also
-   applies the stride. That is ceil(log2 k) pairwise maxes per axis.
+ONNX pads MaxPool with -inf, and a conv pads with zeros. How the borders are
+made exact:
+
+- Input provably >= 0: the convs' own zero padding is already exact.
+- Signed input, the usual case: the anchored ladder. Every window has a tap that
+  is real in all windows (the centre of a "same" pool); the ladder grows each
+  window outward from it, and a step's relu term is simply left out where its
+  other operand lies in the padding. No padded copy, no Concat.
+- Large signed strided tensors: the zero-padded ladder, then the few border
+  outputs it gets wrong recomputed on thin slices and fixed exactly in place.
+- Otherwise (no tap is real in every window, or the anchored ladder would take
+  too many steps): a padded copy, whose padded taps are replaced by a real
+  element already in every window containing that tap (the edge element for
+  dilation 1, the first or last element of the same residue class otherwise),
+  built as a Concat of one-element selection convs and the input.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Optional
 
 import onnx_graphsurgeon as gs
@@ -31,6 +39,9 @@ from .windows import conv_window_run
 # Fixing the borders afterwards beats a padded copy only on large tensors: it adds
 # a dozen small nodes per border (measured on onnxruntime CPU with scripts/bench.py).
 BORDER_FIX_MIN_VALUES = 1 << 18
+# The anchored ladder grows each side on its own, so it can take more steps than the
+# doubling ladder; one more step still beats a padded copy (Concat) on onnxruntime.
+ANCHORED_MAX_EXTRA_STEPS = 1
 
 
 def lower_max_pool(b: SubgraphBuilder, x: gs.Tensor, spec: PoolSpec, *, input_nonnegative: bool) -> gs.Tensor:
@@ -111,10 +122,17 @@ def max_along_axis(
         return ladder(b, x, axis, a, conv_pads=(0, 0))
     if input_nonnegative:
         return ladder(b, x, axis, a, conv_pads=(a.pad_begin, a.conv_end_pad))
-    if fix_borders and not (a.dilation == 1 and b.can("Pad")):
+    if b.can("Max") or (a.dilation == 1 and b.can("Pad")):
+        return ladder(b, replicate_pad(b, x, axis, a), axis, a, conv_pads=(0, 0))
+    if fix_borders and a.stride > 1:
+        # Measured: on large strided pools the fix on thin slices beats the anchored
+        # ladder's extra full-size pass; with stride 1 the anchored ladder wins.
         corrected = zero_padded_with_borders_fixed(b, x, axis, a)
         if corrected is not None:
             return corrected
+    plan = plan_anchored(a)
+    if plan is not None and plan.steps <= _ladder_steps(a.kernel) + ANCHORED_MAX_EXTRA_STEPS:
+        return anchored_ladder(b, x, axis, a, plan)
     return ladder(b, replicate_pad(b, x, axis, a), axis, a, conv_pads=(0, 0))
 
 
@@ -128,6 +146,106 @@ def ladder(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec, *, conv_pad
         conv_pads = (0, 0)
         width *= 2
     return pairwise_max(b, m, axis, shift=(a.kernel - width) * a.dilation, stride=a.stride, pads=conv_pads)
+
+
+def _ladder_steps(kernel: int) -> int:
+    return max(1, math.ceil(math.log2(kernel)))
+
+
+def _growth(reach: int) -> list[int]:
+    """Shifts that grow a one-sided reach from 0 to ``reach`` taps, each at most
+    one more than the reach so far (the condition that makes cropping exact)."""
+    shifts, have = [], 0
+    while have < reach:
+        shift = min(have + 1, reach - have)
+        shifts.append(shift)
+        have += shift
+    return shifts
+
+
+@dataclass(frozen=True)
+class AnchoredPlan:
+    """Windows grown outward from one tap that is real in every window."""
+
+    anchor_tap: int
+    shifts: tuple[int, ...]  # signed, in taps: > 0 grows to the right, < 0 to the left
+    merge_last: bool  # the last shift is applied at the output positions, with the stride
+    identity: bool  # the output is m itself (stride 1, output i anchored at input i)
+
+    @property
+    def steps(self) -> int:
+        return len(self.shifts)
+
+
+def plan_anchored(a: AxisSpec) -> Optional[AnchoredPlan]:
+    """The cheapest plan for :func:`anchored_ladder`, or None when no tap is real
+    in every window (tiny extents, padding wider than the kernel reach)."""
+    n, d = a.size, a.dilation
+    candidates = []
+    for c in range(a.kernel):
+        first_anchor = a.window_start(0) + c * d
+        last_anchor = a.window_start(a.out_size - 1) + c * d
+        if first_anchor < 0 or last_anchor > n - 1:
+            continue
+        left, right = [-s for s in _growth(c)], _growth(a.kernel - 1 - c)
+        identity = a.stride == 1 and first_anchor == 0 and a.out_size == n
+        for shifts in (left + right, right + left):
+            reach = shifts[-1] * d
+            merge = not identity and first_anchor + reach >= 0 and last_anchor + reach <= n - 1
+            plan = AnchoredPlan(c, tuple(shifts), merge, identity)
+            candidates.append(((plan.steps, not (merge or identity)), plan))
+    return min(candidates, key=lambda item: item[0])[1] if candidates else None
+
+
+def anchored_ladder(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec, plan: AnchoredPlan) -> gs.Tensor:
+    """Exact -inf padding with no padded copy, for a signed input.
+
+    ``m[q]`` holds the max over the real elements of ``[q - left, q + right]``
+    (taps of q's residue class), for every real q, so the base of each step,
+    ``m[q]`` itself, is always real. A step ``max(m[q], m[q + shift])`` adds
+    ``relu(m[q + shift] - m[q])`` only where ``q + shift`` is real: the diff conv
+    runs over those positions alone and the conv that adds the base pads it back
+    with zeros. Where ``q + shift`` is not real, the other operand's real elements
+    already lie within m[q]'s reach, as long as each shift is at most one more
+    than the reach on its side. The output reads m at the anchor tap of each window.
+    """
+    n, d = a.size, a.dilation
+    m = x
+    shifts = list(plan.shifts)
+    last = shifts.pop() if plan.merge_last else None
+    for shift in shifts:
+        m = anchored_step(b, m, axis, n, shift * d, base_is_input=m is x)
+    first_anchor = a.window_start(0) + plan.anchor_tap * d
+    if last is not None:
+        reach = last * d
+        run = dict(count=a.out_size, stride=a.stride)
+        if reach > 0:
+            diff = conv_window_run(b, m, axis, n, start=first_anchor, taps=[-1.0, 1.0], dilation=reach, hint="max_diff", **run)
+        else:
+            diff = conv_window_run(b, m, axis, n, start=first_anchor + reach, taps=[1.0, -1.0], dilation=-reach, hint="max_diff", **run)
+        base = conv_window_run(b, m, axis, n, start=first_anchor, taps=[1.0], hint="max_base", **run)
+        return b.add(b.relu(diff), base)
+    if plan.identity:
+        return m
+    return conv_window_run(b, m, axis, n, start=first_anchor, count=a.out_size, stride=a.stride, taps=[1.0], hint="pick")
+
+
+def anchored_step(b: SubgraphBuilder, m: gs.Tensor, axis: int, n: int, reach: int, *, base_is_input: bool) -> gs.Tensor:
+    """``m[q] + relu(m[q + reach] - m[q])`` where ``q + reach`` is real, else ``m[q]``.
+
+    onnxruntime fuses the Add into the padding conv only when ``m`` comes from a
+    conv, so on the subgraph's own input the base is read by a conv of its own.
+    """
+    length = n - abs(reach)
+    if length <= 0:
+        return m  # the other operand is never real: nothing to add
+    taps = [-1.0, 1.0] if reach > 0 else [1.0, -1.0]
+    gain = b.relu(b.conv_along(m, axis, taps, dilation=abs(reach), hint="max_diff"))
+    pads = (0, reach) if reach > 0 else (-reach, 0)
+    placed = b.conv_along(gain, axis, [1.0], pad_begin=pads[0], pad_end=pads[1], hint="max_place")
+    if base_is_input:
+        return b.add(placed, b.conv_along(m, axis, [1.0], hint="max_base"))
+    return b.add(placed, m)
 
 
 def zero_padded_with_borders_fixed(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec) -> Optional[gs.Tensor]:
