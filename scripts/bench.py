@@ -16,6 +16,15 @@ MaxPool 3x3 s1 p1 and AveragePool 3x3 s1 p1 count_include_pad=0 on
 1x16x32x32), median of 3 ``rewrite_model`` calls each, plus a ResNet-50-shaped
 model with random weights built in memory.
 
+Part D -- what each MaxPool lowering step bought: the signed target shapes
+rewritten with earlier versions of the lowering, each timed against native as
+in part A. "chain" grows each window by one tap per pairwise max (k-1 per
+axis) over a padded copy; "doubling" is the doubling ladder over the padded
+copy; "anchored" drops the padded copy for the anchored ladder; "default" is
+what the rewriter does now (the border fix on large strided pools). Rows
+``_after_relu`` in part A show the last step: no padding work at all when the
+input is provably >= 0, and ``spp_block_unshared`` the ladder sharing.
+
 Part C -- CLI start-up: ``onnx-poolrewrite --help`` and
 ``python -c "import rewriter.cli"`` wall time, and whether importing the CLI
 pulls in onnxruntime.
@@ -24,11 +33,13 @@ Usage:
     python scripts/bench.py                       # everything, tables
     python scripts/bench.py --quick --json        # fast smoke run, one JSON object
     python scripts/bench.py --only sppf,gap --skip-scaling --repeats 200
+    python scripts/bench.py --skip-steps          # no part D
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -50,6 +61,7 @@ from onnx import TensorProto, helper, numpy_helper
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 from rewriter import rewrite_model  # noqa: E402
+from rewriter.lower import max_pool  # noqa: E402
 
 OPSET = 17
 SEED = 0
@@ -103,7 +115,10 @@ BASE_CASES: list[PoolCase] = [
         share_ladders=False,
     ),
 ]
-RELU_VARIANTS = ("resnet_stem", "sppf")
+RELU_VARIANTS = ("resnet_stem", "vgg", "sppf", "inception_max")
+# In the real networks these pools read a Relu output (ResNet, VGG and Inception
+# blocks end in Relu); SPPF and SPP read SiLU / LeakyReLU outputs, which are signed.
+RELU_IN_REAL_NETWORK = frozenset(("resnet_stem", "vgg", "inception_max"))
 TARGET_CASES = frozenset(
     ("resnet_stem", "vgg", "sppf", "spp13", "inception_max", "inception_avg", "densenet_avg", "gap")
 )
@@ -249,20 +264,82 @@ def bench_case(case: PoolCase, opt_level: str, warmup: int, repeats: int) -> dic
     return row
 
 
+def _ratio_summary(rows: Sequence[dict[str, Any]], names: set[str]) -> dict[str, Any]:
+    """Geometric mean and worst ratio over the named rows (None when one of them is missing)."""
+    timed = [r for r in rows if "ratio" in r and r["name"] in names]
+    if len(timed) != len(names):
+        return {"geomean_ratio": None, "worst": None}
+    worst = max(timed, key=lambda r: r["ratio"])
+    return {
+        "geomean_ratio": math.exp(statistics.fmean(math.log(r["ratio"]) for r in timed)),
+        "worst": {"name": worst["name"], "ratio": worst["ratio"]},
+    }
+
+
 def run_part_a(cases: Sequence[PoolCase], opt_level: str, warmup: int, repeats: int, log: Callable[[str], None]) -> dict[str, Any]:
     rows = []
     for case in cases:
         log(f"part A: {case.name}")
         rows.append(bench_case(case, opt_level, warmup, repeats))
     # The targets are stated over the issue's eight shapes (no Relu variants, no SPP block).
-    timed = [r for r in rows if "ratio" in r and r["name"] in TARGET_CASES]
-    summary: dict[str, Any] = {"cases": rows, "geomean_ratio": None, "worst": None, "target_cases": sorted(TARGET_CASES)}
-    if timed:
-        summary["geomean_ratio"] = math.exp(statistics.fmean(math.log(r["ratio"]) for r in timed))
-        worst = max(timed, key=lambda r: r["ratio"])
-        summary["worst"] = {"name": worst["name"], "ratio": worst["ratio"]}
+    summary: dict[str, Any] = {"cases": rows, "target_cases": sorted(TARGET_CASES)}
+    summary.update(_ratio_summary(rows, set(TARGET_CASES)))
+    # The same shapes with the input the real networks give them.
+    in_context = {n + "_after_relu" if n in RELU_IN_REAL_NETWORK else n for n in TARGET_CASES}
+    summary["in_context"] = _ratio_summary(rows, in_context)
     summary["errors"] = {r["name"]: r["error"] for r in rows if "error" in r}
     return summary
+
+
+# ----------------------------------------------------------------------------
+# Part D: what each MaxPool lowering step bought
+# ----------------------------------------------------------------------------
+
+STEP_CASES = ("resnet_stem", "sppf", "spp13", "inception_max")
+
+
+def _chain_ladder(b: Any, x: Any, axis: int, a: Any, *, conv_pads: tuple[int, int]) -> Any:
+    """The pre-doubling lowering: each pairwise max grows the window by one tap."""
+    m, width = x, 1
+    while width + 1 < a.kernel:
+        m = max_pool.pairwise_max(b, m, axis, shift=a.dilation, stride=1, pads=conv_pads)
+        conv_pads, width = (0, 0), width + 1
+    return max_pool.pairwise_max(b, m, axis, shift=(a.kernel - width) * a.dilation, stride=a.stride, pads=conv_pads)
+
+
+@contextlib.contextmanager
+def lowering_step(step: str):
+    """Temporarily turn the MaxPool lowering back into one of its earlier versions."""
+    saved = {name: getattr(max_pool, name) for name in ("ladder", "plan_anchored", "BORDER_FIX_MIN_VALUES")}
+    if step in ("chain", "doubling", "anchored"):
+        max_pool.BORDER_FIX_MIN_VALUES = 1 << 62
+    if step in ("chain", "doubling"):
+        max_pool.plan_anchored = lambda a: None
+    if step == "chain":
+        max_pool.ladder = _chain_ladder
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(max_pool, name, value)
+
+
+LOWERING_STEPS = ("chain", "doubling", "anchored", "default")
+
+
+def run_part_d(cases: Sequence[PoolCase], opt_level: str, warmup: int, repeats: int, log: Callable[[str], None]) -> dict[str, Any]:
+    rows = []
+    for case in cases:
+        if case.name not in STEP_CASES:
+            continue
+        row: dict[str, Any] = {"name": case.name}
+        for step in LOWERING_STEPS:
+            log(f"part D: {case.name} {step}")
+            with lowering_step(step):
+                result = bench_case(case, opt_level, warmup, repeats)
+            row[step] = {k: result.get(k) for k in ("ratio", "nodes_added", "error")}
+        rows.append(row)
+    return {"steps": list(LOWERING_STEPS), "cases": rows}
 
 
 # ----------------------------------------------------------------------------
@@ -505,12 +582,30 @@ def render_part_a(a: dict[str, Any], opt_level: str, repeats: int) -> str:
     out.append(format_table(headers, rows))
     if a["geomean_ratio"] is not None:
         out.append(
-            f"over the {len(a['target_cases'])} target shapes: geometric mean ratio {a['geomean_ratio']:.2f}, "
+            f"over the {len(a['target_cases'])} target shapes, signed input: geometric mean ratio {a['geomean_ratio']:.2f}, "
             f"worst {a['worst']['name']} {a['worst']['ratio']:.2f}"
+        )
+    if a["in_context"]["geomean_ratio"] is not None:
+        c = a["in_context"]
+        out.append(
+            f"the same shapes after the Relu their networks put there ({', '.join(sorted(RELU_IN_REAL_NETWORK))}): "
+            f"geometric mean ratio {c['geomean_ratio']:.2f}, worst {c['worst']['name']} {c['worst']['ratio']:.2f}"
         )
     for name, err in a["errors"].items():
         out.append(f"ERROR {name}: {err}")
     return "\n".join(out)
+
+
+def render_part_d(d: dict[str, Any]) -> str:
+    headers = ["case"] + [f"{step} ratio (nodes)" for step in d["steps"]]
+    rows = []
+    for r in d["cases"]:
+        cells = [r["name"]]
+        for step in d["steps"]:
+            v = r[step]
+            cells.append("error" if v.get("ratio") is None else f"{v['ratio']:.2f} ({v['nodes_added']})")
+        rows.append(cells)
+    return "Part D: what each MaxPool lowering step bought (signed input; ratio = rewritten / native)\n" + format_table(headers, rows)
 
 
 def render_part_b(b: dict[str, Any]) -> str:
@@ -556,6 +651,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="few repeats, small sizes, no ResNet-50: a smoke run of seconds")
     p.add_argument("--only", metavar="NAME,...", help="part A cases to run (comma-separated)")
     p.add_argument("--skip-scaling", action="store_true", help="skip part B")
+    p.add_argument("--skip-steps", action="store_true", help="skip part D")
     p.add_argument("--opt-level", choices=list(OPT_LEVELS), default="all", help="onnxruntime graph optimization level")
     p.add_argument("--repeats", type=int, default=None, help="interleaved timing rounds per case (default 50; 5 with --quick)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up runs per session (default 5; 1 with --quick)")
@@ -604,6 +700,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     }
     results["part_a"] = run_part_a(cases, args.opt_level, warmup, repeats, log)
     results["part_b"] = None if args.skip_scaling else run_part_b(sizes, rewrite_runs, not args.quick, log)
+    results["part_d"] = None if args.skip_steps else run_part_d(cases, args.opt_level, warmup, repeats, log)
     results["part_c"] = run_part_c(cli_runs, log)
     results["total_seconds"] = time.perf_counter() - start
 
@@ -613,6 +710,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sections = [render_part_a(results["part_a"], args.opt_level, repeats)]
         if results["part_b"] is not None:
             sections.append(render_part_b(results["part_b"]))
+        if results["part_d"] is not None:
+            sections.append(render_part_d(results["part_d"]))
         sections.append(render_part_c(results["part_c"]))
         sections.append(f"total: {results['total_seconds']:.1f} s")
         print("\n\n".join(sections))
