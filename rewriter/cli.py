@@ -16,6 +16,8 @@ from typing import Optional, Sequence
 from . import __version__
 from .io import InputError, check_output_path, copy_model_files, first_line, load_model, load_model_with_sources, save_model, write_atomically
 from .audit import audit_ops, audit_table
+from .graphs import all_graphs
+from .lower import SITE_OPS
 from .passes import PoolRewritePass
 from .report import dumps
 
@@ -159,29 +161,34 @@ def _input_shapes(values: Optional[list[str]]) -> dict[str, list[int]]:
     return shapes
 
 
-def _validate(args: argparse.Namespace, original, candidate, console: _Console, localize=None, true_convolution=False):
-    """Run the validator with the command line's input and tolerance options."""
-    from .validate import (
-        DEFAULT_SUITES,
-        OrtRunner,
-        ToleranceComparator,
-        TrueConvolutionRunner,
-        ValidationSetupError,
-        load_user_inputs,
-        validate_models,
-    )
+def _record_reference(args: argparse.Namespace, original, console: _Console, localize=None):
+    """Run the original once with the command line's input options (see :func:`record_reference`)."""
+    from .validate import DEFAULT_SUITES, load_user_inputs, record_reference
 
     user_inputs = load_user_inputs(args.inputs, original) if args.inputs else None
+    return record_reference(
+        original, suites=DEFAULT_SUITES, user_inputs=user_inputs, input_shapes=_input_shapes(args.input_shape),
+        localize=localize, seed=args.seed, progress=console.progress,
+    )
+
+
+def _setup_error(args: argparse.Namespace, err: Exception) -> InputError:
+    hint = "" if args.compare else " (or pass --no-validate)"
+    return InputError(f"cannot validate: {err}{hint}")
+
+
+def _compare(args: argparse.Namespace, reference, candidate, console: _Console, localize=None, true_convolution=False):
+    """Compare a candidate with the recorded original, with the command line's tolerance options."""
+    from .validate import OrtRunner, ToleranceComparator, TrueConvolutionRunner, ValidationSetupError, compare_with_reference
+
     comparator = ToleranceComparator(rtol=args.rtol, atol=args.atol or 0.0, ulps=args.ulps)
     try:
-        validation = validate_models(
-            original, candidate, suites=DEFAULT_SUITES, user_inputs=user_inputs, input_shapes=_input_shapes(args.input_shape),
-            comparator=comparator, localize=localize, seed=args.seed, progress=console.progress,
+        validation = compare_with_reference(
+            reference, candidate, comparator=comparator, localize=localize, progress=console.progress,
             candidate_runner=TrueConvolutionRunner if true_convolution else OrtRunner,
         )
     except ValidationSetupError as err:
-        hint = "" if args.compare else " (or pass --no-validate)"
-        raise InputError(f"cannot validate: {err}{hint}") from err
+        raise _setup_error(args, err) from err
     if args.verbose:
         for c in validation.comparisons:
             console.out(
@@ -207,8 +214,13 @@ def compare(args: argparse.Namespace) -> int:
         raise InputError("--compare needs two models: ORIGINAL CANDIDATE")
     if args.report:
         check_output_path(args.report, args.input)
-    original, candidate = load_model(args.input), load_model(args.output)
-    validation = _validate(args, original, candidate, console, true_convolution=args.flip_kernels)
+    from .validate import ValidationSetupError
+
+    try:  # one model in memory at a time: the original's results are kept as arrays
+        reference = _record_reference(args, load_model(args.input), console)
+    except ValidationSetupError as err:
+        raise _setup_error(args, err) from err
+    validation = _compare(args, reference, load_model(args.output), console, true_convolution=args.flip_kernels)
     _write_report(args.report, {"validation": validation.to_dict()})
     if not validation.passed:
         print(f"onnx-poolrewrite: not equal: {validation.summary()}", file=sys.stderr)
@@ -217,7 +229,15 @@ def compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _has_pool_ops(model) -> bool:
+    return any(n.op_type in SITE_OPS for g in all_graphs(model.graph) for n in g.node) or any(
+        n.op_type in SITE_OPS for f in model.functions for n in f.node
+    )
+
+
 def run(args: argparse.Namespace) -> int:
+    from .validate import ValidationSetupError  # no onnxruntime import: that waits for a session
+
     if args.compare:
         return compare(args)
     console = _Console(args.quiet)
@@ -236,8 +256,15 @@ def run(args: argparse.Namespace) -> int:
     console.progress(f"loaded {args.input}")
     allow = _names(args.allow) or []
     rewrite = PoolRewritePass(only=_names(args.only), exclude=_names(args.exclude), allow=allow, rewrite_double=args.rewrite_double)
-    # Without validation the original is not needed again: rewrite it in place (one copy of the weights less).
-    result = rewrite.run(model, progress=console.progress, in_place=args.no_validate and not args.dry_run)
+    # Peak memory: the original runs first and its results are kept as arrays, so
+    # the rewrite can then change the model in place (no second copy of the weights).
+    reference, reference_error = None, None
+    if not args.no_validate and not args.dry_run and _has_pool_ops(model):
+        try:
+            reference = _record_reference(args, model, console)
+        except ValidationSetupError as err:  # an error only if something gets rewritten
+            reference_error = err
+    result = rewrite.run(model, progress=console.progress, in_place=not args.dry_run)
     report = result.report
     if report.invalid:
         bad = report.invalid[0]
@@ -275,8 +302,10 @@ def run(args: argparse.Namespace) -> int:
     if args.no_validate:
         report.validation = {"passed": None, "skipped": "--no-validate", "worst": None}
     else:
+        if reference_error is not None and (report.rewritten or args.flip_kernels):
+            raise _setup_error(args, reference_error) from reference_error
         if report.rewritten:
-            validation = _validate(args, model, result.model, console, localize=[n.output for n in report.rewritten])
+            validation = _compare(args, reference, result.model, console, localize=[n.output for n in report.rewritten])
             report.validation = validation.to_dict()
             if not validation.passed:
                 print(f"onnx-poolrewrite: {validation.summary()}; {args.output} not written", file=sys.stderr)
@@ -286,7 +315,12 @@ def run(args: argparse.Namespace) -> int:
             report.validation = {"passed": True, "skipped": "nothing rewritten", "worst": None}
         if args.flip_kernels:
             console.progress("validating the flipped model on the true-convolution reference")
-            flipped_check = _validate(args, model, final, console, localize=[], true_convolution=True)
+            if reference is None:  # a model without pools: nothing was recorded yet
+                try:
+                    reference = _record_reference(args, result.model, console)
+                except ValidationSetupError as err:
+                    raise _setup_error(args, err) from err
+            flipped_check = _compare(args, reference, final, console, localize=[], true_convolution=True)
             report.flip["validation"] = flipped_check.to_dict()
             if not flipped_check.passed:
                 print(f"onnx-poolrewrite: true-convolution {flipped_check.summary()}; {args.output} not written", file=sys.stderr)

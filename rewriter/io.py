@@ -12,9 +12,10 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import onnx
+from onnx import numpy_helper
 from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
 from .graphs import weightless_copy
@@ -48,6 +49,14 @@ def load_model_with_sources(path: str | os.PathLike) -> LoadedModel:
         raise InputError(f"{p}: no such file")
     if not p.is_file():
         raise InputError(f"{p}: not a regular file")
+    # The checker reads the file itself. Run it first: while it holds its own copy
+    # of the weights ours does not exist yet (peak memory). Its verdict waits until
+    # our own checks have had their say, so errors stay specific.
+    try:
+        onnx.checker.check_model(str(p))
+        checker_error = None
+    except Exception as err:
+        checker_error = err
     try:
         data = p.read_bytes()
     except OSError as err:
@@ -68,12 +77,9 @@ def load_model_with_sources(path: str | os.PathLike) -> LoadedModel:
             onnx.load_external_data_for_model(model, str(p.parent))
         except Exception as err:
             raise InputError(f"{p}: cannot load external data ({first_line(err)})") from err
-    try:
-        # From the file: checking the in-memory model would serialize another copy (and fails past 2 GiB).
-        onnx.checker.check_model(str(p))
-    except Exception as err:
-        if not _only_missing_shapes(model, err):
-            raise InputError(f"{p}: model fails onnx.checker: {first_line(err)}") from err
+    # From the file: checking the in-memory model would serialize another copy (and fails past 2 GiB).
+    if checker_error is not None and not _only_missing_shapes(model, checker_error):
+        raise InputError(f"{p}: model fails onnx.checker: {first_line(checker_error)}") from checker_error
     return LoadedModel(model, p, external)
 
 
@@ -214,12 +220,12 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, external_data
     lists files (the input's own data) that must never be overwritten.
     """
     p = Path(path)
-    if not external_data and model.ByteSize() < SINGLE_FILE_LIMIT:
-        data = model.SerializeToString()
+    if not external_data and serialized_size(model) < SINGLE_FILE_LIMIT:
 
         def write(tmp: str) -> None:
             with open(tmp, "wb") as f:
-                f.write(data)
+                for piece in serialized_pieces(model):
+                    f.write(piece)
 
         write_atomically(p, write)
         return
@@ -232,18 +238,125 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, external_data
     except OSError as err:
         raise InputError(f"{p}: cannot write there ({err.strerror})") from err
     try:
-        copy = onnx.ModelProto()
-        copy.CopyFrom(model)  # saving with external data rewrites the proto in place
-        onnx.save_model(
-            copy, str(staging / p.name), save_as_external_data=True, all_tensors_to_one_file=True,
-            location=data_path.name, size_threshold=1024,
-        )
+        save_with_external_data(model, staging / p.name, data_path.name)
         for name in (data_path.name, p.name):
             if (staging / name).exists():
                 os.chmod(staging / name, _target_mode(folder / name))
                 os.replace(staging / name, folder / name)  # data first: the model never points at missing data
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def serialized_pieces(model: onnx.ModelProto) -> Iterator[bytes]:
+    """``model.SerializeToString()`` in pieces, none bigger than one initializer.
+
+    A protobuf message is the concatenation of its fields, and a message field is
+    its header and its own serialization; the graph is written that way field by
+    field, in field-number order as protobuf writes them. Serializing in one go
+    would hold two more copies of the weights at once (peak memory).
+    """
+    return _fields_in_pieces(model, split={"graph"})
+
+
+def _fields_in_pieces(message, split: frozenset[str] | set[str] = frozenset()) -> Iterator[bytes]:
+    for field, value in message.ListFields():
+        if field.message_type is None:  # scalars and strings: small
+            yield _scalar_field(message, field, value)
+            continue
+        repeated = _is_repeated(field)
+        header = _varint((field.number << 3) | 2)  # wire type 2: length-delimited
+        for item in value if repeated else [value]:
+            if field.name in split:
+                yield header + _varint(serialized_size(item))
+                yield from _fields_in_pieces(item)
+            else:
+                data = item.SerializeToString()  # no copy of the message itself
+                yield header + _varint(len(data))
+                yield data
+
+
+def serialized_size(message) -> int:
+    """``message.ByteSize()`` computed field by field: protobuf's upb computes it by
+    serializing the whole message, which costs two copies of the weights."""
+    total = 0
+    for field, value in message.ListFields():
+        if field.message_type is None:
+            total += len(_scalar_field(message, field, value))
+            continue
+        repeated = _is_repeated(field)
+        header = len(_varint((field.number << 3) | 2))
+        for item in value if repeated else [value]:
+            size = serialized_size(item) if item.DESCRIPTOR.name == "GraphProto" else item.ByteSize()
+            total += header + len(_varint(size)) + size
+    return total
+
+
+def _scalar_field(message, field, value) -> bytes:
+    part = type(message)()
+    _copy_field(part, field, value)
+    return part.SerializeToString()
+
+
+def _is_repeated(field) -> bool:
+    return field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED  # protobuf < 5.29
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def save_with_external_data(model: onnx.ModelProto, path: Path, data_name: str, *, min_bytes: int = 1024) -> None:
+    """Write ``model`` to ``path`` with every main-graph initializer of at least
+    ``min_bytes`` in the file ``data_name`` beside it, at page-aligned offsets (so
+    onnxruntime can map them). ``model`` is not modified and its weights are
+    written one tensor at a time: no copy of them is made (peak memory)."""
+    light = onnx.ModelProto()
+    for field, value in model.ListFields():
+        if field.name != "graph":
+            _copy_field(light, field, value)
+    for field, value in model.graph.ListFields():
+        if field.name != "initializer":
+            _copy_field(light.graph, field, value)
+    offset = 0
+    with open(path.parent / data_name, "wb") as f:
+        for original in model.graph.initializer:
+            tensor = light.graph.initializer.add()
+            external = original.data_location == onnx.TensorProto.EXTERNAL
+            if external or original.data_type == onnx.TensorProto.STRING or original.ByteSize() < min_bytes:
+                tensor.CopyFrom(original)  # small, or no raw form
+                continue
+            for field, value in original.ListFields():
+                if field.name not in _TENSOR_DATA_FIELDS:
+                    _copy_field(tensor, field, value)
+            data = original.raw_data if original.HasField("raw_data") else numpy_helper.to_array(original).tobytes()
+            padding = -offset % 4096
+            f.write(b"\0" * padding)
+            f.write(data)
+            offset += padding
+            tensor.data_location = onnx.TensorProto.EXTERNAL
+            for key, value in (("location", data_name), ("offset", str(offset)), ("length", str(len(data)))):
+                tensor.external_data.add(key=key, value=value)
+            offset += len(data)
+    path.write_bytes(light.SerializeToString())
+
+
+_TENSOR_DATA_FIELDS = frozenset(
+    ("raw_data", "float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data", "data_location", "external_data")
+)
+
+
+def _copy_field(dst, field, value) -> None:
+    if _is_repeated(field):
+        getattr(dst, field.name).extend(value)
+    elif field.message_type is not None:
+        getattr(dst, field.name).CopyFrom(value)
+    else:
+        setattr(dst, field.name, value)
 
 
 def copy_model_files(loaded: LoadedModel, dst: str | os.PathLike) -> None:

@@ -206,10 +206,13 @@ class OrtRunner:
         options = ort.SessionOptions()
         options.log_severity_level = 4
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, ORT_OPTIMIZATION)
-        if model.ByteSize() < io.SINGLE_FILE_LIMIT:
+        if io.serialized_size(model) < SESSION_FROM_FILE_MIN_BYTES:
             data = _serialize_with_outputs(model, expose, elem_types or {})
             self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-        else:  # past protobuf's 2 GiB: hand onnxruntime a file with external data
+        else:
+            # A big model (or one past protobuf's 2 GiB): hand onnxruntime a file with
+            # external data. It maps the weights from the file instead of holding a
+            # serialized copy and a copy of its own next to ours (peak memory).
             with tempfile.TemporaryDirectory(prefix="onnx-poolrewrite-") as folder:
                 path = _save_with_outputs(model, expose, elem_types or {}, Path(folder))
                 self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -240,6 +243,16 @@ class TrueConvolutionRunner:
         return self.evaluator.run(feeds)
 
 
+def release_freed_memory() -> None:
+    """Hand memory freed by a dropped session back to the system (glibc keeps it otherwise)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
 @contextmanager
 def _extra_outputs(model: onnx.ModelProto, names: Sequence[str], elem_types: Mapping[str, int]) -> Iterator[None]:
     """Temporarily expose ``names`` as graph outputs of ``model`` (no copy of its weights)."""
@@ -263,20 +276,11 @@ def _serialize_with_outputs(model: onnx.ModelProto, names: Sequence[str], elem_t
 
 
 def _save_with_outputs(model: onnx.ModelProto, names: Sequence[str], elem_types: Mapping[str, int], folder: Path) -> Path:
-    """Write ``model`` (plus extra outputs) with external data into ``folder``; the
-    model object ends as it began, weights back in memory."""
+    """Write ``model`` (plus extra outputs) into ``folder``, its large weights in one
+    external file that onnxruntime maps; ``model`` ends as it began."""
     path = folder / "model.onnx"
-    had_location = {i for i, t in enumerate(model.graph.initializer) if t.HasField("data_location")}
     with _extra_outputs(model, names, elem_types):
-        try:
-            onnx.save_model(
-                model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location="weights.bin", size_threshold=1024
-            )
-        finally:
-            onnx.load_external_data_for_model(model, str(folder))  # saving moved the weights out: bring them back
-            for i, tensor in enumerate(model.graph.initializer):
-                if i not in had_location:
-                    tensor.ClearField("data_location")
+        io.save_with_external_data(model, path, "weights.bin")
     return path
 
 
@@ -357,6 +361,10 @@ class ToleranceComparator:
         return OutputComparison(output, suite, diff <= allowed, diff, rel, diff / ulp)
 
 
+# Models at least this big reach onnxruntime as a file with external data (see OrtRunner).
+SESSION_FROM_FILE_MIN_BYTES = 32 << 20
+
+
 # -- driver ---------------------------------------------------------------------
 
 
@@ -422,40 +430,80 @@ class ValidationResult:
         }
 
 
-def validate_models(
+@dataclass
+class ReferenceRun:
+    """What the original computed on every suite, kept as plain arrays (Polygraphy's
+    saved run results). Recorded once and compared with any number of candidates,
+    so the original's weights need not stay in memory while a candidate runs."""
+
+    skeleton: onnx.ModelProto  # the original's graph without its large weights
+    suites: list[InputSuite]
+    seed: int
+    feeds: list[tuple[str, dict[str, np.ndarray]]]  # (suite name, inputs)
+    outputs: list[dict[str, np.ndarray]]  # per suite: graph outputs and pool inputs
+    exposed: list[str]  # the pool inputs recorded for localization
+    types: dict[str, int]
+
+
+def record_reference(
     original: onnx.ModelProto,
-    candidate: onnx.ModelProto,
     *,
     suites: Iterable[InputSuite] = DEFAULT_SUITES,
     user_inputs: Optional[Mapping[str, np.ndarray]] = None,
     input_shapes: Optional[Mapping[str, Sequence[int]]] = None,
-    comparator: Optional[ToleranceComparator] = None,
     localize: Optional[Sequence[str]] = None,
     seed: int = 0,
     progress: Optional[Callable[[str], None]] = None,
-    candidate_runner: Callable[..., Any] = OrtRunner,
-) -> ValidationResult:
-    """Run both models on every suite (and the user's inputs) and compare every graph output.
+) -> ReferenceRun:
+    """Run the original on onnxruntime over every suite (and the user's inputs).
 
-    ``localize`` lists output tensor names of original pool nodes to check one by
-    one (default: every pool node whose output the candidate also has).
-    ``candidate_runner`` executes the candidate: :class:`OrtRunner`, or
-    :class:`TrueConvolutionRunner` for a model meant for a true-convolution backend.
-    The original always runs on onnxruntime.
+    ``localize`` names output tensors of pool nodes to check one by one later
+    (default: every pool node); their inputs are recorded too.
+    Raises :class:`ValidationSetupError` when the original does not run.
     """
-    started = time.monotonic()
-    comparator = comparator or ToleranceComparator()
     suites = list(suites)
     user_shapes = {k: v.shape for k, v in (user_inputs or {}).items()}
     inputs = describe_inputs(original, {**user_shapes, **dict(input_shapes or {})}) if suites else []
-    site_nodes = _localizable_nodes(original, candidate, localize)
-    expose = sorted({n.input[0] for n in site_nodes})
-    types = elem_types(original) if site_nodes else {}
+    expose = sorted({n.input[0] for n in _localizable_nodes(original, None, localize)})
+    types = elem_types(original) if expose else {}
     try:
-        reference = OrtRunner(original, expose=expose, elem_types=types)
+        runner = OrtRunner(original, expose=expose, elem_types=types)
     except Exception as err:  # onnxruntime raises several unrelated types
         raise ValidationSetupError(f"the original model does not load in onnxruntime: {first_line(err)}") from err
-    result = ValidationResult(passed=True, tolerance=comparator.describe(), suites=[s.name for s in suites])
+    feeds_by_suite = [(s.name, make_feeds(inputs, s, seed)) for s in suites]
+    if user_inputs:
+        feeds_by_suite.append(("user", dict(user_inputs)))
+    outputs = []
+    for index, (suite_name, feeds) in enumerate(feeds_by_suite):
+        if progress:
+            progress(f"validating: the original on {suite_name} inputs ({index + 1}/{len(feeds_by_suite)})")
+        try:
+            outputs.append(runner.run(feeds))
+        except Exception as err:
+            raise ValidationSetupError(f"the original model fails on {suite_name} inputs: {first_line(err)}") from err
+    del runner
+    release_freed_memory()
+    return ReferenceRun(weightless_copy(original), suites, seed, feeds_by_suite, outputs, expose, types)
+
+
+def compare_with_reference(
+    reference: ReferenceRun,
+    candidate: onnx.ModelProto,
+    *,
+    comparator: Optional[ToleranceComparator] = None,
+    localize: Optional[Sequence[str]] = None,
+    progress: Optional[Callable[[str], None]] = None,
+    candidate_runner: Callable[..., Any] = OrtRunner,
+) -> ValidationResult:
+    """Run the candidate on the recorded inputs and compare every graph output,
+    then localize: each recorded pool node of the original against the candidate's
+    computation between the same tensors. ``candidate_runner`` executes the
+    candidate: :class:`OrtRunner`, or :class:`TrueConvolutionRunner` for a model
+    meant for a true-convolution backend."""
+    started = time.monotonic()
+    comparator = comparator or ToleranceComparator()
+    original = reference.skeleton
+    result = ValidationResult(passed=True, tolerance=comparator.describe(), suites=[s.name for s in reference.suites])
     try:
         tested = candidate_runner(candidate)
     except Exception as err:
@@ -466,24 +514,15 @@ def validate_models(
     graph_outputs = [o.name for o in original.graph.output]
     # Another tool may rename inputs or outputs; with the same count, match them by position.
     output_map = _name_map(graph_outputs, [o.name for o in candidate.graph.output])
-    input_map = _name_map([i.name for i in inputs], _needed_inputs(candidate))
+    input_map = _name_map(_needed_inputs(original), _needed_inputs(candidate))
     missing = [name for name in graph_outputs if output_map.get(name) not in tested.output_names]
     if missing:
         result.comparisons.append(_failure(missing[0], "-", f"candidate lacks graph output(s) {missing}"))
         result.passed = False
 
-    feeds_by_suite = [(s.name, make_feeds(inputs, s, seed)) for s in suites]
-    if user_inputs:
-        feeds_by_suite.append(("user", dict(user_inputs)))
-    activations: list[tuple[str, dict[str, np.ndarray]]] = []
-    for index, (suite_name, feeds) in enumerate(feeds_by_suite):
+    for index, ((suite_name, feeds), expected) in enumerate(zip(reference.feeds, reference.outputs)):
         if progress:
-            progress(f"validating: {suite_name} inputs ({index + 1}/{len(feeds_by_suite)})")
-        try:
-            expected = reference.run(feeds)
-        except Exception as err:
-            raise ValidationSetupError(f"the original model fails on {suite_name} inputs: {first_line(err)}") from err
-        activations.append((suite_name, {name: expected[name] for name in expose}))
+            progress(f"validating: the candidate on {suite_name} inputs ({index + 1}/{len(reference.feeds)})")
         try:
             actual = tested.run({input_map.get(k, k): v for k, v in feeds.items()})
         except Exception as err:  # the candidate does not run: that is a failed validation
@@ -502,16 +541,55 @@ def validate_models(
                 result.comparisons.append(comparison)
                 result.passed &= comparison.passed
 
+    del tested  # peak memory: the candidate's session is done before the node checks start theirs
+    release_freed_memory()
+    recorded = set(reference.exposed)
+    site_nodes = [n for n in _localizable_nodes(original, candidate, localize) if n.input[0] in recorded]
     if progress and site_nodes:
         progress(f"validating: {len(site_nodes)} node(s) one by one")
     if site_nodes:
-        original_paths, candidate_paths = _Paths(original, types), _Paths(candidate, types)
+        activations = [(name, {x: out[x] for x in reference.exposed}) for (name, _), out in zip(reference.feeds, reference.outputs)]
+        original_paths, candidate_paths = _Paths(original, reference.types), _Paths(candidate, reference.types)
         nonnegative = NonNegativity.of_graphs([original.graph])
         result.nodes = [
-            _check_node(n, original_paths, candidate_paths, activations, comparator, candidate_runner, suites, seed, nonnegative(n.input[0]))
+            _check_node(
+                n, original_paths, candidate_paths, activations, comparator, candidate_runner,
+                reference.suites, reference.seed, nonnegative(n.input[0]),
+            )
             for n in site_nodes
         ]
     result.passed &= not result.failed_nodes
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def validate_models(
+    original: onnx.ModelProto,
+    candidate: onnx.ModelProto,
+    *,
+    suites: Iterable[InputSuite] = DEFAULT_SUITES,
+    user_inputs: Optional[Mapping[str, np.ndarray]] = None,
+    input_shapes: Optional[Mapping[str, Sequence[int]]] = None,
+    comparator: Optional[ToleranceComparator] = None,
+    localize: Optional[Sequence[str]] = None,
+    seed: int = 0,
+    progress: Optional[Callable[[str], None]] = None,
+    candidate_runner: Callable[..., Any] = OrtRunner,
+) -> ValidationResult:
+    """Run both models on every suite (and the user's inputs) and compare every graph output:
+    :func:`record_reference` on the original, then :func:`compare_with_reference`.
+
+    ``localize`` lists output tensor names of original pool nodes to check one by
+    one (default: every pool node whose output the candidate also has).
+    The original always runs on onnxruntime.
+    """
+    started = time.monotonic()
+    reference = record_reference(
+        original, suites=suites, user_inputs=user_inputs, input_shapes=input_shapes, localize=localize, seed=seed, progress=progress
+    )
+    result = compare_with_reference(
+        reference, candidate, comparator=comparator, localize=localize, progress=progress, candidate_runner=candidate_runner
+    )
     result.seconds = time.monotonic() - started
     return result
 
@@ -536,10 +614,14 @@ def _failure(output: str, suite: str, note: str) -> OutputComparison:
     return OutputComparison(output, suite, False, float("inf"), float("inf"), float("inf"), note)
 
 
-def _localizable_nodes(original: onnx.ModelProto, candidate: onnx.ModelProto, only: Optional[Sequence[str]]) -> list[onnx.NodeProto]:
-    """Original pool nodes whose input and output tensors the candidate also has."""
-    produced = {o for n in candidate.graph.node for o in n.output}
-    available = produced | {i.name for i in candidate.graph.input}
+def _localizable_nodes(
+    original: onnx.ModelProto, candidate: Optional[onnx.ModelProto], only: Optional[Sequence[str]]
+) -> list[onnx.NodeProto]:
+    """Original pool nodes whose input and output tensors the candidate also has
+    (with no candidate yet: every pool node of the original, or those in ``only``)."""
+    source = candidate if candidate is not None else original
+    produced = {o for n in source.graph.node for o in n.output}
+    available = produced | {i.name for i in source.graph.input}
     wanted = set(only) if only is not None else None
     nodes = []
     for node in original.graph.node:

@@ -116,7 +116,10 @@ def test_models_past_the_protobuf_limit_go_through_files(tmp_path, monkeypatch):
     from rewriter import rewrite_model
     from rewriter.validate import validate_models
 
+    from rewriter import validate
+
     monkeypatch.setattr(rio, "SINGLE_FILE_LIMIT", 1000)
+    monkeypatch.setattr(validate, "SESSION_FROM_FILE_MIN_BYTES", 1000)
     model = conv_pool_model()
     before = model.SerializeToString()
     new, _ = rewrite_model(model)
@@ -154,3 +157,69 @@ def test_write_failure_leaves_no_partial_file(tmp_path):
         write_atomically(tmp_path / "out.onnx", failing)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx"]
     assert (tmp_path / "out.onnx").read_bytes() == b"previous"
+
+
+def rich_model() -> onnx.ModelProto:
+    """Every kind of field the streaming writer must reproduce: metadata, doc strings,
+    functions, an If subgraph with its own initializer, sparse and string initializers,
+    float_data (not raw) tensors, big and small weights."""
+    rng = np.random.default_rng(1)
+    big = numpy_helper.from_array(rng.standard_normal((64, 64)).astype(np.float32), "big")
+    typed = helper.make_tensor("typed", TensorProto.FLOAT, [300], rng.standard_normal(300).astype(np.float32).tolist())
+    small = numpy_helper.from_array(np.array([1.0, 2.0], np.float32), "small")
+    words = helper.make_tensor("words", TensorProto.STRING, [400], [b"abc"] * 400)
+    sparse = helper.make_sparse_tensor(
+        numpy_helper.from_array(np.array([5.0], np.float32), "sp"), numpy_helper.from_array(np.array([3], np.int64), "sp_i"), [8]
+    )
+    branch = helper.make_graph(
+        [helper.make_node("Add", ["small", "inner"], ["z"])], "then", [], [helper.make_tensor_value_info("z", TensorProto.FLOAT, [2])],
+        [numpy_helper.from_array(rng.standard_normal(2).astype(np.float32), "inner")],
+    )
+    nodes = [
+        helper.make_node("MatMul", ["m", "big"], ["mm"]),
+        helper.make_node("If", ["cond"], ["y"], then_branch=branch, else_branch=branch),
+        helper.make_node("Twice", ["small"], ["t"], domain="local"),
+    ]
+    twice = helper.make_function("local", "Twice", ["a"], ["b"], [helper.make_node("Add", ["a", "a"], ["b"])], [helper.make_opsetid("", 17)])
+    graph = helper.make_graph(
+        nodes, "rich", [helper.make_tensor_value_info("m", TensorProto.FLOAT, [2, 64]), helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n, shape in (("mm", [2, 64]), ("y", [2]), ("t", [2]))],
+        [big, typed, small, words],
+        doc_string="graph doc", sparse_initializer=[sparse],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("local", 1)], ir_version=8, functions=[twice],
+        doc_string="model doc", producer_name="tests",
+    )
+    helper.set_model_props(model, {"conv_semantics": "cross-correlation", "k": "v"})
+    return model
+
+
+def test_streamed_serialization_is_byte_identical():
+    from rewriter.io import serialized_pieces, serialized_size
+
+    model = rich_model()
+    pieces = list(serialized_pieces(model))
+    assert b"".join(pieces) == model.SerializeToString()
+    assert serialized_size(model) == model.ByteSize()
+    assert max(len(p) for p in pieces) < 20_000, "no piece may hold more than one initializer"
+
+
+def test_external_data_writer_keeps_the_model_and_aligns_weights(tmp_path):
+    from rewriter.io import save_with_external_data
+
+    model = rich_model()
+    before = model.SerializeToString()
+    save_with_external_data(model, tmp_path / "m.onnx", "m.data")
+    assert model.SerializeToString() == before, "the in-memory model must not change"
+    light = onnx.load(str(tmp_path / "m.onnx"), load_external_data=False)
+    placed = {t.name: {e.key: e.value for e in t.external_data} for t in light.graph.initializer if t.external_data}
+    assert set(placed) == {"big", "typed"}, "small and string tensors stay inside the model"
+    assert all(int(p["offset"]) % 4096 == 0 for p in placed.values())
+    back = onnx.load(str(tmp_path / "m.onnx"))
+    for a, b in zip(model.graph.initializer, back.graph.initializer):
+        assert a.name == b.name
+        np.testing.assert_array_equal(numpy_helper.to_array(a), numpy_helper.to_array(b))
+    assert back.metadata_props == model.metadata_props and back.functions == model.functions
+    assert back.graph.sparse_initializer == model.graph.sparse_initializer and back.graph.node == model.graph.node
+    onnx.checker.check_model(str(tmp_path / "m.onnx"))
