@@ -34,6 +34,19 @@ def functions_containing(model: onnx.ModelProto, op_types: Iterable[str]) -> lis
     return [key for key in bodies if holds(key, frozenset({key}))]
 
 
+def tensor_bytes(t: onnx.TensorProto) -> int:
+    """About how much of the serialized model ``t`` takes: exact enough to pick the big
+    tensors, and it never serializes one (upb cannot serialize a tensor past 2 GiB)."""
+    if t.data_location == onnx.TensorProto.EXTERNAL:
+        return 0
+    if t.data_type == onnx.TensorProto.STRING:
+        return sum(len(s) for s in t.string_data)
+    count = 1
+    for d in t.dims:
+        count *= d
+    return count * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize if t.data_type else 0
+
+
 def weightless_copy(model: onnx.ModelProto, keep_below_bytes: int = 1024) -> onnx.ModelProto:
     """A copy for shape and type inference: large initializers keep their type and
     dims but not their data (small ones, like Reshape targets, are kept whole)."""
@@ -48,7 +61,7 @@ def weightless_copy(model: onnx.ModelProto, keep_below_bytes: int = 1024) -> onn
     g.output.extend(model.graph.output)
     g.value_info.extend(model.graph.value_info)
     for t in model.graph.initializer:
-        if t.ByteSize() < keep_below_bytes:
+        if tensor_bytes(t) < keep_below_bytes:
             g.initializer.append(t)
         else:
             g.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims)

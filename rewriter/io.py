@@ -18,7 +18,7 @@ import onnx
 from onnx import numpy_helper
 from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
-from .graphs import weightless_copy
+from .graphs import tensor_bytes, weightless_copy
 
 # Protobuf cannot serialize a message past 2 GiB; stay well below it.
 SINGLE_FILE_LIMIT = 1_800_000_000
@@ -286,7 +286,12 @@ def serialized_size(message) -> int:
         repeated = _is_repeated(field)
         header = len(_varint((field.number << 3) | 2))
         for item in value if repeated else [value]:
-            size = serialized_size(item) if item.DESCRIPTOR.name == "GraphProto" else item.ByteSize()
+            if item.DESCRIPTOR.name == "GraphProto":
+                size = serialized_size(item)
+            elif item.DESCRIPTOR.name == "TensorProto" and tensor_bytes(item) > SINGLE_FILE_LIMIT:
+                size = tensor_bytes(item)  # too big for protobuf to measure, and past the one-file limit anyway
+            else:
+                size = item.ByteSize()
             total += header + len(_varint(size)) + size
     return total
 
@@ -327,7 +332,7 @@ def save_with_external_data(model: onnx.ModelProto, path: Path, data_name: str, 
         for original in model.graph.initializer:
             tensor = light.graph.initializer.add()
             external = original.data_location == onnx.TensorProto.EXTERNAL
-            if external or original.data_type == onnx.TensorProto.STRING or original.ByteSize() < min_bytes:
+            if external or original.data_type == onnx.TensorProto.STRING or tensor_bytes(original) < min_bytes:
                 tensor.CopyFrom(original)  # small, or no raw form
                 continue
             for field, value in original.ListFields():

@@ -205,6 +205,9 @@ class OrtRunner:
         ort.set_default_logger_severity(4)  # failures reach us as exceptions; keep stderr to one line
         options = ort.SessionOptions()
         options.log_severity_level = 4
+        # Prepacking keeps a second, reordered copy of every Conv/MatMul weight: a few
+        # runs do not need the speed, and peak memory is at least a copy smaller.
+        options.add_session_config_entry("session.disable_prepacking", "1")
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, ORT_OPTIMIZATION)
         if io.serialized_size(model) < SESSION_FROM_FILE_MIN_BYTES:
             data = _serialize_with_outputs(model, expose, elem_types or {})

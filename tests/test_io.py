@@ -223,3 +223,16 @@ def test_external_data_writer_keeps_the_model_and_aligns_weights(tmp_path):
     assert back.metadata_props == model.metadata_props and back.functions == model.functions
     assert back.graph.sparse_initializer == model.graph.sparse_initializer and back.graph.node == model.graph.node
     onnx.checker.check_model(str(tmp_path / "m.onnx"))
+
+
+def test_tensor_sizes_come_from_dims_not_from_serializing():
+    """upb cannot serialize a tensor past 2 GiB, so sizes are computed from dims and dtype."""
+    from rewriter.graphs import tensor_bytes
+
+    for t in rich_model().graph.initializer:
+        overhead = t.ByteSize() - tensor_bytes(t)
+        assert 0 <= overhead < 64 + 2 * len(t.dims) + len(t.name) + 5 * (t.data_type == TensorProto.STRING) * len(t.string_data), t.name
+    external = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[1 << 20, 1 << 10], data_location=TensorProto.EXTERNAL)
+    assert tensor_bytes(external) == 0
+    huge = TensorProto(name="w", data_type=TensorProto.FLOAT16, dims=[1 << 20, 1 << 11])
+    assert tensor_bytes(huge) == 1 << 32
