@@ -14,7 +14,17 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from . import __version__
-from .io import InputError, check_output_path, copy_model_files, first_line, load_model, load_model_with_sources, save_model, write_atomically
+from .io import (
+    InputError,
+    LoadedModel,
+    check_output_path,
+    copy_model_files,
+    first_line,
+    load_model,
+    load_model_with_sources,
+    save_model,
+    write_atomically,
+)
 from .audit import audit_ops, audit_table
 from .graphs import all_graphs
 from .lower import SITE_OPS
@@ -236,11 +246,8 @@ def _has_pool_ops(model) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .validate import ValidationSetupError  # no onnxruntime import: that waits for a session
-
     if args.compare:
         return compare(args)
-    console = _Console(args.quiet)
     if not args.dry_run and not args.output:
         raise InputError("OUT is required (or pass --dry-run)")
     if args.rewrite_double and not args.no_validate:
@@ -250,7 +257,13 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         check_output_path(args.report, args.input)
 
-    loaded = load_model_with_sources(args.input)
+    # Big weights stay in their file until the output is written (not --flip-kernels: it edits conv weights).
+    return _rewrite(args, load_model_with_sources(args.input, weights_on_disk=not args.flip_kernels), _Console(args.quiet))
+
+
+def _rewrite(args: argparse.Namespace, loaded: LoadedModel, console: _Console) -> int:
+    from .validate import ValidationSetupError  # no onnxruntime import: that waits for a session
+
     model = loaded.model
     protect = () if args.in_place else tuple(loaded.external_files)
     console.progress(f"loaded {args.input}")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Iterable
 
+import numpy as np
 import onnx
+from onnx import numpy_helper
 
 
 def all_graphs(graph: onnx.GraphProto) -> Iterable[onnx.GraphProto]:
@@ -34,10 +37,11 @@ def functions_containing(model: onnx.ModelProto, op_types: Iterable[str]) -> lis
     return [key for key in bodies if holds(key, frozenset({key}))]
 
 
-def tensor_bytes(t: onnx.TensorProto) -> int:
-    """About how much of the serialized model ``t`` takes: exact enough to pick the big
-    tensors, and it never serializes one (upb cannot serialize a tensor past 2 GiB)."""
-    if t.data_location == onnx.TensorProto.EXTERNAL:
+def tensor_bytes(t: onnx.TensorProto, in_memory: bool = True) -> int:
+    """About how much of the serialized model ``t`` takes (``in_memory``: 0 for data kept
+    in an external file): exact enough to pick the big tensors, and it never
+    serializes one (upb cannot serialize a tensor past 2 GiB)."""
+    if in_memory and t.data_location == onnx.TensorProto.EXTERNAL:
         return 0
     if t.data_type == onnx.TensorProto.STRING:
         return sum(len(s) for s in t.string_data)
@@ -45,6 +49,19 @@ def tensor_bytes(t: onnx.TensorProto) -> int:
     for d in t.dims:
         count *= d
     return count * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize if t.data_type else 0
+
+
+def tensor_value(t: onnx.TensorProto) -> np.ndarray:
+    """The value of an initializer, also when its data was left in a file (an absolute
+    external location, see ``rewriter.io.load_model_with_sources``)."""
+    info = {e.key: e.value for e in t.external_data}
+    if t.data_location != onnx.TensorProto.EXTERNAL or not os.path.isabs(info.get("location", "")):
+        return numpy_helper.to_array(t)
+    with open(info["location"], "rb") as f:
+        f.seek(int(info.get("offset", 0)))
+        data = f.read(int(info["length"]))
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(t.data_type)
+    return np.frombuffer(data, dtype=dtype).reshape(tuple(t.dims)).copy()
 
 
 def weightless_copy(model: onnx.ModelProto, keep_below_bytes: int = 1024) -> onnx.ModelProto:
@@ -61,7 +78,7 @@ def weightless_copy(model: onnx.ModelProto, keep_below_bytes: int = 1024) -> onn
     g.output.extend(model.graph.output)
     g.value_info.extend(model.graph.value_info)
     for t in model.graph.initializer:
-        if tensor_bytes(t) < keep_below_bytes:
+        if tensor_bytes(t, in_memory=False) < keep_below_bytes:
             g.initializer.append(t)
         else:
             g.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims)

@@ -12,13 +12,14 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 import onnx
 from onnx import numpy_helper
-from onnx.external_data_helper import _get_all_tensors, uses_external_data
+from onnx.external_data_helper import _get_all_tensors, load_external_data_for_tensor, uses_external_data
 
 from .graphs import tensor_bytes, weightless_copy
+from .wire import parse_leaving_weights, varint
 
 # Protobuf cannot serialize a message past 2 GiB; stay well below it.
 SINGLE_FILE_LIMIT = 1_800_000_000
@@ -42,21 +43,54 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     return load_model_with_sources(path).model
 
 
-def load_model_with_sources(path: str | os.PathLike) -> LoadedModel:
-    """Like :func:`load_model`, also telling which external data files were read."""
+def load_model_with_sources(path: str | os.PathLike, *, weights_on_disk: bool = False) -> LoadedModel:
+    """Like :func:`load_model`, also telling which external data files were read.
+
+    ``weights_on_disk``: main-graph initializers of at least :data:`ON_DISK_MIN_BYTES`
+    stay in their file, whether external data or inside the model file itself (see
+    :mod:`rewriter.wire`): they become external data with an absolute location.
+    :func:`save_model` and the validation sessions copy them from there. Only for
+    callers that never read their values.
+    """
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file")
     if not p.is_file():
         raise InputError(f"{p}: not a regular file")
-    # The checker reads the file itself. Run it first: while it holds its own copy
-    # of the weights ours does not exist yet (peak memory). Its verdict waits until
-    # our own checks have had their say, so errors stay specific.
-    try:
-        onnx.checker.check_model(str(p))
+    light = parse_leaving_weights(p, ON_DISK_MIN_BYTES) if weights_on_disk else None
+    if light is not None:
+        model, left_in_file = light
+        checker_error = None  # checked below, once the weights left in the file are described
+    else:
+        left_in_file = []
+        # The checker reads the file itself. Run it first: while it holds its own copy
+        # of the weights ours does not exist yet (peak memory). Its verdict waits until
+        # our own checks have had their say, so errors stay specific.
         checker_error = None
-    except Exception as err:
-        checker_error = err
+        try:
+            onnx.checker.check_model(str(p))
+        except Exception as err:
+            checker_error = err
+        model = _parse_whole(p)
+    if not model.HasField("graph") or not model.opset_import:
+        raise InputError(f"{p}: not an ONNX model (no graph or no opset import); is the file truncated?")
+    external = external_data_files(model, p.parent)
+    if external:
+        try:
+            _load_external_data(model, p.parent, keep_big_on_disk=weights_on_disk)
+        except Exception as err:
+            raise InputError(f"{p}: cannot load external data ({first_line(err)})") from err
+    for index, offset, length in left_in_file:
+        _point_at(model.graph.initializer[index], p.resolve(), offset, length)
+    if left_in_file:
+        checker_error = check_on_disk_model(model)
+    # From the file: checking the in-memory model would serialize another copy (and fails past 2 GiB).
+    if checker_error is not None and not _only_missing_shapes(model, checker_error):
+        raise InputError(f"{p}: model fails onnx.checker: {first_line(checker_error)}") from checker_error
+    return LoadedModel(model, p, external)
+
+
+def _parse_whole(p: Path) -> onnx.ModelProto:
     try:
         data = p.read_bytes()
     except OSError as err:
@@ -68,19 +102,79 @@ def load_model_with_sources(path: str | os.PathLike) -> LoadedModel:
         model.ParseFromString(data)
     except Exception as err:  # protobuf's DecodeError and friends
         raise InputError(f"{p}: not a valid ONNX model (protobuf parse failed: {first_line(err)})") from err
-    del data  # peak memory: keep one copy of the weights
-    if not model.HasField("graph") or not model.opset_import:
-        raise InputError(f"{p}: not an ONNX model (no graph or no opset import); is the file truncated?")
-    external = external_data_files(model, p.parent)
-    if external:
+    return model
+
+
+def _point_at(tensor: onnx.TensorProto, file: Path, offset: int, length: int) -> None:
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    del tensor.external_data[:]
+    for key, value in (("location", str(file)), ("offset", str(offset)), ("length", str(length))):
+        tensor.external_data.add(key=key, value=value)
+
+
+def check_on_disk_model(model: onnx.ModelProto) -> Optional[Exception]:
+    """onnx.checker's verdict on a model whose weights are on disk, without reading them.
+
+    The checker wants external data relative to the model file; it gets a copy of
+    the model beside a sparse stand-in file as long as the data (it checks sizes,
+    never contents). Returns the checker's exception, or None."""
+    with tempfile.TemporaryDirectory(prefix="onnx-poolrewrite-check-") as folder:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)  # light: the weights are on disk
+        size = 0
+        for tensor in copy.graph.initializer:
+            if on_disk(tensor):
+                info = {e.key: e.value for e in tensor.external_data}
+                required = tensor_bytes(tensor, in_memory=False)
+                if int(info["length"]) < required:  # the checker's own test for data inside the model
+                    return ValueError(
+                        f"TensorProto (tensor name: {tensor.name}) raw_data size ({info['length']} bytes) is too small "
+                        f"for the declared shape and type ({required} bytes required)"
+                    )
+                size = max(size, int(info.get("offset", 0)) + int(info["length"]))
+                for entry in tensor.external_data:
+                    if entry.key == "location":
+                        entry.value = "standin.bin"
+        with open(Path(folder) / "standin.bin", "wb") as f:
+            f.truncate(size)
+        (Path(folder) / "model.onnx").write_bytes(copy.SerializeToString())
         try:
-            onnx.load_external_data_for_model(model, str(p.parent))
+            onnx.checker.check_model(str(Path(folder) / "model.onnx"))
         except Exception as err:
-            raise InputError(f"{p}: cannot load external data ({first_line(err)})") from err
-    # From the file: checking the in-memory model would serialize another copy (and fails past 2 GiB).
-    if checker_error is not None and not _only_missing_shapes(model, checker_error):
-        raise InputError(f"{p}: model fails onnx.checker: {first_line(checker_error)}") from checker_error
-    return LoadedModel(model, p, external)
+            return err
+    return None
+
+
+# Peak memory: external initializers this big can stay in their file (see load_model_with_sources).
+ON_DISK_MIN_BYTES = 1 << 20
+
+
+def _load_external_data(model: onnx.ModelProto, base: Path, *, keep_big_on_disk: bool) -> None:
+    """Read external data into the model, except (``keep_big_on_disk``) big main-graph
+    initializers, which get an absolute location instead (locations were checked
+    relative and inside ``base`` by :func:`external_data_files`)."""
+    if keep_big_on_disk:
+        for tensor in model.graph.initializer:
+            if uses_external_data(tensor) and tensor_bytes(tensor, in_memory=False) >= ON_DISK_MIN_BYTES:
+                for entry in tensor.external_data:
+                    if entry.key == "location":
+                        entry.value = str((base / entry.value).resolve())
+    for tensor in _get_all_tensors(model):
+        location = {e.key: e.value for e in tensor.external_data}.get("location", "")
+        if not uses_external_data(tensor) or os.path.isabs(location):
+            continue
+        load_external_data_for_tensor(tensor, str(base))
+        tensor.data_location = onnx.TensorProto.DEFAULT
+        del tensor.external_data[:]
+
+
+def on_disk(tensor: onnx.TensorProto) -> bool:
+    """A tensor whose data is still in a file (see ``weights_on_disk``)."""
+    return tensor.data_location == onnx.TensorProto.EXTERNAL
+
+
+def has_weights_on_disk(model: onnx.ModelProto) -> bool:
+    return any(on_disk(t) for t in model.graph.initializer)
 
 
 def _only_missing_shapes(model: onnx.ModelProto, err: Exception) -> bool:
@@ -259,19 +353,20 @@ def serialized_pieces(model: onnx.ModelProto) -> Iterator[bytes]:
 
 
 def _fields_in_pieces(message, split: frozenset[str] | set[str] = frozenset()) -> Iterator[bytes]:
-    for field, value in message.ListFields():
-        if field.message_type is None:  # scalars and strings: small
-            yield _scalar_field(message, field, value)
+    for fd, value in message.ListFields():
+        if fd.message_type is None:  # scalars and strings: small
+            yield _scalar_field(message, fd, value)
             continue
-        repeated = _is_repeated(field)
-        header = _varint((field.number << 3) | 2)  # wire type 2: length-delimited
+        repeated = _is_repeated(fd)
+        header = varint((fd.number << 3) | 2)  # wire type 2: length-delimited
         for item in value if repeated else [value]:
-            if field.name in split:
-                yield header + _varint(serialized_size(item))
+            if fd.name in split:
+                yield header + varint(serialized_size(item))
                 yield from _fields_in_pieces(item)
             else:
-                data = item.SerializeToString()  # no copy of the message itself
-                yield header + _varint(len(data))
+                # An on-disk tensor is written with its data inside, read from its file.
+                data = _with_data_inside(item) if fd.name == "initializer" and on_disk(item) else item.SerializeToString()
+                yield header + varint(len(data))
                 yield data
 
 
@@ -279,40 +374,34 @@ def serialized_size(message) -> int:
     """``message.ByteSize()`` computed field by field: protobuf's upb computes it by
     serializing the whole message, which costs two copies of the weights."""
     total = 0
-    for field, value in message.ListFields():
-        if field.message_type is None:
-            total += len(_scalar_field(message, field, value))
+    for fd, value in message.ListFields():
+        if fd.message_type is None:
+            total += len(_scalar_field(message, fd, value))
             continue
-        repeated = _is_repeated(field)
-        header = len(_varint((field.number << 3) | 2))
+        repeated = _is_repeated(fd)
+        header = len(varint((fd.number << 3) | 2))
         for item in value if repeated else [value]:
             if item.DESCRIPTOR.name == "GraphProto":
                 size = serialized_size(item)
+            elif fd.name == "initializer" and on_disk(item):
+                length = int({e.key: e.value for e in item.external_data}["length"])
+                size = _metadata_only(item).ByteSize() + 1 + len(varint(length)) + length  # raw_data: field 9
             elif item.DESCRIPTOR.name == "TensorProto" and tensor_bytes(item) > SINGLE_FILE_LIMIT:
                 size = tensor_bytes(item)  # too big for protobuf to measure, and past the one-file limit anyway
             else:
                 size = item.ByteSize()
-            total += header + len(_varint(size)) + size
+            total += header + len(varint(size)) + size
     return total
 
 
-def _scalar_field(message, field, value) -> bytes:
+def _scalar_field(message, fd, value) -> bytes:
     part = type(message)()
-    _copy_field(part, field, value)
+    _copy_field(part, fd, value)
     return part.SerializeToString()
 
 
-def _is_repeated(field) -> bool:
-    return field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED  # protobuf < 5.29
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
+def _is_repeated(fd) -> bool:
+    return fd.is_repeated if hasattr(fd, "is_repeated") else fd.label == fd.LABEL_REPEATED  # protobuf < 5.29
 
 
 def save_with_external_data(model: onnx.ModelProto, path: Path, data_name: str, *, min_bytes: int = 1024) -> None:
@@ -321,33 +410,71 @@ def save_with_external_data(model: onnx.ModelProto, path: Path, data_name: str, 
     onnxruntime can map them). ``model`` is not modified and its weights are
     written one tensor at a time: no copy of them is made (peak memory)."""
     light = onnx.ModelProto()
-    for field, value in model.ListFields():
-        if field.name != "graph":
-            _copy_field(light, field, value)
-    for field, value in model.graph.ListFields():
-        if field.name != "initializer":
-            _copy_field(light.graph, field, value)
+    for fd, value in model.ListFields():
+        if fd.name != "graph":
+            _copy_field(light, fd, value)
+    for fd, value in model.graph.ListFields():
+        if fd.name != "initializer":
+            _copy_field(light.graph, fd, value)
     offset = 0
     with open(path.parent / data_name, "wb") as f:
         for original in model.graph.initializer:
             tensor = light.graph.initializer.add()
-            external = original.data_location == onnx.TensorProto.EXTERNAL
-            if external or original.data_type == onnx.TensorProto.STRING or tensor_bytes(original) < min_bytes:
+            if not on_disk(original) and (original.data_type == onnx.TensorProto.STRING or tensor_bytes(original) < min_bytes):
                 tensor.CopyFrom(original)  # small, or no raw form
                 continue
-            for field, value in original.ListFields():
-                if field.name not in _TENSOR_DATA_FIELDS:
-                    _copy_field(tensor, field, value)
-            data = original.raw_data if original.HasField("raw_data") else numpy_helper.to_array(original).tobytes()
+            for fd, value in original.ListFields():
+                if fd.name not in _TENSOR_DATA_FIELDS:
+                    _copy_field(tensor, fd, value)
             padding = -offset % 4096
             f.write(b"\0" * padding)
-            f.write(data)
             offset += padding
+            if on_disk(original):
+                length = _copy_file_range(original, f)
+            else:
+                data = original.raw_data if original.HasField("raw_data") else numpy_helper.to_array(original).tobytes()
+                f.write(data)
+                length = len(data)
             tensor.data_location = onnx.TensorProto.EXTERNAL
-            for key, value in (("location", data_name), ("offset", str(offset)), ("length", str(len(data)))):
+            for key, value in (("location", data_name), ("offset", str(offset)), ("length", str(length))):
                 tensor.external_data.add(key=key, value=value)
-            offset += len(data)
+            offset += length
     path.write_bytes(light.SerializeToString())
+
+
+def _copy_file_range(tensor: onnx.TensorProto, out) -> int:
+    """Append the data of an on-disk tensor to ``out`` in chunks; returns its length."""
+    info = {e.key: e.value for e in tensor.external_data}
+    offset = int(info.get("offset", 0))
+    with open(info["location"], "rb") as src:
+        src.seek(offset)
+        remaining = int(info["length"]) if "length" in info else os.fstat(src.fileno()).st_size - offset
+        length = remaining
+        while remaining:
+            chunk = src.read(min(remaining, 64 << 20))
+            if not chunk:
+                raise OSError(f"external data of '{tensor.name}' ends early")
+            out.write(chunk)
+            remaining -= len(chunk)
+    return length
+
+
+def _metadata_only(tensor: onnx.TensorProto) -> onnx.TensorProto:
+    meta = onnx.TensorProto()
+    for fd, value in tensor.ListFields():
+        if fd.name not in _TENSOR_DATA_FIELDS:
+            _copy_field(meta, fd, value)
+    return meta
+
+
+def _with_data_inside(tensor: onnx.TensorProto) -> bytes:
+    """The serialization of an on-disk tensor as if its data were in ``raw_data``."""
+    full = _metadata_only(tensor)
+    info = {e.key: e.value for e in tensor.external_data}
+    with open(info["location"], "rb") as src:
+        src.seek(int(info.get("offset", 0)))
+        full.raw_data = src.read(int(info["length"]))
+    return full.SerializeToString()
 
 
 _TENSOR_DATA_FIELDS = frozenset(
@@ -355,13 +482,13 @@ _TENSOR_DATA_FIELDS = frozenset(
 )
 
 
-def _copy_field(dst, field, value) -> None:
-    if _is_repeated(field):
-        getattr(dst, field.name).extend(value)
-    elif field.message_type is not None:
-        getattr(dst, field.name).CopyFrom(value)
+def _copy_field(dst, fd, value) -> None:
+    if _is_repeated(fd):
+        getattr(dst, fd.name).extend(value)
+    elif fd.message_type is not None:
+        getattr(dst, fd.name).CopyFrom(value)
     else:
-        setattr(dst, field.name, value)
+        setattr(dst, fd.name, value)
 
 
 def copy_model_files(loaded: LoadedModel, dst: str | os.PathLike) -> None:
@@ -370,6 +497,16 @@ def copy_model_files(loaded: LoadedModel, dst: str | os.PathLike) -> None:
         save_model(loaded.model, dst, external_data=True, protect=tuple(loaded.external_files))
     else:
         write_atomically(dst, lambda tmp: shutil.copyfile(loaded.path, tmp))
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by dropped weights or sessions back to the system (glibc keeps it otherwise)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 def first_line(err: BaseException) -> str:

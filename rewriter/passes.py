@@ -17,11 +17,10 @@ import numpy as np
 import onnx
 import onnx.inliner
 import onnx_graphsurgeon as gs
-from onnx import numpy_helper
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
 from .builder import SubgraphBuilder
-from .graphs import all_graphs, functions_containing, weightless_copy
+from .graphs import all_graphs, functions_containing, tensor_value, weightless_copy
 from .lower import POOL_OPS, SITE_OPS, max_pool, rule_for
 from .lower.checks import attribute_support
 from .report import KEPT, REWRITTEN, NodeResult, Report
@@ -540,7 +539,7 @@ def _site_from_proto(node: onnx.NodeProto, opset: int, types: dict[str, onnx.Typ
     indices = node.output[1] if len(node.output) > 1 else ""
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     if len(node.input) > 1 and node.input[1] in index.initializers and "axes" not in attrs:  # Reduce*-18 axes
-        attrs["axes"] = [int(v) for v in numpy_helper.to_array(index.initializers[node.input[1]]).reshape(-1)]
+        attrs["axes"] = [int(v) for v in tensor_value(index.initializers[node.input[1]]).reshape(-1)]
     return PoolSite(
         name=node.name,
         op_type=node.op_type,

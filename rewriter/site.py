@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from .graphs import tensor_value
 from .spec import PoolSpec
 
 Dim = Optional[object]  # int when static, a str or None when dynamic
@@ -87,7 +88,7 @@ class NonNegativity:
 
         def constant(name: str) -> Optional[np.ndarray]:
             if name in initializers:
-                return numpy_helper.to_array(initializers[name])
+                return tensor_value(initializers[name])
             node = producers.get(name)
             if node is not None and node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
                 return numpy_helper.to_array(node.attribute[0].t)

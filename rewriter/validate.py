@@ -209,7 +209,7 @@ class OrtRunner:
         # runs do not need the speed, and peak memory is at least a copy smaller.
         options.add_session_config_entry("session.disable_prepacking", "1")
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, ORT_OPTIMIZATION)
-        if io.serialized_size(model) < SESSION_FROM_FILE_MIN_BYTES:
+        if not io.has_weights_on_disk(model) and io.serialized_size(model) < SESSION_FROM_FILE_MIN_BYTES:
             data = _serialize_with_outputs(model, expose, elem_types or {})
             self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         else:
@@ -244,16 +244,6 @@ class TrueConvolutionRunner:
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.evaluator.run(feeds)
-
-
-def release_freed_memory() -> None:
-    """Hand memory freed by a dropped session back to the system (glibc keeps it otherwise)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
 
 
 @contextmanager
@@ -485,7 +475,7 @@ def record_reference(
         except Exception as err:
             raise ValidationSetupError(f"the original model fails on {suite_name} inputs: {first_line(err)}") from err
     del runner
-    release_freed_memory()
+    io.release_freed_memory()
     return ReferenceRun(weightless_copy(original), suites, seed, feeds_by_suite, outputs, expose, types)
 
 
@@ -545,7 +535,7 @@ def compare_with_reference(
                 result.passed &= comparison.passed
 
     del tested  # peak memory: the candidate's session is done before the node checks start theirs
-    release_freed_memory()
+    io.release_freed_memory()
     recorded = set(reference.exposed)
     site_nodes = [n for n in _localizable_nodes(original, candidate, localize) if n.input[0] in recorded]
     if progress and site_nodes:

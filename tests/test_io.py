@@ -236,3 +236,79 @@ def test_tensor_sizes_come_from_dims_not_from_serializing():
     assert tensor_bytes(external) == 0
     huge = TensorProto(name="w", data_type=TensorProto.FLOAT16, dims=[1 << 20, 1 << 11])
     assert tensor_bytes(huge) == 1 << 32
+
+
+@pytest.fixture
+def small_on_disk_threshold(monkeypatch):
+    """Leave every initializer of 1 KiB or more on disk, so that small models exercise it."""
+    from rewriter import io as rio
+
+    monkeypatch.setattr(rio, "ON_DISK_MIN_BYTES", 1024)
+
+
+def test_weights_left_in_the_file_make_the_same_model(tmp_path, small_on_disk_threshold):
+    """The model read with its weights on disk, written out with them inside, is the
+    original file byte for byte; and every on-disk tensor points at its own bytes."""
+    from rewriter.io import has_weights_on_disk, load_model_with_sources, serialized_pieces
+
+    original = rich_model()
+    onnx.save(original, tmp_path / "m.onnx")
+    model = load_model_with_sources(tmp_path / "m.onnx", weights_on_disk=True).model
+    assert has_weights_on_disk(model)
+    on_disk = [t.name for t in model.graph.initializer if t.data_location == TensorProto.EXTERNAL]
+    assert on_disk == ["big"], "raw weights of 1 KiB and more stay on disk; float_data and strings cannot"
+    assert model.graph.initializer[0].ByteSize() < 200
+    from rewriter.graphs import tensor_value
+
+    np.testing.assert_array_equal(tensor_value(model.graph.initializer[0]), numpy_helper.to_array(original.graph.initializer[0]))
+    assert b"".join(serialized_pieces(model)) == (tmp_path / "m.onnx").read_bytes()
+    assert model.graph.node == original.graph.node and model.functions == original.functions
+
+
+def test_truncated_or_odd_files_fall_back_to_the_ordinary_parse(tmp_path, small_on_disk_threshold):
+    from rewriter.io import InputError, load_model_with_sources
+    from rewriter.wire import parse_leaving_weights
+
+    data = rich_model().SerializeToString()
+    (tmp_path / "cut.onnx").write_bytes(data[: len(data) // 2])
+    assert parse_leaving_weights(tmp_path / "cut.onnx", 1024) is None
+    with pytest.raises(InputError, match="not a valid ONNX model|truncated"):
+        load_model_with_sources(tmp_path / "cut.onnx", weights_on_disk=True)
+    # Two graph fields: protobuf merges them (initializers append); so must we.
+    graph = rich_model().graph
+    extra = onnx.GraphProto()
+    extra.initializer.add().CopyFrom(graph.initializer[0])
+    extra.initializer[0].name = "big2"
+    twice = data + b"\x3a" + _varint(extra.ByteSize()) + extra.SerializeToString()
+    (tmp_path / "twice.onnx").write_bytes(twice)
+    merged = onnx.ModelProto()
+    merged.ParseFromString(twice)
+    light, left = parse_leaving_weights(tmp_path / "twice.onnx", 1024)
+    assert [t.name for t in light.graph.initializer] == [t.name for t in merged.graph.initializer]
+    names = {light.graph.initializer[i].name for i, _, _ in left}
+    assert names == {"big", "big2"}
+    for index, offset, length in left:
+        expected = merged.graph.initializer[index].raw_data
+        assert twice[offset : offset + length] == expected
+
+
+def _varint(n: int) -> bytes:
+    from rewriter.wire import varint
+
+    return varint(n)
+
+
+def test_cli_output_is_the_same_with_weights_on_disk(tmp_path, small_on_disk_threshold):
+    """The CLI leaves big weights in the input file; its output must be exactly what
+    rewriting the fully loaded model gives."""
+    from rewriter import rewrite_model
+    from rewriter import cli as rcli
+    from rewriter.io import save_model
+
+    model = conv_pool_model()
+    onnx.save(model, tmp_path / "in.onnx")
+    assert rcli.main([str(tmp_path / "in.onnx"), str(tmp_path / "cli.onnx"), "-q"]) == 0
+    rewritten, _ = rewrite_model(onnx.load(tmp_path / "in.onnx"))
+    save_model(rewritten, tmp_path / "api.onnx")
+    assert (tmp_path / "cli.onnx").read_bytes() == (tmp_path / "api.onnx").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["api.onnx", "cli.onnx", "in.onnx"]
