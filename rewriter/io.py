@@ -156,9 +156,11 @@ def _load_external_data(model: onnx.ModelProto, base: Path, *, keep_big_on_disk:
     if keep_big_on_disk:
         for tensor in model.graph.initializer:
             if uses_external_data(tensor) and tensor_bytes(tensor, in_memory=False) >= ON_DISK_MIN_BYTES:
-                for entry in tensor.external_data:
-                    if entry.key == "location":
-                        entry.value = str((base / entry.value).resolve())
+                info = {e.key: e.value for e in tensor.external_data}
+                _point_at(
+                    tensor, (base / info["location"]).resolve(), int(info.get("offset", 0)),
+                    int(info.get("length", tensor_bytes(tensor, in_memory=False))),
+                )
     for tensor in _get_all_tensors(model):
         location = {e.key: e.value for e in tensor.external_data}.get("location", "")
         if not uses_external_data(tensor) or os.path.isabs(location):
@@ -363,9 +365,11 @@ def _fields_in_pieces(message, split: frozenset[str] | set[str] = frozenset()) -
             if fd.name in split:
                 yield header + varint(serialized_size(item))
                 yield from _fields_in_pieces(item)
+            elif fd.name == "initializer" and on_disk(item):
+                yield header + varint(_embedded_size(item))
+                yield from _with_data_inside(item)
             else:
-                # An on-disk tensor is written with its data inside, read from its file.
-                data = _with_data_inside(item) if fd.name == "initializer" and on_disk(item) else item.SerializeToString()
+                data = item.SerializeToString()
                 yield header + varint(len(data))
                 yield data
 
@@ -384,8 +388,7 @@ def serialized_size(message) -> int:
             if item.DESCRIPTOR.name == "GraphProto":
                 size = serialized_size(item)
             elif fd.name == "initializer" and on_disk(item):
-                length = int({e.key: e.value for e in item.external_data}["length"])
-                size = _metadata_only(item).ByteSize() + 1 + len(varint(length)) + length  # raw_data: field 9
+                size = _embedded_size(item)
             elif item.DESCRIPTOR.name == "TensorProto" and tensor_bytes(item) > SINGLE_FILE_LIMIT:
                 size = tensor_bytes(item)  # too big for protobuf to measure, and past the one-file limit anyway
             else:
@@ -443,20 +446,26 @@ def save_with_external_data(model: onnx.ModelProto, path: Path, data_name: str, 
 
 
 def _copy_file_range(tensor: onnx.TensorProto, out) -> int:
-    """Append the data of an on-disk tensor to ``out`` in chunks; returns its length."""
+    """Append the data of an on-disk tensor to ``out``; returns its length."""
+    length = 0
+    for chunk in _on_disk_chunks(tensor):
+        out.write(chunk)
+        length += len(chunk)
+    return length
+
+
+def _on_disk_chunks(tensor: onnx.TensorProto) -> Iterator[bytes]:
+    """The data of an on-disk tensor, read in chunks (never all of it at once)."""
     info = {e.key: e.value for e in tensor.external_data}
-    offset = int(info.get("offset", 0))
     with open(info["location"], "rb") as src:
-        src.seek(offset)
-        remaining = int(info["length"]) if "length" in info else os.fstat(src.fileno()).st_size - offset
-        length = remaining
+        src.seek(int(info.get("offset", 0)))
+        remaining = int(info["length"])
         while remaining:
             chunk = src.read(min(remaining, 64 << 20))
             if not chunk:
-                raise OSError(f"external data of '{tensor.name}' ends early")
-            out.write(chunk)
+                raise OSError(f"the data of '{tensor.name}' ends early in {info['location']}")
+            yield chunk
             remaining -= len(chunk)
-    return length
 
 
 def _metadata_only(tensor: onnx.TensorProto) -> onnx.TensorProto:
@@ -467,16 +476,24 @@ def _metadata_only(tensor: onnx.TensorProto) -> onnx.TensorProto:
     return meta
 
 
-def _with_data_inside(tensor: onnx.TensorProto) -> bytes:
-    """The serialization of an on-disk tensor as if its data were in ``raw_data``."""
-    full = _metadata_only(tensor)
+def _with_data_inside(tensor: onnx.TensorProto) -> Iterator[bytes]:
+    """An on-disk tensor serialized as if its data were in ``raw_data`` (field 9, so
+    between the fields numbered below and above it), the data read in chunks."""
     info = {e.key: e.value for e in tensor.external_data}
-    with open(info["location"], "rb") as src:
-        src.seek(int(info.get("offset", 0)))
-        full.raw_data = src.read(int(info["length"]))
-    return full.SerializeToString()
+    before, after = onnx.TensorProto(), onnx.TensorProto()
+    for fd, value in _metadata_only(tensor).ListFields():
+        _copy_field(before if fd.number < RAW_DATA_FIELD else after, fd, value)
+    yield before.SerializeToString() + varint((RAW_DATA_FIELD << 3) | 2) + varint(int(info["length"]))
+    yield from _on_disk_chunks(tensor)
+    yield after.SerializeToString()
 
 
+def _embedded_size(tensor: onnx.TensorProto) -> int:
+    length = int({e.key: e.value for e in tensor.external_data}["length"])
+    return _metadata_only(tensor).ByteSize() + len(varint((RAW_DATA_FIELD << 3) | 2)) + len(varint(length)) + length
+
+
+RAW_DATA_FIELD = 9  # TensorProto.raw_data
 _TENSOR_DATA_FIELDS = frozenset(
     ("raw_data", "float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data", "data_location", "external_data")
 )

@@ -16,7 +16,7 @@ which also produces the ordinary error messages.
 
 from __future__ import annotations
 
-import mmap
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -35,9 +35,9 @@ def parse_leaving_weights(path: Path, min_bytes: int) -> Optional[tuple[onnx.Mod
     least ``min_bytes``, and for each such tensor ``(initializer index, offset, length)``
     of its data in the file. None when the file is not one this reader handles."""
     try:
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            light, left = _model_without_weights(data, min_bytes)
-    except (OSError, ValueError, _Malformed):  # ValueError: an empty file cannot be mapped
+        with open(path, "rb") as f:
+            light, left = _model_without_weights(_FileBytes(f), min_bytes)
+    except (OSError, _Malformed):
         return None
     if not left:
         return None  # nothing big inside: the ordinary parse costs no more
@@ -49,6 +49,39 @@ def parse_leaving_weights(path: Path, min_bytes: int) -> Optional[tuple[onnx.Mod
     if any(i >= len(model.graph.initializer) for i, _, _ in left):
         return None
     return model, left
+
+
+class _FileBytes:
+    """Indexing and slicing over a file that reads only what is asked for (a memory
+    map would count whole cached folios of the weights as resident)."""
+
+    WINDOW = 1 << 16
+
+    def __init__(self, f) -> None:
+        self.f = f
+        self.size = os.fstat(f.fileno()).st_size
+        self.start, self.buffer = 0, b""
+
+    def __len__(self) -> int:
+        return self.size
+
+    def _read(self, pos: int, count: int) -> bytes:
+        self.f.seek(pos)
+        data = self.f.read(count)
+        if len(data) != count:
+            raise _Malformed("file changed or truncated while read")
+        return data
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            start, stop = key.start, key.stop
+            if self.start <= start and stop <= self.start + len(self.buffer):
+                return self.buffer[start - self.start : stop - self.start]
+            return self._read(start, stop - start)
+        if not self.start <= key < self.start + len(self.buffer):
+            self.start = key
+            self.buffer = self._read(key, min(self.WINDOW, self.size - key))
+        return self.buffer[key - self.start]
 
 
 def _model_without_weights(data, min_bytes: int) -> tuple[bytes, list[tuple[int, int, int]]]:
