@@ -1,4 +1,4 @@
-"""AveragePool lowered to Conv and Concat.
+"""AveragePool lowered to Conv and Add.
 
 Zero padding contributes nothing to a sum, so the conv's own pads are exact.
 onnxruntime's divisor is a product of per-axis counts (see
@@ -7,8 +7,9 @@ onnxruntime's divisor is a product of per-axis counts (see
 * axes where every window has the same count fold into one N-D depthwise
   conv with weights ``1/K``;
 * an axis with position-dependent counts (count_include_pad=0 with pads, or
-  ceil_mode windows running past the end) is split into runs of equal count;
-  each run is one conv with weights ``1/count``, and a Concat joins the runs.
+  ceil_mode windows running past the end): one conv with the commonest count,
+  plus, for each run of windows with another count, the difference from a conv
+  over those windows, padded back to full length and added (no Concat).
 """
 
 from __future__ import annotations
@@ -100,28 +101,37 @@ def uniform_axes_conv(
     return b.depthwise_conv(x, kernel, strides=strides, dilations=dilations, pads=pads_begin + pads_end, hint="avg")
 
 
-def average_along_axis(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec, divisors: list[int]) -> gs.Variable:
-    """Windows along one axis, each divided by its own count."""
-    parts = []
-    first = 0
+def average_along_axis(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec, divisors: list[int]) -> gs.Tensor:
+    """Windows along one axis, each divided by its own count.
+
+    One conv divides every window by the commonest count; each run of windows with
+    another count gets the difference, ``sum * (1/count - 1/common)``, from a conv
+    over just those windows, padded back to full length with zeros and added.
+    onnxruntime fuses each such Add into a conv and keeps its blocked layout, which
+    a Concat of the runs would break.
+    """
+    runs, first = [], 0
     for count, run in groupby(divisors):
         length = len(list(run))
-        parts.append(
-            conv_window_run(
-                b,
-                x,
-                axis,
-                a.size,
-                start=a.window_start(first),
-                count=length,
-                stride=a.stride,
-                taps=[1.0 / count] * a.kernel,
-                dilation=a.dilation,
-                hint="avg_run",
-            )
-        )
+        runs.append((count, first, length))
         first += length
-    return parts[0] if len(parts) == 1 else b.concat(parts, axis)
+    common = max(runs, key=lambda r: r[2])[0]
+
+    def windows(first: int, length: int, weight: float, hint: str) -> gs.Variable:
+        return conv_window_run(
+            b, x, axis, a.size, start=a.window_start(first), count=length, stride=a.stride,
+            taps=[weight] * a.kernel, dilation=a.dilation, hint=hint,
+        )
+
+    y: Optional[gs.Tensor] = None
+    for count, first, length in runs:
+        if count == common:
+            continue
+        difference = windows(first, length, 1.0 / count - 1.0 / common, "avg_fix")
+        placed = b.conv_along(difference, axis, [1.0], pad_begin=first, pad_end=a.out_size - first - length, hint="avg_place")
+        y = placed if y is None else b.add(placed, y)
+    main = windows(0, a.out_size, 1.0 / common, "avg")
+    return main if y is None else b.add(main, y)
 
 
 class AveragePoolRule:
