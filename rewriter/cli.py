@@ -20,7 +20,6 @@ from .io import (
     check_output_path,
     copy_model_files,
     first_line,
-    load_model,
     load_model_with_sources,
     save_model,
     write_atomically,
@@ -226,11 +225,15 @@ def compare(args: argparse.Namespace) -> int:
         check_output_path(args.report, args.input)
     from .validate import ValidationSetupError
 
+    def load(path: str):
+        # Big weights stay in their files unless the numpy true-convolution reference needs them.
+        return load_model_with_sources(path, weights_on_disk=not args.flip_kernels).model
+
     try:  # one model in memory at a time: the original's results are kept as arrays
-        reference = _record_reference(args, load_model(args.input), console)
+        reference = _record_reference(args, load(args.input), console)
     except ValidationSetupError as err:
         raise _setup_error(args, err) from err
-    validation = _compare(args, reference, load_model(args.output), console, true_convolution=args.flip_kernels)
+    validation = _compare(args, reference, load(args.output), console, true_convolution=args.flip_kernels)
     _write_report(args.report, {"validation": validation.to_dict()})
     if not validation.passed:
         print(f"onnx-poolrewrite: not equal: {validation.summary()}", file=sys.stderr)

@@ -312,3 +312,35 @@ def test_cli_output_is_the_same_with_weights_on_disk(tmp_path, small_on_disk_thr
     save_model(rewritten, tmp_path / "api.onnx")
     assert (tmp_path / "cli.onnx").read_bytes() == (tmp_path / "api.onnx").read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["api.onnx", "cli.onnx", "in.onnx"]
+
+
+@pytest.mark.parametrize("external", [False, True], ids=["inside", "external-data"])
+def test_in_place_with_weights_left_on_disk(tmp_path, small_on_disk_threshold, external):
+    """--in-place reads the weights from the very file it replaces: all must be read
+    before anything is replaced, and the result must equal a rewrite to a new file."""
+    from rewriter import cli as rcli
+
+    src = tmp_path / "m.onnx"
+    if external:
+        save_external(conv_pool_model(), src, location="m.onnx.data")
+    else:
+        onnx.save(conv_pool_model(), src)
+    reference = tmp_path / "ref"
+    reference.mkdir()
+    assert rcli.main([str(src), str(reference / "m.onnx"), "-q"]) == 0
+    assert rcli.main([str(src), str(src), "--in-place", "-q"]) == 0
+    assert snapshot(tmp_path) == snapshot(reference)
+    x = np.random.default_rng(0).standard_normal((1, 4, 10, 10)).astype(np.float32)
+    import onnxruntime as ort
+
+    out = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    expected = ort.InferenceSession(conv_pool_model().SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_compare_with_weights_left_on_disk(tmp_path, small_on_disk_threshold):
+    from rewriter import cli as rcli
+
+    onnx.save(conv_pool_model(), tmp_path / "a.onnx")
+    assert rcli.main([str(tmp_path / "a.onnx"), str(tmp_path / "b.onnx"), "-q"]) == 0
+    assert rcli.main(["--compare", str(tmp_path / "a.onnx"), str(tmp_path / "b.onnx"), "-q"]) == 0
