@@ -268,7 +268,7 @@ def _rewrite(args: argparse.Namespace, loaded: LoadedModel, console: _Console) -
     from .validate import ValidationSetupError  # no onnxruntime import: that waits for a session
 
     model = loaded.model
-    protect = () if args.in_place else tuple(loaded.external_files)
+    protect = () if args.in_place else (*loaded.external_files, loaded.path)
     console.progress(f"loaded {args.input}")
     allow = _names(args.allow) or []
     rewrite = PoolRewritePass(only=_names(args.only), exclude=_names(args.exclude), allow=allow, rewrite_double=args.rewrite_double)

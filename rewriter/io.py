@@ -327,7 +327,7 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, external_data
         return
     data_path = data_file_for(p)
     if data_path.resolve() in {f.resolve() for f in protect}:
-        raise InputError(f"{p}: its data file {data_path.name} would overwrite the input's external data; choose another output name")
+        raise InputError(f"{p}: its data file {data_path.name} would overwrite the input (its model or external data); choose another output name")
     folder = p.parent if str(p.parent) else Path(".")
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(folder)))
