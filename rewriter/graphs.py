@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from typing import Iterable
 
-import numpy as np
 import onnx
-from onnx import numpy_helper
 
 
 def all_graphs(graph: onnx.GraphProto) -> Iterable[onnx.GraphProto]:
@@ -49,19 +46,6 @@ def tensor_bytes(t: onnx.TensorProto, in_memory: bool = True) -> int:
     for d in t.dims:
         count *= d
     return count * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize if t.data_type else 0
-
-
-def tensor_value(t: onnx.TensorProto) -> np.ndarray:
-    """The value of an initializer, also when its data was left in a file (an absolute
-    external location, see ``rewriter.io.load_model_with_sources``)."""
-    info = {e.key: e.value for e in t.external_data}
-    if t.data_location != onnx.TensorProto.EXTERNAL or not os.path.isabs(info.get("location", "")):
-        return numpy_helper.to_array(t)
-    with open(info["location"], "rb") as f:
-        f.seek(int(info.get("offset", 0)))
-        data = f.read(int(info["length"]))
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(t.data_type)
-    return np.frombuffer(data, dtype=dtype).reshape(tuple(t.dims)).copy()
 
 
 def weightless_copy(model: onnx.ModelProto, keep_below_bytes: int = 1024) -> onnx.ModelProto:

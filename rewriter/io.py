@@ -12,14 +12,21 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable
 
 import onnx
-from onnx import numpy_helper
 from onnx.external_data_helper import _get_all_tensors, load_external_data_for_tensor, uses_external_data
 
 from .graphs import tensor_bytes, weightless_copy
-from .wire import parse_leaving_weights, varint
+from .wire import (
+    check_on_disk_model,
+    external_info,
+    parse_leaving_weights,
+    point_at,
+    save_with_external_data,
+    serialized_pieces,
+    serialized_size,
+)
 
 # Protobuf cannot serialize a message past 2 GiB; stay well below it.
 SINGLE_FILE_LIMIT = 1_800_000_000
@@ -81,7 +88,7 @@ def load_model_with_sources(path: str | os.PathLike, *, weights_on_disk: bool = 
         except Exception as err:
             raise InputError(f"{p}: cannot load external data ({first_line(err)})") from err
     for index, offset, length in left_in_file:
-        _point_at(model.graph.initializer[index], p.resolve(), offset, length)
+        point_at(model.graph.initializer[index], p.resolve(), offset, length)
     if left_in_file:
         checker_error = check_on_disk_model(model)
     # From the file: checking the in-memory model would serialize another copy (and fails past 2 GiB).
@@ -105,46 +112,6 @@ def _parse_whole(p: Path) -> onnx.ModelProto:
     return model
 
 
-def _point_at(tensor: onnx.TensorProto, file: Path, offset: int, length: int) -> None:
-    tensor.data_location = onnx.TensorProto.EXTERNAL
-    del tensor.external_data[:]
-    for key, value in (("location", str(file)), ("offset", str(offset)), ("length", str(length))):
-        tensor.external_data.add(key=key, value=value)
-
-
-def check_on_disk_model(model: onnx.ModelProto) -> Optional[Exception]:
-    """onnx.checker's verdict on a model whose weights are on disk, without reading them.
-
-    The checker wants external data relative to the model file; it gets a copy of
-    the model beside a sparse stand-in file as long as the data (it checks sizes,
-    never contents). Returns the checker's exception, or None."""
-    with tempfile.TemporaryDirectory(prefix="onnx-poolrewrite-check-") as folder:
-        copy = onnx.ModelProto()
-        copy.CopyFrom(model)  # light: the weights are on disk
-        size = 0
-        for tensor in copy.graph.initializer:
-            if on_disk(tensor):
-                info = {e.key: e.value for e in tensor.external_data}
-                required = tensor_bytes(tensor, in_memory=False)
-                if int(info["length"]) < required:  # the checker's own test for data inside the model
-                    return ValueError(
-                        f"TensorProto (tensor name: {tensor.name}) raw_data size ({info['length']} bytes) is too small "
-                        f"for the declared shape and type ({required} bytes required)"
-                    )
-                size = max(size, int(info.get("offset", 0)) + int(info["length"]))
-                for entry in tensor.external_data:
-                    if entry.key == "location":
-                        entry.value = "standin.bin"
-        with open(Path(folder) / "standin.bin", "wb") as f:
-            f.truncate(size)
-        (Path(folder) / "model.onnx").write_bytes(copy.SerializeToString())
-        try:
-            onnx.checker.check_model(str(Path(folder) / "model.onnx"))
-        except Exception as err:
-            return err
-    return None
-
-
 # Peak memory: external initializers this big can stay in their file (see load_model_with_sources).
 ON_DISK_MIN_BYTES = 1 << 20
 
@@ -156,27 +123,18 @@ def _load_external_data(model: onnx.ModelProto, base: Path, *, keep_big_on_disk:
     if keep_big_on_disk:
         for tensor in model.graph.initializer:
             if uses_external_data(tensor) and tensor_bytes(tensor, in_memory=False) >= ON_DISK_MIN_BYTES:
-                info = {e.key: e.value for e in tensor.external_data}
-                _point_at(
+                info = external_info(tensor)
+                point_at(
                     tensor, (base / info["location"]).resolve(), int(info.get("offset", 0)),
                     int(info.get("length", tensor_bytes(tensor, in_memory=False))),
                 )
     for tensor in _get_all_tensors(model):
-        location = {e.key: e.value for e in tensor.external_data}.get("location", "")
+        location = external_info(tensor).get("location", "")
         if not uses_external_data(tensor) or os.path.isabs(location):
             continue
         load_external_data_for_tensor(tensor, str(base))
         tensor.data_location = onnx.TensorProto.DEFAULT
         del tensor.external_data[:]
-
-
-def on_disk(tensor: onnx.TensorProto) -> bool:
-    """A tensor whose data is still in a file (see ``weights_on_disk``)."""
-    return tensor.data_location == onnx.TensorProto.EXTERNAL
-
-
-def has_weights_on_disk(model: onnx.ModelProto) -> bool:
-    return any(on_disk(t) for t in model.graph.initializer)
 
 
 def _only_missing_shapes(model: onnx.ModelProto, err: Exception) -> bool:
@@ -208,7 +166,7 @@ def external_data_files(model: onnx.ModelProto, base: Path) -> list[Path]:
     for tensor in _get_all_tensors(model):
         if not uses_external_data(tensor):
             continue
-        info = {e.key: e.value for e in tensor.external_data}
+        info = external_info(tensor)
         location = info.get("location", "")
         if not location:
             raise InputError(f"tensor '{tensor.name}' has external data without a location")
@@ -341,171 +299,6 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, external_data
                 os.replace(staging / name, folder / name)  # data first: the model never points at missing data
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def serialized_pieces(model: onnx.ModelProto) -> Iterator[bytes]:
-    """``model.SerializeToString()`` in pieces, none bigger than one initializer.
-
-    A protobuf message is the concatenation of its fields, and a message field is
-    its header and its own serialization; the graph is written that way field by
-    field, in field-number order as protobuf writes them. Serializing in one go
-    would hold two more copies of the weights at once (peak memory).
-    """
-    return _fields_in_pieces(model, split={"graph"})
-
-
-def _fields_in_pieces(message, split: frozenset[str] | set[str] = frozenset()) -> Iterator[bytes]:
-    for fd, value in message.ListFields():
-        if fd.message_type is None:  # scalars and strings: small
-            yield _scalar_field(message, fd, value)
-            continue
-        repeated = _is_repeated(fd)
-        header = varint((fd.number << 3) | 2)  # wire type 2: length-delimited
-        for item in value if repeated else [value]:
-            if fd.name in split:
-                yield header + varint(serialized_size(item))
-                yield from _fields_in_pieces(item)
-            elif fd.name == "initializer" and on_disk(item):
-                yield header + varint(_embedded_size(item))
-                yield from _with_data_inside(item)
-            else:
-                data = item.SerializeToString()
-                yield header + varint(len(data))
-                yield data
-
-
-def serialized_size(message) -> int:
-    """``message.ByteSize()`` computed field by field: protobuf's upb computes it by
-    serializing the whole message, which costs two copies of the weights."""
-    total = 0
-    for fd, value in message.ListFields():
-        if fd.message_type is None:
-            total += len(_scalar_field(message, fd, value))
-            continue
-        repeated = _is_repeated(fd)
-        header = len(varint((fd.number << 3) | 2))
-        for item in value if repeated else [value]:
-            if item.DESCRIPTOR.name == "GraphProto":
-                size = serialized_size(item)
-            elif fd.name == "initializer" and on_disk(item):
-                size = _embedded_size(item)
-            elif item.DESCRIPTOR.name == "TensorProto" and tensor_bytes(item) > SINGLE_FILE_LIMIT:
-                size = tensor_bytes(item)  # too big for protobuf to measure, and past the one-file limit anyway
-            else:
-                size = item.ByteSize()
-            total += header + len(varint(size)) + size
-    return total
-
-
-def _scalar_field(message, fd, value) -> bytes:
-    part = type(message)()
-    _copy_field(part, fd, value)
-    return part.SerializeToString()
-
-
-def _is_repeated(fd) -> bool:
-    return fd.is_repeated if hasattr(fd, "is_repeated") else fd.label == fd.LABEL_REPEATED  # protobuf < 5.29
-
-
-def save_with_external_data(model: onnx.ModelProto, path: Path, data_name: str, *, min_bytes: int = 1024) -> None:
-    """Write ``model`` to ``path`` with every main-graph initializer of at least
-    ``min_bytes`` in the file ``data_name`` beside it, at page-aligned offsets (so
-    onnxruntime can map them). ``model`` is not modified and its weights are
-    written one tensor at a time: no copy of them is made (peak memory)."""
-    light = onnx.ModelProto()
-    for fd, value in model.ListFields():
-        if fd.name != "graph":
-            _copy_field(light, fd, value)
-    for fd, value in model.graph.ListFields():
-        if fd.name != "initializer":
-            _copy_field(light.graph, fd, value)
-    offset = 0
-    with open(path.parent / data_name, "wb") as f:
-        for original in model.graph.initializer:
-            tensor = light.graph.initializer.add()
-            if not on_disk(original) and (original.data_type == onnx.TensorProto.STRING or tensor_bytes(original) < min_bytes):
-                tensor.CopyFrom(original)  # small, or no raw form
-                continue
-            for fd, value in original.ListFields():
-                if fd.name not in _TENSOR_DATA_FIELDS:
-                    _copy_field(tensor, fd, value)
-            padding = -offset % 4096
-            f.write(b"\0" * padding)
-            offset += padding
-            if on_disk(original):
-                length = _copy_file_range(original, f)
-            else:
-                data = original.raw_data if original.HasField("raw_data") else numpy_helper.to_array(original).tobytes()
-                f.write(data)
-                length = len(data)
-            tensor.data_location = onnx.TensorProto.EXTERNAL
-            for key, value in (("location", data_name), ("offset", str(offset)), ("length", str(length))):
-                tensor.external_data.add(key=key, value=value)
-            offset += length
-    path.write_bytes(light.SerializeToString())
-
-
-def _copy_file_range(tensor: onnx.TensorProto, out) -> int:
-    """Append the data of an on-disk tensor to ``out``; returns its length."""
-    length = 0
-    for chunk in _on_disk_chunks(tensor):
-        out.write(chunk)
-        length += len(chunk)
-    return length
-
-
-def _on_disk_chunks(tensor: onnx.TensorProto) -> Iterator[bytes]:
-    """The data of an on-disk tensor, read in chunks (never all of it at once)."""
-    info = {e.key: e.value for e in tensor.external_data}
-    with open(info["location"], "rb") as src:
-        src.seek(int(info.get("offset", 0)))
-        remaining = int(info["length"])
-        while remaining:
-            chunk = src.read(min(remaining, 64 << 20))
-            if not chunk:
-                raise OSError(f"the data of '{tensor.name}' ends early in {info['location']}")
-            yield chunk
-            remaining -= len(chunk)
-
-
-def _metadata_only(tensor: onnx.TensorProto) -> onnx.TensorProto:
-    meta = onnx.TensorProto()
-    for fd, value in tensor.ListFields():
-        if fd.name not in _TENSOR_DATA_FIELDS:
-            _copy_field(meta, fd, value)
-    return meta
-
-
-def _with_data_inside(tensor: onnx.TensorProto) -> Iterator[bytes]:
-    """An on-disk tensor serialized as if its data were in ``raw_data`` (field 9, so
-    between the fields numbered below and above it), the data read in chunks."""
-    info = {e.key: e.value for e in tensor.external_data}
-    before, after = onnx.TensorProto(), onnx.TensorProto()
-    for fd, value in _metadata_only(tensor).ListFields():
-        _copy_field(before if fd.number < RAW_DATA_FIELD else after, fd, value)
-    yield before.SerializeToString() + varint((RAW_DATA_FIELD << 3) | 2) + varint(int(info["length"]))
-    yield from _on_disk_chunks(tensor)
-    yield after.SerializeToString()
-
-
-def _embedded_size(tensor: onnx.TensorProto) -> int:
-    length = int({e.key: e.value for e in tensor.external_data}["length"])
-    return _metadata_only(tensor).ByteSize() + len(varint((RAW_DATA_FIELD << 3) | 2)) + len(varint(length)) + length
-
-
-RAW_DATA_FIELD = 9  # TensorProto.raw_data
-_TENSOR_DATA_FIELDS = frozenset(
-    ("raw_data", "float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data", "data_location", "external_data")
-)
-
-
-def _copy_field(dst, fd, value) -> None:
-    if _is_repeated(fd):
-        getattr(dst, fd.name).extend(value)
-    elif fd.message_type is not None:
-        getattr(dst, fd.name).CopyFrom(value)
-    else:
-        setattr(dst, fd.name, value)
 
 
 def copy_model_files(loaded: LoadedModel, dst: str | os.PathLike) -> None:

@@ -20,7 +20,8 @@ import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
 from .builder import SubgraphBuilder
-from .graphs import all_graphs, functions_containing, tensor_value, weightless_copy
+from .graphs import all_graphs, functions_containing, weightless_copy
+from .wire import tensor_value
 from .lower import POOL_OPS, SITE_OPS, max_pool, rule_for
 from .lower.checks import attribute_support
 from .report import KEPT, REWRITTEN, NodeResult, Report

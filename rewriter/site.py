@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .graphs import tensor_value
+from .wire import tensor_value
 from .spec import PoolSpec
 
 Dim = Optional[object]  # int when static, a str or None when dynamic

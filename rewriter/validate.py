@@ -31,7 +31,7 @@ import onnx
 from onnx import numpy_helper
 
 from .graphs import weightless_copy
-from . import io
+from . import io, wire
 from .io import InputError, first_line
 from .lower import POOL_OPS
 from .site import NonNegativity
@@ -209,7 +209,7 @@ class OrtRunner:
         # runs do not need the speed, and peak memory is at least a copy smaller.
         options.add_session_config_entry("session.disable_prepacking", "1")
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, ORT_OPTIMIZATION)
-        if not io.has_weights_on_disk(model) and io.serialized_size(model) < SESSION_FROM_FILE_MIN_BYTES:
+        if not wire.has_weights_on_disk(model) and wire.serialized_size(model) < SESSION_FROM_FILE_MIN_BYTES:
             data = _serialize_with_outputs(model, expose, elem_types or {})
             self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         else:
@@ -273,7 +273,7 @@ def _save_with_outputs(model: onnx.ModelProto, names: Sequence[str], elem_types:
     external file that onnxruntime maps; ``model`` ends as it began."""
     path = folder / "model.onnx"
     with _extra_outputs(model, names, elem_types):
-        io.save_with_external_data(model, path, "weights.bin")
+        wire.save_with_external_data(model, path, "weights.bin")
     return path
 
 

@@ -196,7 +196,7 @@ def rich_model() -> onnx.ModelProto:
 
 
 def test_streamed_serialization_is_byte_identical():
-    from rewriter.io import serialized_pieces, serialized_size
+    from rewriter.wire import serialized_pieces, serialized_size
 
     model = rich_model()
     pieces = list(serialized_pieces(model))
@@ -206,7 +206,7 @@ def test_streamed_serialization_is_byte_identical():
 
 
 def test_external_data_writer_keeps_the_model_and_aligns_weights(tmp_path):
-    from rewriter.io import save_with_external_data
+    from rewriter.wire import save_with_external_data
 
     model = rich_model()
     before = model.SerializeToString()
@@ -249,7 +249,8 @@ def small_on_disk_threshold(monkeypatch):
 def test_weights_left_in_the_file_make_the_same_model(tmp_path, small_on_disk_threshold):
     """The model read with its weights on disk, written out with them inside, is the
     original file byte for byte; and every on-disk tensor points at its own bytes."""
-    from rewriter.io import has_weights_on_disk, load_model_with_sources, serialized_pieces
+    from rewriter.io import load_model_with_sources
+    from rewriter.wire import has_weights_on_disk, serialized_pieces
 
     original = rich_model()
     onnx.save(original, tmp_path / "m.onnx")
@@ -258,7 +259,7 @@ def test_weights_left_in_the_file_make_the_same_model(tmp_path, small_on_disk_th
     on_disk = [t.name for t in model.graph.initializer if t.data_location == TensorProto.EXTERNAL]
     assert on_disk == ["big"], "raw weights of 1 KiB and more stay on disk; float_data and strings cannot"
     assert model.graph.initializer[0].ByteSize() < 200
-    from rewriter.graphs import tensor_value
+    from rewriter.wire import tensor_value
 
     np.testing.assert_array_equal(tensor_value(model.graph.initializer[0]), numpy_helper.to_array(original.graph.initializer[0]))
     assert b"".join(serialized_pieces(model)) == (tmp_path / "m.onnx").read_bytes()
