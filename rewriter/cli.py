@@ -170,15 +170,18 @@ def _input_shapes(values: Optional[list[str]]) -> dict[str, list[int]]:
     return shapes
 
 
-def _record_reference(args: argparse.Namespace, original, console: _Console, localize=None):
+def _record_reference(args: argparse.Namespace, original, console: _Console):
     """Run the original once with the command line's input options (see :func:`record_reference`)."""
-    from .validate import DEFAULT_SUITES, load_user_inputs, record_reference
+    from .validate import DEFAULT_SUITES, ValidationSetupError, load_user_inputs, record_reference
 
     user_inputs = load_user_inputs(args.inputs, original) if args.inputs else None
-    return record_reference(
-        original, suites=DEFAULT_SUITES, user_inputs=user_inputs, input_shapes=_input_shapes(args.input_shape),
-        localize=localize, seed=args.seed, progress=console.progress,
-    )
+    try:
+        return record_reference(
+            original, suites=DEFAULT_SUITES, user_inputs=user_inputs, input_shapes=_input_shapes(args.input_shape),
+            seed=args.seed, progress=console.progress,
+        )
+    except ValidationSetupError as err:
+        raise _setup_error(args, err) from err
 
 
 def _setup_error(args: argparse.Namespace, err: Exception) -> InputError:
@@ -223,16 +226,11 @@ def compare(args: argparse.Namespace) -> int:
         raise InputError("--compare needs two models: ORIGINAL CANDIDATE")
     if args.report:
         check_output_path(args.report, args.input)
-    from .validate import ValidationSetupError
-
     def load(path: str):
         # Big weights stay in their files unless the numpy true-convolution reference needs them.
         return load_model_with_sources(path, weights_on_disk=not args.flip_kernels).model
 
-    try:  # one model in memory at a time: the original's results are kept as arrays
-        reference = _record_reference(args, load(args.input), console)
-    except ValidationSetupError as err:
-        raise _setup_error(args, err) from err
+    reference = _record_reference(args, load(args.input), console)  # its results are arrays: one model in memory at a time
     validation = _compare(args, reference, load(args.output), console, true_convolution=args.flip_kernels)
     _write_report(args.report, {"validation": validation.to_dict()})
     if not validation.passed:
@@ -265,8 +263,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _rewrite(args: argparse.Namespace, loaded: LoadedModel, console: _Console) -> int:
-    from .validate import ValidationSetupError  # no onnxruntime import: that waits for a session
-
     model = loaded.model
     protect = () if args.in_place else (*loaded.external_files, loaded.path)
     console.progress(f"loaded {args.input}")
@@ -278,7 +274,7 @@ def _rewrite(args: argparse.Namespace, loaded: LoadedModel, console: _Console) -
     if not args.no_validate and not args.dry_run and _has_pool_ops(model):
         try:
             reference = _record_reference(args, model, console)
-        except ValidationSetupError as err:  # an error only if something gets rewritten
+        except InputError as err:  # an error only if something gets validated
             reference_error = err
     result = rewrite.run(model, progress=console.progress, in_place=not args.dry_run)
     report = result.report
@@ -319,7 +315,7 @@ def _rewrite(args: argparse.Namespace, loaded: LoadedModel, console: _Console) -
         report.validation = {"passed": None, "skipped": "--no-validate", "worst": None}
     else:
         if reference_error is not None and (report.rewritten or args.flip_kernels):
-            raise _setup_error(args, reference_error) from reference_error
+            raise reference_error
         if report.rewritten:
             validation = _compare(args, reference, result.model, console, localize=[n.output for n in report.rewritten])
             report.validation = validation.to_dict()
@@ -332,10 +328,7 @@ def _rewrite(args: argparse.Namespace, loaded: LoadedModel, console: _Console) -
         if args.flip_kernels:
             console.progress("validating the flipped model on the true-convolution reference")
             if reference is None:  # a model without pools: nothing was recorded yet
-                try:
-                    reference = _record_reference(args, result.model, console)
-                except ValidationSetupError as err:
-                    raise _setup_error(args, err) from err
+                reference = _record_reference(args, result.model, console)
             flipped_check = _compare(args, reference, final, console, localize=[], true_convolution=True)
             report.flip["validation"] = flipped_check.to_dict()
             if not flipped_check.passed:
