@@ -101,10 +101,15 @@ def test_in_place(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
 
 
-def test_output_data_file_may_not_clobber_input_data(tmp_path):
-    save_external(conv_pool_model(), tmp_path / "a.onnx", location="b.onnx.data")
+@pytest.mark.parametrize(
+    "src,location,dst",
+    [("a.onnx", "b.onnx.data", "b.onnx"), ("m.data", "weights.bin", "m")],
+    ids=["the input's data", "the input model itself"],  # IN m.data, OUT m: OUT's data file would be IN
+)
+def test_output_data_file_may_not_clobber_the_input(tmp_path, src, location, dst):
+    save_external(conv_pool_model(), tmp_path / src, location=location)
     before = snapshot(tmp_path)
-    proc = cli(tmp_path / "a.onnx", tmp_path / "b.onnx")
+    proc = cli(tmp_path / src, tmp_path / dst)
     assert proc.returncode == 2 and "would overwrite the input" in proc.stderr
     assert snapshot(tmp_path) == before
 
@@ -345,12 +350,3 @@ def test_compare_with_weights_left_on_disk(tmp_path, small_on_disk_threshold):
     onnx.save(conv_pool_model(), tmp_path / "a.onnx")
     assert rcli.main([str(tmp_path / "a.onnx"), str(tmp_path / "b.onnx"), "-q"]) == 0
     assert rcli.main(["--compare", str(tmp_path / "a.onnx"), str(tmp_path / "b.onnx"), "-q"]) == 0
-
-
-def test_output_data_file_may_not_clobber_the_input_model_itself(tmp_path):
-    """IN named m.data with external weights, OUT named m: OUT's data file would be IN."""
-    save_external(conv_pool_model(), tmp_path / "m.data", location="weights.bin")
-    before = snapshot(tmp_path)
-    proc = cli(tmp_path / "m.data", tmp_path / "m")
-    assert proc.returncode == 2 and "would overwrite the input" in proc.stderr
-    assert snapshot(tmp_path) == before
