@@ -25,7 +25,7 @@ from .io import (
     write_atomically,
 )
 from .audit import audit_ops, audit_table
-from .graphs import all_graphs
+from .graphs import all_graphs, functions_containing
 from .lower import SITE_OPS
 from .passes import PoolRewritePass
 from .report import dumps
@@ -241,9 +241,7 @@ def compare(args: argparse.Namespace) -> int:
 
 
 def _has_pool_ops(model) -> bool:
-    return any(n.op_type in SITE_OPS for g in all_graphs(model.graph) for n in g.node) or any(
-        n.op_type in SITE_OPS for f in model.functions for n in f.node
-    )
+    return any(n.op_type in SITE_OPS for g in all_graphs(model.graph) for n in g.node) or bool(functions_containing(model, SITE_OPS))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -330,14 +330,21 @@ def ceil_mode() -> onnx.ModelProto:
 
 
 def avg_exclude_pad() -> onnx.ModelProto:
-    g = GraphBuilder("avg_exclude_pad", seed=6)
+    return _avg_both_divisors(
+        "avg_exclude_pad", 6, "branch", dict(strides=[1, 1], pads=[1, 1, 1, 1]),
+        "AveragePool 3x3/s1/p1 with count_include_pad 0 (Inception) and 1.",
+    )
+
+
+def _avg_both_divisors(name: str, seed: int, scope: str, attrs: dict, doc: str, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """One 3x3 AveragePool with ``attrs``, side by side with count_include_pad 0 and 1."""
+    g = GraphBuilder(name, seed=seed)
     x = g.input("features", [4, 16, 16])
     x = g.conv("stem/conv", x, 4, 8, [3, 3])
-    common = dict(strides=[1, 1], pads=[1, 1, 1, 1])
-    excl = g.avg_pool("branch/avgpool_exclude_pad", x, [3, 3], count_include_pad=0, **common)
-    incl = g.avg_pool("branch/avgpool_include_pad", x, [3, 3], count_include_pad=1, **common)
-    g.output(g.node("Concat", "branch/concat", [excl, incl], axis=1)[0])
-    return g.model("AveragePool 3x3/s1/p1 with count_include_pad 0 (Inception) and 1.")
+    excl = g.avg_pool(f"{scope}/avgpool_exclude_pad", x, [3, 3], count_include_pad=0, **attrs)
+    incl = g.avg_pool(f"{scope}/avgpool_include_pad", x, [3, 3], count_include_pad=1, **attrs)
+    g.output(g.node("Concat", f"{scope}/concat", [excl, incl], axis=1)[0])
+    return g.model(doc, opset=opset)
 
 
 def dilated() -> onnx.ModelProto:
@@ -351,14 +358,10 @@ def dilated() -> onnx.ModelProto:
 
 
 def dilated_avg() -> onnx.ModelProto:
-    g = GraphBuilder("dilated_avg", seed=8)
-    x = g.input("features", [4, 16, 16])
-    x = g.conv("stem/conv", x, 4, 8, [3, 3])
-    common = dict(dilations=[2, 2], pads=[2, 2, 2, 2])
-    excl = g.avg_pool("dilated/avgpool_exclude_pad", x, [3, 3], count_include_pad=0, **common)
-    incl = g.avg_pool("dilated/avgpool_include_pad", x, [3, 3], count_include_pad=1, **common)
-    g.output(g.node("Concat", "dilated/concat", [excl, incl], axis=1)[0])
-    return g.model("AveragePool with dilations [2, 2] (needs opset 19), count_include_pad 0 and 1.", opset=19)
+    return _avg_both_divisors(
+        "dilated_avg", 8, "dilated", dict(dilations=[2, 2], pads=[2, 2, 2, 2]),
+        "AveragePool with dilations [2, 2] (needs opset 19), count_include_pad 0 and 1.", opset=19,
+    )
 
 
 def pool1d() -> onnx.ModelProto:

@@ -20,6 +20,12 @@ from rewriter.true_conv import TrueConvolutionEvaluator
 RNG = np.random.default_rng(11)
 
 
+def assert_true_convolution_matches(flipped, model, shape) -> None:
+    """The flipped model on the numpy true-convolution reference equals the original on onnxruntime."""
+    x = RNG.standard_normal(shape).astype(np.float32)
+    np.testing.assert_allclose(TrueConvolutionEvaluator(flipped).run({"x": x})["y"], run(model, {"x": x})[0], rtol=1e-5, atol=1e-6)
+
+
 def weight(name: str, shape) -> onnx.TensorProto:
     return numpy_helper.from_array(RNG.standard_normal(shape).astype(np.float32), name)
 
@@ -77,8 +83,7 @@ def test_dequantize_linear_weight_is_flipped_at_its_initializer():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)], ir_version=9)
     flipped, report = flip_conv_kernels(model)
     assert report.tensors == ["wq"]
-    x = RNG.standard_normal((1, 2, 6, 6)).astype(np.float32)
-    np.testing.assert_allclose(TrueConvolutionEvaluator(flipped).run({"x": x})["y"], run(model, {"x": x})[0], rtol=1e-5, atol=1e-6)
+    assert_true_convolution_matches(flipped, model, (1, 2, 6, 6))
 
 
 def test_runtime_weight_is_an_error(tmp_path):
@@ -105,8 +110,7 @@ def test_conv_transpose_is_flipped():
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     flipped, _ = flip_conv_kernels(model)
-    x = RNG.standard_normal((1, 2, 4, 4)).astype(np.float32)
-    np.testing.assert_allclose(TrueConvolutionEvaluator(flipped).run({"x": x})["y"], run(model, {"x": x})[0], rtol=1e-5, atol=1e-6)
+    assert_true_convolution_matches(flipped, model, (1, 2, 4, 4))
 
 
 def cli(*args) -> subprocess.CompletedProcess:
@@ -190,8 +194,7 @@ def test_convs_inside_local_functions_are_flipped_at_their_call_sites():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("local", 1)], ir_version=8, functions=[function])
     flipped, report = flip_conv_kernels(model)
     assert report.inlined == ["local.Block"] and report.tensors == ["w1"]
-    x = RNG.standard_normal((1, 2, 6, 6)).astype(np.float32)
-    np.testing.assert_allclose(TrueConvolutionEvaluator(flipped).run({"x": x})["y"], run(model, {"x": x})[0], rtol=1e-5, atol=1e-6)
+    assert_true_convolution_matches(flipped, model, (1, 2, 6, 6))
 
 
 def test_weight_behind_identity_is_flipped():
@@ -206,8 +209,7 @@ def test_weight_behind_identity_is_flipped():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     flipped, report = flip_conv_kernels(model)
     assert report.tensors == ["w0"]
-    x = RNG.standard_normal((1, 2, 6, 6)).astype(np.float32)
-    np.testing.assert_allclose(TrueConvolutionEvaluator(flipped).run({"x": x})["y"], run(model, {"x": x})[0], rtol=1e-5, atol=1e-6)
+    assert_true_convolution_matches(flipped, model, (1, 2, 6, 6))
 
 
 def test_weight_also_read_elsewhere_is_an_error():
