@@ -20,8 +20,10 @@ Part D -- what each MaxPool lowering step bought: the signed target shapes
 rewritten with earlier versions of the lowering, each timed against native as
 in part A. "chain" grows each window by one tap per pairwise max (k-1 per
 axis) over a padded copy; "doubling" is the doubling ladder over the padded
-copy; "anchored" drops the padded copy for the anchored ladder; "default" is
-what the rewriter does now (the border fix on large strided pools). Rows
+copy; "anchored" drops the padded copy for the anchored ladder; "border-fix"
+adds the border fix on large strided pools; "default" is what the rewriter does
+now: the nested relu chain (one fused conv per tap at the output positions) on
+short windows with padding on one side, the rest as in "border-fix". Rows
 ``_after_relu`` in part A show the last step: no padding work at all when the
 input is provably >= 0, and ``spp_block_unshared`` the ladder sharing.
 
@@ -295,7 +297,7 @@ def run_part_a(cases: Sequence[PoolCase], opt_level: str, warmup: int, repeats: 
 # Part D: what each MaxPool lowering step bought
 # ----------------------------------------------------------------------------
 
-STEP_CASES = ("resnet_stem", "sppf", "spp13", "inception_max")
+STEP_CASES = ("resnet_stem", "vgg", "sppf", "spp13", "inception_max")
 
 
 def _chain_ladder(b: Any, x: Any, axis: int, a: Any, *, conv_pads: tuple[int, int]) -> Any:
@@ -310,7 +312,9 @@ def _chain_ladder(b: Any, x: Any, axis: int, a: Any, *, conv_pads: tuple[int, in
 @contextlib.contextmanager
 def lowering_step(step: str):
     """Temporarily turn the MaxPool lowering back into one of its earlier versions."""
-    saved = {name: getattr(max_pool, name) for name in ("ladder", "plan_anchored", "BORDER_FIX_MIN_VALUES")}
+    saved = {name: getattr(max_pool, name) for name in ("ladder", "plan_anchored", "plan_nested", "BORDER_FIX_MIN_VALUES")}
+    if step != "default":
+        max_pool.plan_nested = lambda a, **options: None
     if step in ("chain", "doubling", "anchored"):
         max_pool.BORDER_FIX_MIN_VALUES = 1 << 62
     if step in ("chain", "doubling"):
@@ -324,7 +328,7 @@ def lowering_step(step: str):
             setattr(max_pool, name, value)
 
 
-LOWERING_STEPS = ("chain", "doubling", "anchored", "default")
+LOWERING_STEPS = ("chain", "doubling", "anchored", "border-fix", "default")
 
 
 def run_part_d(cases: Sequence[PoolCase], opt_level: str, warmup: int, repeats: int, log: Callable[[str], None]) -> dict[str, Any]:

@@ -77,13 +77,19 @@ MAX_2D = [
 ]
 
 
-BORDER_STRATEGIES = ["default", "anchored", "replicated", "fixed-borders"]
+BORDER_STRATEGIES = ["default", "nested", "anchored", "replicated", "fixed-borders"]
 
 
 def use_border_strategy(monkeypatch, strategy: str) -> None:
-    """Signed MaxPool inputs: whatever the lowering picks; the anchored ladder
-    wherever it applies; a padded copy of replicated elements; or the zero-padded
-    ladder with its border outputs fixed (used on large strided pools)."""
+    """Signed MaxPool inputs: whatever the lowering picks; the nested relu chain
+    wherever it applies (one-sided padding); the anchored ladder wherever it
+    applies; a padded copy of replicated elements; or the zero-padded ladder with
+    its border outputs fixed (used on large strided pools). Every strategy but
+    the first two keeps the nested chain out of the way."""
+    if strategy == "nested":
+        monkeypatch.setattr(max_pool, "NESTED_EXTRA_CONVS", 1000)
+    elif strategy != "default":
+        monkeypatch.setattr(max_pool, "plan_nested", lambda a, **options: None)
     if strategy == "anchored":
         monkeypatch.setattr(max_pool, "ANCHORED_MAX_EXTRA_STEPS", 1000)
     elif strategy == "replicated":
@@ -99,13 +105,16 @@ def border_strategy(request, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "variant", ["after-relu"] + [f"signed-{s}" for s in BORDER_STRATEGIES]
+    "variant", ["after-relu", "after-relu-ladder"] + [f"signed-{s}" for s in BORDER_STRATEGIES]
 )
 @pytest.mark.parametrize("kernel,strides,pads,ceil_mode,dilations", MAX_2D, ids=str)
 def test_max_pool_2d_grid(kernel, strides, pads, ceil_mode, dilations, variant, monkeypatch):
-    """Signed inputs take one of the border strategies; after Relu the zero-padded ladder."""
-    after_relu = variant == "after-relu"
-    if not after_relu:
+    """Signed inputs take one of the border strategies; after Relu the conv's zero
+    padding, in the nested chain (the default on short windows) or the ladder."""
+    after_relu = variant.startswith("after-relu")
+    if variant == "after-relu-ladder":
+        monkeypatch.setattr(max_pool, "plan_nested", lambda a, **options: None)
+    elif not after_relu:
         use_border_strategy(monkeypatch, variant.removeprefix("signed-"))
     attrs = dict(kernel_shape=list(kernel), strides=list(strides), pads=list(pads), ceil_mode=ceil_mode, dilations=list(dilations))
     assert_rewrite_matches("MaxPool", [1, 3, 11, 10], attrs, relu=after_relu)
@@ -268,10 +277,86 @@ def test_large_global_average_pool_uses_one_conv_per_axis():
     ids=["inception", "sppf", "stem"],
 )
 def test_signed_max_pool_needs_no_padded_copy(kernel, strides, pads, size):
-    """The common signed pools take the anchored ladder: no Concat, no Pad, exact."""
+    """The common signed pools take the nested chain or the anchored ladder: no Concat, no Pad, exact."""
     attrs = dict(kernel_shape=list(kernel), strides=list(strides), pads=list(pads))
     _, report = assert_rewrite_matches("MaxPool", [1, 8, *size], attrs)
     assert "Concat" not in report.nodes[0].op_counts
+
+
+@pytest.mark.parametrize("after_relu,convs", [(False, 8), (True, 6)], ids=["signed", "after-relu"])
+def test_resnet_stem_pool_is_one_fused_conv_per_tap(after_relu, convs):
+    """3x3/s2/p1 on an even extent pads one side only: per axis three nested levels
+    read straight from the input at the output positions, plus one 1x1 conv that
+    pads the level with the padded tap on a signed input."""
+    attrs = dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    _, report = assert_rewrite_matches("MaxPool", [1, 8, 16, 14], attrs, relu=after_relu)
+    counts = report.nodes[0].op_counts
+    assert counts["Conv"] == convs and "Concat" not in counts
+    assert counts["Relu"] == 4 and counts["Add"] == 4
+
+
+NESTED_AXES = [
+    (k, s, d, pb, pe, n, ceil)
+    for k in (1, 2, 3, 4, 5)
+    for s in (1, 2, 3)
+    for d in (1, 2)
+    for pb in range(k)
+    for pe in range(k)
+    for n in (1, 2, 5, 8)
+    for ceil in (0, 1)
+    if (n + pb + pe - (k - 1) * d - 1) >= 0
+]
+
+
+def _axis_spec(k, s, d, pb, pe, n, ceil):
+    span = n + pb + pe - (k - 1) * d - 1
+    out = (-(-span // s) if ceil else span // s) + 1
+    if ceil and (out - 1) * s >= n + pb:  # the last window must start inside (ONNX, onnxruntime)
+        out -= 1
+    return max_pool.AxisSpec(n, k, s, d, pb, pe, out)
+
+
+@pytest.mark.parametrize("kernel,stride,dilation,pad_begin,pad_end,size,ceil_mode", NESTED_AXES)
+def test_nested_plan_gives_each_window_max(kernel, stride, dilation, pad_begin, pad_end, size, ceil_mode):
+    """Replays a nested plan on integer inputs with ties: each level over its outputs,
+    zero elsewhere, must give every window's max over its real elements; a signed
+    plan's convs may read only real elements. With zero padding exact (input >= 0)
+    every tap counts. No plan only for long kernels, or padding on both sides."""
+    from rewriter.lower import max_nested
+
+    a = _axis_spec(kernel, stride, dilation, pad_begin, pad_end, size, ceil_mode)
+    if any(a.valid_count(o) == 0 for o in range(a.out_size)):
+        pytest.skip("a window of padding only")
+    rng = np.random.default_rng(kernel * 1000 + size)
+    for zero_padding_exact in (False, True):
+        plan = max_nested.plan_nested(a, zero_padding_exact=zero_padding_exact)
+        padded_sides = {
+            "begin" if a.window_start(o) + t * dilation < 0 else "end"
+            for o in range(a.out_size) for t in range(kernel)
+            if not 0 <= a.window_start(o) + t * dilation < size
+        }
+        if plan is None:
+            assert not zero_padding_exact and len(padded_sides) == 2
+            continue
+        for _ in range(3):
+            x = rng.integers(-3, 4, size).astype(np.float64)
+            if zero_padding_exact:
+                x = np.abs(x)
+
+            def tap(o, t):
+                i = a.window_start(o) + t * dilation
+                assert zero_padding_exact or 0 <= i < size, (o, t)
+                return x[i] if 0 <= i < size else 0.0
+
+            level = np.zeros(a.out_size)
+            for step in plan.levels:
+                new = np.zeros(a.out_size)
+                for o in range(step.first, step.last + 1):
+                    new[o] = max(0.0, tap(o, step.plus) - tap(o, step.minus) + level[o])
+                level = new
+            got = [tap(o, plan.base) + level[o] for o in range(a.out_size)]
+            want = [max(x[i] for i in a.taps(o) if 0 <= i < size) for o in range(a.out_size)]
+            assert got == want
 
 
 @pytest.mark.parametrize("kernel,stride,dilation,pad_begin,pad_end,size", [

@@ -1,15 +1,22 @@
 """MaxPool lowered to Conv, Relu, Add and Concat.
 
-Per axis (max over a box is the max along each axis in turn), a doubling ladder
-of pairwise maxes, ``max(a, b) = relu(a - b) + b``: widths 1, 2, 4, ... then one
-last step with overlapping windows that also applies the stride. That is
-ceil(log2 k) pairwise maxes per axis.
+Per axis (max over a box is the max along each axis in turn), one of:
+
+- Short windows (up to 5 taps): the nested relu chain of ``max_nested.py``,
+  ``b + relu(t2 - b + relu(t1 - t2))``: one fused Conv+Add+Relu per tap, every
+  conv evaluated at the output positions only.
+- Longer windows: a doubling ladder of pairwise maxes, ``max(a, b) = relu(a - b)
+  + b``: widths 1, 2, 4, ... then one last step with overlapping windows that also
+  applies the stride. That is ceil(log2 k) pairwise maxes per axis.
 
 ONNX pads MaxPool with -inf, and a conv pads with zeros. How the borders are
 made exact:
 
 - Input provably >= 0: the convs' own zero padding is already exact.
-- Signed input, the usual case: the anchored ladder. Every window has a tap that
+- Signed input, padding on one side (strided pools like ResNet's stem, ceil_mode
+  overhang): the nested chain with the padded taps first, each level computed
+  only where its tap is real.
+- Signed input, padding on both sides: the anchored ladder. Every window has a tap that
   is real in all windows (the centre of a "same" pool); the ladder grows each
   window outward from it, and a step's relu term is simply left out where its
   other operand lies in the padding. No padded copy, no Concat.
@@ -34,6 +41,7 @@ from ..builder import SubgraphBuilder
 from ..site import PoolSite
 from ..spec import AxisSpec, PoolSpec
 from .checks import refuse_site, resolve_spec
+from .max_nested import nested_max, plan_nested
 from .windows import conv_window_run
 
 # Fixing the borders afterwards beats a padded copy only on large tensors: it adds
@@ -42,6 +50,10 @@ BORDER_FIX_MIN_VALUES = 1 << 18
 # The anchored ladder grows each side on its own, so it can take more steps than the
 # doubling ladder; one more step still beats a padded copy (Concat) on onnxruntime.
 ANCHORED_MAX_EXTRA_STEPS = 1
+# The nested relu chain (max_nested.py) evaluates every conv at the output positions
+# only; it is used while it takes at most this many convs more than the zero-padded
+# doubling ladder (measured with scripts/bench.py).
+NESTED_EXTRA_CONVS = 1
 
 
 def lower_max_pool(b: SubgraphBuilder, x: gs.Tensor, spec: PoolSpec, *, input_nonnegative: bool) -> gs.Tensor:
@@ -118,6 +130,11 @@ def max_along_axis(
     if a.kernel == 1:
         # pads < kernel means no padding; the windows are single elements.
         return x if a.stride == 1 else b.conv_along(x, axis, [1.0], stride=a.stride, hint="pick")
+    zero_padding_exact = input_nonnegative or not (a.pad_begin or a.used_end_pad)
+    if not b.can("Max"):
+        nested = plan_nested(a, zero_padding_exact=zero_padding_exact)
+        if nested is not None and nested.convs() <= 2 * _ladder_steps(a.kernel) + NESTED_EXTRA_CONVS:
+            return nested_max(b, x, axis, a, nested)
     if not (a.pad_begin or a.used_end_pad):
         return ladder(b, x, axis, a, conv_pads=(0, 0))
     if input_nonnegative:
