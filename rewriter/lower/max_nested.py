@@ -27,7 +27,7 @@ none, and :func:`plan_nested` returns None.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import permutations
+from itertools import pairwise, permutations
 from typing import Optional
 
 import onnx_graphsurgeon as gs
@@ -67,7 +67,7 @@ class NestedPlan:
     def placements(self) -> int:
         """1x1 convs that pad a level out to the next level's outputs."""
         ranges = [level.outputs for level in self.levels] + [(0, self.out_size - 1)]
-        return sum(1 for have, want in zip(ranges, ranges[1:]) if have != want)
+        return sum(1 for have, want in pairwise(ranges) if have != want)
 
     def convs(self) -> int:
         return len(self.levels) + 1 + self.placements()
@@ -92,10 +92,10 @@ def plan_nested(a: AxisSpec, *, zero_padding_exact: bool) -> Optional[NestedPlan
     for base in (t for t, r in real.items() if r == everywhere):
         for order in permutations(t for t in real if t != base):
             ranges = [real[t] for t in order] + [everywhere]
-            if not all(_within(inner, outer) for inner, outer in zip(ranges, ranges[1:])):
+            if not all(_within(inner, outer) for inner, outer in pairwise(ranges)):
                 continue
             chain = list(order) + [base]
-            levels = tuple(NestedLevel(p, m, *real[p]) for p, m in zip(chain, chain[1:]))
+            levels = tuple(NestedLevel(p, m, *real[p]) for p, m in pairwise(chain))
             plan = NestedPlan(base, levels, a.out_size)
             key = (plan.convs(), _macs(a, plan))
             if best is None or key < best[0]:

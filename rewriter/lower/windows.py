@@ -115,7 +115,7 @@ def pool_windows_layout(
     # The numerator of the pool's output-size formula: the same count for every extent.
     pad_end = (len(taps) - 1) * dilation + 1 - a.effective_kernel + a.pad_begin + a.conv_end_pad - pad_begin
     if pad_end < 0:
-        extra = -(-(-pad_end) // dilation)
+        extra = (dilation - 1 - pad_end) // dilation  # trailing zero taps to cover -pad_end
         taps, pad_end = taps + [0.0] * extra, pad_end + extra * dilation
     return ConvLayout(tuple(taps), a.stride, dilation, pad_begin, pad_end)
 
