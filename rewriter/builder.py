@@ -19,6 +19,8 @@ import onnx_graphsurgeon as gs
 STRICT_OPS = frozenset({"Conv", "Relu", "Add", "Concat"})
 # Ops a profile may add, each used by some lowering when allowed.
 PROFILE_OPS = frozenset({"Max", "Pad", "Mul", "Div"})
+# Ops onnxruntime folds into a preceding conv (activations, a residual Add).
+FUSED_AFTER_CONV = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Add", "BatchNormalization"})
 
 
 class SubgraphBuilder:
@@ -46,6 +48,21 @@ class SubgraphBuilder:
     def _name(self, hint: str) -> str:
         self._counter += 1
         return f"{self.prefix}/{hint}_{self._counter}"
+
+    def in_conv_layout(self, t: gs.Tensor) -> bool:
+        """Whether ``t`` comes out of a conv (ours, or the graph's, perhaps through a fused
+        activation or residual Add). onnxruntime keeps such tensors in its blocked
+        layout and fuses an Add into a conv only when the other operand is one."""
+        if t.name.startswith(self.prefix + "/"):
+            return True  # every op we emit ends up fused into a conv
+        producer = t.inputs[0] if t.inputs else None
+        if producer is None:
+            return False
+        if producer.op == "Conv":
+            return True
+        return producer.op in FUSED_AFTER_CONV and any(
+            bool(i.inputs) and i.inputs[0].op == "Conv" for i in producer.inputs if isinstance(i, gs.Variable)
+        )
 
     def can(self, op: str) -> bool:
         """Whether the target profile allows ``op`` (Pad-1 spells its pads differently: not used)."""

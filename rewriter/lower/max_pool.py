@@ -231,7 +231,7 @@ def anchored_ladder(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec, pl
     shifts = list(plan.shifts)
     last = shifts.pop() if plan.merge_last else None
     for shift in shifts:
-        m = anchored_step(b, m, axis, n, shift * d, base_is_input=m is x)
+        m = anchored_step(b, m, axis, n, shift * d, base_is_input=not b.in_conv_layout(m))
     first_anchor = a.window_start(0) + plan.anchor_tap * d
     if last is not None:
         reach = last * d
@@ -251,7 +251,7 @@ def anchored_step(b: SubgraphBuilder, m: gs.Tensor, axis: int, n: int, reach: in
     """``m[q] + relu(m[q + reach] - m[q])`` where ``q + reach`` is real, else ``m[q]``.
 
     onnxruntime fuses the Add into the padding conv only when ``m`` comes from a
-    conv, so on the subgraph's own input the base is read by a conv of its own.
+    conv, so otherwise (a graph input) the base is read by a conv of its own.
     """
     length = n - abs(reach)
     if length <= 0:
