@@ -19,8 +19,6 @@ import onnx_graphsurgeon as gs
 STRICT_OPS = frozenset({"Conv", "Relu", "Add", "Concat"})
 # Ops a profile may add, each used by some lowering when allowed.
 PROFILE_OPS = frozenset({"Max", "Pad", "Mul", "Div"})
-# Ops onnxruntime folds into a preceding conv (activations, a residual Add).
-FUSED_AFTER_CONV = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Add", "BatchNormalization"})
 
 
 class SubgraphBuilder:
@@ -32,7 +30,15 @@ class SubgraphBuilder:
     """
 
     def __init__(
-        self, prefix: str, channels: int, dtype: np.dtype, rank: int, *, allowed: Iterable[str] = (), opset: int = 22
+        self,
+        prefix: str,
+        channels: int,
+        dtype: np.dtype,
+        rank: int,
+        *,
+        allowed: Iterable[str] = (),
+        opset: int = 22,
+        conv_layout_inputs: Iterable[str] = (),
     ) -> None:
         self.prefix = prefix
         self.channels = channels
@@ -40,6 +46,7 @@ class SubgraphBuilder:
         self.rank = rank
         self.allowed = frozenset(STRICT_OPS) | frozenset(allowed)
         self.opset = opset
+        self.conv_layout_inputs = frozenset(conv_layout_inputs)  # graph tensors that come out of a conv
         self.nodes: list[gs.Node] = []
         self.constants: list[gs.Constant] = []
         self._counter = 0
@@ -50,19 +57,10 @@ class SubgraphBuilder:
         return f"{self.prefix}/{hint}_{self._counter}"
 
     def in_conv_layout(self, t: gs.Tensor) -> bool:
-        """Whether ``t`` comes out of a conv (ours, or the graph's, perhaps through a fused
-        activation or residual Add). onnxruntime keeps such tensors in its blocked
-        layout and fuses an Add into a conv only when the other operand is one."""
-        if t.name.startswith(self.prefix + "/"):
-            return True  # every op we emit ends up fused into a conv
-        producer = t.inputs[0] if t.inputs else None
-        if producer is None:
-            return False
-        if producer.op == "Conv":
-            return True
-        return producer.op in FUSED_AFTER_CONV and any(
-            bool(i.inputs) and i.inputs[0].op == "Conv" for i in producer.inputs if isinstance(i, gs.Variable)
-        )
+        """Whether ``t`` comes out of a conv: ours (every op we emit ends up fused into
+        one), or an input the caller vouches for. onnxruntime keeps such tensors in its
+        blocked layout and fuses an Add into a conv only when the other operand is one."""
+        return t.name.startswith(self.prefix + "/") or t.name in self.conv_layout_inputs
 
     def can(self, op: str) -> bool:
         """Whether the target profile allows ``op`` (Pad-1 spells its pads differently: not used)."""

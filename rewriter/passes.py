@@ -25,7 +25,7 @@ from .wire import tensor_value
 from .lower import POOL_OPS, SITE_OPS, max_pool, rule_for
 from .lower.checks import attribute_support
 from .report import KEPT, REWRITTEN, NodeResult, Report
-from .site import NonNegativity, PoolSite
+from .site import NonNegativity, PoolSite, comes_out_of_conv
 from .spec import SpecError, pool_spec_from_attributes
 
 ONNX_DOMAINS = ("", "ai.onnx")
@@ -163,6 +163,7 @@ class PoolRewritePass:
             rank=len(site.input_shape) - 2,  # type: ignore[arg-type]
             allowed=self.allow,
             opset=site.opset,
+            conv_layout_inputs=(site.input_name,) if site.input_from_conv else (),
         )
 
     def _build(self, site: PoolSite, rule, prefix: str) -> SubgraphBuilder:
@@ -218,6 +219,7 @@ class PoolRewritePass:
                     site = _site_from_proto(node, opset, types, index)
                     if _is_pool(site):
                         site.input_nonnegative = nonnegative(site.input_name)
+                        site.input_from_conv = comes_out_of_conv(site.input_name, nonnegative.producer)
                         site.allow_double = self.rewrite_double
                         site.between_qdq = index.between_qdq(site)
                         sites[position] = site
@@ -303,6 +305,7 @@ class PoolRewritePass:
             if not _is_pool(site):
                 continue
             site.input_nonnegative = nonnegative(x.name)
+            site.input_from_conv = comes_out_of_conv(x.name, producer)
             site.allow_double = self.rewrite_double
             site.between_qdq = (
                 bool(x.inputs) and x.inputs[0].op == "DequantizeLinear" and bool(y.outputs)

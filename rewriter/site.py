@@ -34,6 +34,7 @@ class PoolSite:
     dtype_name: str
     indices_used: bool = False
     input_nonnegative: bool = False
+    input_from_conv: bool = False  # onnxruntime keeps it in the conv's blocked layout
     invalid: bool = False  # set by a check: the node is invalid ONNX, not merely unsupported
     between_qdq: bool = False  # input from DequantizeLinear, output only into QuantizeLinear
     allow_double: bool = False  # the user asked for float64 pools (and gave up validation)
@@ -58,6 +59,23 @@ SIGN_PRESERVING_OPS = {
 }
 
 
+# Ops onnxruntime folds into the conv before them: activations, batch norm, a residual Add.
+FUSED_AFTER_CONV = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Add", "BatchNormalization"})
+
+Producer = Callable[[str], Optional[tuple[str, Sequence[str], dict]]]
+
+
+def comes_out_of_conv(tensor: str, producer: Producer) -> bool:
+    """Whether ``tensor`` is a Conv output, or one op past a Conv that onnxruntime fuses into it."""
+    made_by = producer(tensor)
+    if made_by is None:
+        return False
+    op, inputs, _ = made_by
+    if op == "Conv":
+        return True
+    return op in FUSED_AFTER_CONV and any((p := producer(i)) is not None and p[0] == "Conv" for i in inputs if i)
+
+
 class NonNegativity:
     """Answers "is this tensor provably >= 0?" from the ops that produce it, with memo.
 
@@ -66,11 +84,7 @@ class NonNegativity:
     initializer's value or None.
     """
 
-    def __init__(
-        self,
-        producer: Callable[[str], Optional[tuple[str, Sequence[str], dict]]],
-        constant: Callable[[str], Optional[np.ndarray]],
-    ) -> None:
+    def __init__(self, producer: Producer, constant: Callable[[str], Optional[np.ndarray]]) -> None:
         self.producer, self.constant = producer, constant
         self._memo: dict[str, bool] = {}
 

@@ -37,10 +37,14 @@ def pool_model(
     return model
 
 
-def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray], *, optimize: bool = False) -> list[np.ndarray]:
+    """One onnxruntime CPU run; ``optimize`` turns on every graph optimization
+    (the fused Conv+Add+Relu and blocked-layout kernels a deployment gets)."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return session.run(None, feeds)
 

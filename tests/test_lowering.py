@@ -295,6 +295,29 @@ def test_resnet_stem_pool_is_one_fused_conv_per_tap(after_relu, convs):
     assert counts["Relu"] == 4 and counts["Add"] == 4
 
 
+def test_anchored_ladder_adds_in_place_when_its_input_comes_out_of_a_conv():
+    """onnxruntime fuses an Add into a conv only when the other operand is a conv
+    output: on a graph input the anchored ladder's first step reads the base with a
+    conv of its own, after a Conv it adds the input itself. Both are exact, fused too."""
+    shape = [1, 8, 12, 10]
+    attrs = dict(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1])
+    convs = {}
+    for source in ("graph input", "conv"):
+        model = pool_model("MaxPool", shape, attrs)
+        if source == "conv":
+            weight = onnx.numpy_helper.from_array(np.eye(8, dtype=np.float32).reshape(8, 8, 1, 1) * 2 - 0.5, "w")
+            model.graph.initializer.append(weight)
+            model.graph.node.insert(0, onnx.helper.make_node("Conv", ["x", "w"], ["h"], name="conv"))
+            model.graph.node[1].input[0] = "h"
+        new, report = rewrite_model(model)
+        convs[source] = report.nodes[-1].op_counts["Conv"]
+        for x in input_suites(shape).values():
+            expected = run(model, {"x": x})[0]
+            for fused in (False, True):
+                np.testing.assert_allclose(run(new, {"x": x}, optimize=fused)[0], expected, rtol=1e-6, atol=1e-6)
+    assert convs["conv"] == convs["graph input"] - 1
+
+
 NESTED_AXES = [
     (k, s, d, pb, pe, n, ceil)
     for k in (1, 2, 3, 4, 5)
