@@ -50,6 +50,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -347,6 +348,102 @@ def run_part_d(cases: Sequence[PoolCase], opt_level: str, warmup: int, repeats: 
 
 
 # ----------------------------------------------------------------------------
+# Part E: the pool inside a network, kernel time from onnxruntime's profiler
+# ----------------------------------------------------------------------------
+
+NETWORK_TENSORS = ("net_pre", "net_post")  # the convs around the pool, as onnxruntime names them
+
+
+def build_network_model(case: PoolCase) -> onnx.ModelProto:
+    """``x -> Conv 1x1 -> [Relu ->] pool -> Conv 1x1 -> y``: the pool reads a conv
+    output and feeds a conv, as in a CNN, so onnxruntime keeps it in its blocked
+    layout with no reorder of its own."""
+    channels = case.shape[1]
+    rng = np.random.default_rng(SEED)
+    weights = [
+        numpy_helper.from_array((rng.standard_normal((channels, channels, 1, 1)) / math.sqrt(channels)).astype(np.float32), name)
+        for name in ("net_pre_w", "net_post_w")
+    ]
+    nodes = [helper.make_node("Conv", ["x", "net_pre_w"], ["net_pre"], name="net_pre")]
+    pool_in = "net_pre"
+    if case.after_relu:
+        nodes.append(helper.make_node("Relu", [pool_in], ["net_pre_relu"], name="net_pre_relu"))
+        pool_in = "net_pre_relu"
+    nodes.append(helper.make_node(case.op, [pool_in], ["pool_out"], name="pool", **case.attrs))
+    nodes.append(helper.make_node("Conv", ["pool_out", "net_post_w"], ["net_post"], name="net_post"))
+    graph = helper.make_graph(
+        nodes,
+        case.name + "_in_network",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(case.shape))],
+        [helper.make_tensor_value_info("net_post", TensorProto.FLOAT, None)],
+        weights,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+
+
+def kernel_times(model: onnx.ModelProto, feed: dict[str, np.ndarray], opt_level: str, warmup: int, repeats: int) -> dict[str, float]:
+    """Median kernel time in seconds of every node onnxruntime runs, from its profiler."""
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = OPT_LEVELS[opt_level]
+        options.enable_profiling = True
+        options.profile_file_prefix = os.path.join(tmp, "profile")
+        sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        for _ in range(warmup + repeats):
+            sess.run(None, feed)
+        with open(sess.end_profiling()) as f:
+            events = json.load(f)
+    runs: dict[str, list[float]] = {}
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            runs.setdefault(event["name"].removesuffix("_kernel_time"), []).append(event["dur"] * 1e-6)
+    return {name: statistics.median(times[warmup:] or times) for name, times in runs.items()}
+
+
+def _pool_share(times: dict[str, float]) -> float:
+    """Kernel time of everything but the surrounding convs and the model's own layout reorders."""
+    return sum(t for name, t in times.items() if not name.startswith(("Reorder", *NETWORK_TENSORS)))
+
+
+def bench_in_network(case: PoolCase, opt_level: str, warmup: int, repeats: int) -> dict[str, Any]:
+    row: dict[str, Any] = {"name": case.name}
+    native = build_network_model(case)
+    rewritten, report = rewrite_model(native)
+    if report.nodes[0].status != "rewritten":
+        row["error"] = f"pool node kept: {report.nodes[0].reason}"
+        return row
+    feed = {"x": np.random.default_rng(SEED).standard_normal(case.shape, dtype=np.float32)}
+    t_native = kernel_times(native, feed, opt_level, warmup, repeats)
+    t_rewritten = kernel_times(rewritten, feed, opt_level, warmup, repeats)
+    row.update(
+        native_pool_us=_pool_share(t_native) * 1e6,
+        subgraph_us=_pool_share(t_rewritten) * 1e6,
+        network_native_us=sum(t_native.values()) * 1e6,
+        network_rewritten_us=sum(t_rewritten.values()) * 1e6,
+    )
+    row["ratio"] = row["subgraph_us"] / row["native_pool_us"]
+    row["network_ratio"] = row["network_rewritten_us"] / row["network_native_us"]
+    return row
+
+
+def run_part_e(cases: Sequence[PoolCase], opt_level: str, warmup: int, repeats: int, log: Callable[[str], None]) -> dict[str, Any]:
+    rows = []
+    for case in cases:
+        if case.pools:
+            continue
+        log(f"part E: {case.name}")
+        rows.append(bench_in_network(case, opt_level, warmup, repeats))
+    in_context = {n + "_after_relu" if n in RELU_IN_REAL_NETWORK else n for n in TARGET_CASES}
+    return {
+        "cases": rows,
+        "signed": _ratio_summary(rows, set(TARGET_CASES)),
+        "in_context": _ratio_summary(rows, in_context),
+    }
+
+
+# ----------------------------------------------------------------------------
 # Part B: rewrite time against model size
 # ----------------------------------------------------------------------------
 
@@ -612,6 +709,37 @@ def render_part_d(d: dict[str, Any]) -> str:
     return "Part D: what each MaxPool lowering step bought (signed input; ratio = rewritten / native)\n" + format_table(headers, rows)
 
 
+def render_part_e(e: dict[str, Any]) -> str:
+    headers = ["case", "native pool us", "subgraph us", "ratio", "network native us", "network rewritten us", "network ratio"]
+    rows = []
+    for r in e["cases"]:
+        if "ratio" not in r:
+            rows.append([r["name"], "-", "-", "-", "-", "-", r.get("error", "-")])
+            continue
+        rows.append(
+            [
+                r["name"],
+                f"{r['native_pool_us']:.0f}",
+                f"{r['subgraph_us']:.0f}",
+                f"{r['ratio']:.2f}",
+                f"{r['network_native_us']:.0f}",
+                f"{r['network_rewritten_us']:.0f}",
+                f"{r['network_ratio']:.2f}",
+            ]
+        )
+    out = [
+        "Part E: the pool between two 1x1 convs (no reorders of its own); kernel times from onnxruntime's profiler",
+        format_table(headers, rows),
+    ]
+    for label, summary in (("signed input", e["signed"]), ("in context", e["in_context"])):
+        if summary["geomean_ratio"] is not None:
+            out.append(
+                f"over the target shapes, {label}: geometric mean subgraph/pool {summary['geomean_ratio']:.2f}, "
+                f"worst {summary['worst']['name']} {summary['worst']['ratio']:.2f}"
+            )
+    return "\n".join(out)
+
+
 def render_part_b(b: dict[str, Any]) -> str:
     rows = [
         [str(r["pool_nodes"]), str(r["nodes_added"]), f"{r['seconds']:.3f}", f"{r['ms_per_node']:.3f}"] for r in b["chain"]
@@ -656,6 +784,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--only", metavar="NAME,...", help="part A cases to run (comma-separated)")
     p.add_argument("--skip-scaling", action="store_true", help="skip part B")
     p.add_argument("--skip-steps", action="store_true", help="skip part D")
+    p.add_argument("--skip-network", action="store_true", help="skip part E")
     p.add_argument("--opt-level", choices=list(OPT_LEVELS), default="all", help="onnxruntime graph optimization level")
     p.add_argument("--repeats", type=int, default=None, help="interleaved timing rounds per case (default 50; 5 with --quick)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up runs per session (default 5; 1 with --quick)")
@@ -705,6 +834,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     results["part_a"] = run_part_a(cases, args.opt_level, warmup, repeats, log)
     results["part_b"] = None if args.skip_scaling else run_part_b(sizes, rewrite_runs, not args.quick, log)
     results["part_d"] = None if args.skip_steps else run_part_d(cases, args.opt_level, warmup, repeats, log)
+    results["part_e"] = None if args.skip_network else run_part_e(cases, args.opt_level, warmup, max(repeats, 100), log)
     results["part_c"] = run_part_c(cli_runs, log)
     results["total_seconds"] = time.perf_counter() - start
 
@@ -716,6 +846,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             sections.append(render_part_b(results["part_b"]))
         if results["part_d"] is not None:
             sections.append(render_part_d(results["part_d"]))
+        if results["part_e"] is not None:
+            sections.append(render_part_e(results["part_e"]))
         sections.append(render_part_c(results["part_c"]))
         sections.append(f"total: {results['total_seconds']:.1f} s")
         print("\n\n".join(sections))
