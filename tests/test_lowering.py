@@ -200,6 +200,30 @@ def test_average_pool_ceil_overhang_divisor():
     np.testing.assert_array_equal(run(new, {"x": x})[0].ravel(), [0.5, 2.5, 4.5])
 
 
+@pytest.mark.parametrize(
+    "kernel,strides,pads,ceil_mode,thin_convs,placements",
+    [
+        ((3,), (1,), (1, 1), 0, 1, 1),  # Inception: one output per end, same count: one strided conv
+        ((3,), (2,), (1, 1), 0, 1, 1),  # odd extent, stride 2: both ends again
+        ((5,), (1,), (2, 2), 0, 4, 1),  # two runs per end (counts 3, 4): a thin Concat, one placement
+        ((3,), (2,), (1, 0), 0, 1, 1),  # the first window only: a plain placement
+        ((3,), (1,), (1, 0), 1, 1, 1),
+        ((4,), (3,), (2, 1), 1, 2, 1),  # different counts at the two ends: a thin Concat
+        ((3,), (1,), (0, 2), 0, 2, 2),  # two runs at one end only: one placement each
+    ],
+    ids=str,
+)
+def test_average_pool_border_corrections(kernel, strides, pads, ceil_mode, thin_convs, placements):
+    """count_include_pad=0: the windows with another count get their correction from
+    thin convs, and both ends of an axis are put in place by one conv (two taps, the
+    second dilated by the extent)."""
+    attrs = dict(kernel_shape=list(kernel), strides=list(strides), pads=list(pads), ceil_mode=ceil_mode, count_include_pad=0)
+    new, _ = assert_rewrite_matches("AveragePool", [1, 3, 13], attrs)
+    hints = [n.name.rsplit("/", 1)[-1].rsplit("_", 1)[0] for n in new.graph.node]
+    assert hints.count("avg_place") == placements
+    assert hints.count("avg_fix") + hints.count("avg_ends") == thin_convs
+
+
 @pytest.mark.parametrize("op", ["GlobalMaxPool", "GlobalAveragePool"])
 @pytest.mark.parametrize("shape", [[1, 3, 9], [2, 4, 7, 7], [1, 2, 3, 5, 4], [1, 3, 1, 1]], ids=str)
 def test_global_pools(op, shape):

@@ -8,8 +8,9 @@ onnxruntime's divisor is a product of per-axis counts (see
   conv with weights ``1/K``;
 * an axis with position-dependent counts (count_include_pad=0 with pads, or
   ceil_mode windows running past the end): one conv with the commonest count,
-  plus, for each run of windows with another count, the difference from a conv
-  over those windows, padded back to full length and added (no Concat).
+  plus, for the runs of windows with another count, the difference from thin
+  convs over those windows, padded back to full length and added (no full-size
+  Concat; both ends of an axis in one padding conv).
 """
 
 from __future__ import annotations
@@ -105,10 +106,11 @@ def average_along_axis(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec,
     """Windows along one axis, each divided by its own count.
 
     One conv divides every window by the commonest count; each run of windows with
-    another count gets the difference, ``sum * (1/count - 1/common)``, from a conv
-    over just those windows, padded back to full length with zeros and added.
+    another count gets the difference, ``sum * (1/count - 1/common)``, from a thin
+    conv over just those windows, padded back to full length with zeros and added.
     onnxruntime fuses each such Add into a conv and keeps its blocked layout, which
-    a Concat of the runs would break.
+    a full-size Concat would break. Runs at both ends (a "same" pool) share one
+    thin tensor, ``[tail, head]``, and one conv puts both in place.
     """
     runs, first = [], 0
     for count, run in groupby(divisors):
@@ -123,15 +125,67 @@ def average_along_axis(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec,
             taps=[weight] * a.kernel, dilation=a.dilation, hint=hint,
         )
 
+    def difference(count: int, first: int, length: int) -> gs.Variable:
+        return windows(first, length, 1.0 / count - 1.0 / common, "avg_fix")
+
+    fixes = [run for run in runs if run[0] != common]
+    head = [run for run in fixes if run[1] + run[2] <= _prefix_end(fixes)]
+    tail = [run for run in fixes if run[1] >= _suffix_start(fixes, a.out_size)]
     y: Optional[gs.Tensor] = None
-    for count, first, length in runs:
-        if count == common:
-            continue
-        difference = windows(first, length, 1.0 / count - 1.0 / common, "avg_fix")
-        placed = b.conv_along(difference, axis, [1.0], pad_begin=first, pad_end=a.out_size - first - length, hint="avg_place")
-        y = placed if y is None else b.add(placed, y)
+    if head and tail and len(head) + len(tail) == len(fixes):
+        # Both ends from one thin tensor [tail, head] and one conv: its first tap puts
+        # the tail at the end, its second (dilation = the extent) the head at the start.
+        ends = last_and_first_window(b, x, axis, a, 1.0 / tail[0][0] - 1.0 / common) if _single_ends(head, tail) else None
+        if ends is None:
+            thin = [difference(*run) for run in tail + head]
+            ends = thin[0] if len(thin) == 1 else b.concat(thin, axis)
+        n, tail_length, head_length = a.out_size, sum(r[2] for r in tail), sum(r[2] for r in head)
+        y = b.conv_along(ends, axis, [1.0, 1.0], dilation=n, pad_begin=n - tail_length, pad_end=n - head_length, hint="avg_place")
+    else:
+        for count, first, length in fixes:
+            placed = b.conv_along(
+                difference(count, first, length), axis, [1.0], pad_begin=first, pad_end=a.out_size - first - length, hint="avg_place"
+            )
+            y = placed if y is None else b.add(placed, y)
     main = windows(0, a.out_size, 1.0 / common, "avg")
     return main if y is None else b.add(main, y)
+
+
+def _single_ends(head: list[tuple[int, int, int]], tail: list[tuple[int, int, int]]) -> bool:
+    """One output at each end, both with the same count (a "same" pool with k = 2p + 1)."""
+    return len(head) == len(tail) == 1 and head[0][2] == tail[0][2] == 1 and head[0][0] == tail[0][0]
+
+
+def last_and_first_window(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec, weight: float) -> gs.Variable:
+    """``[weight * sum(last window), weight * sum(first window)]`` from one conv: a
+    stride long enough that its first output reaches the last window with the far
+    copy of the taps while the near copy reads padding, and its second output the
+    first window with the near copy while the far copy runs past the end."""
+    n, last_start, first_start = a.size, a.window_start(a.out_size - 1), a.window_start(0)
+    stride = max(1, a.effective_kernel + first_start, n - last_start)
+    far = stride + last_start - first_start  # kernel offset of the copy that reads the last window
+    taps = [0.0] * (far + a.effective_kernel)
+    for i in range(a.kernel):
+        taps[i * a.dilation] = taps[far + i * a.dilation] = weight
+    return conv_window_run(b, x, axis, n, start=first_start - stride, count=2, stride=stride, taps=taps, hint="avg_ends")
+
+
+def _prefix_end(runs: list[tuple[int, int, int]]) -> int:
+    """End of the runs that follow each other from output 0 (0 when none starts there)."""
+    end = 0
+    for _, first, length in runs:
+        if first == end:
+            end += length
+    return end
+
+
+def _suffix_start(runs: list[tuple[int, int, int]], out_size: int) -> int:
+    """Start of the runs that follow each other up to the last output."""
+    start = out_size
+    for _, first, length in reversed(runs):
+        if first + length == start:
+            start = first
+    return start
 
 
 class AveragePoolRule:
