@@ -5,8 +5,8 @@ float32, static shape, input ``x``), optionally preceded by a Relu. It is
 rewritten with :func:`rewriter.rewrite_model` and both models are timed on
 onnxruntime's CPU provider with one intra-op and one inter-op thread and
 sequential execution. After a warm-up, runs are interleaved (native,
-rewritten, native, rewritten, ...) for ``--repeats`` rounds and the median of
-each is taken; ratio = rewritten median / native median. Both models get the
+rewritten, native, rewritten, ...) for ``--repeats`` rounds (more for fast
+cases, until each model has run for 0.25 s) and the median of each is taken; ratio = rewritten median / native median. Both models get the
 same signed random input, and the rewritten output is checked against the
 native one (shape and max abs error). Also reported: nodes added, the conv
 MACs of the rewritten subgraph, and its weight bytes.
@@ -69,6 +69,8 @@ from rewriter.lower import max_pool  # noqa: E402
 
 OPSET = 17
 SEED = 0
+MIN_TIMED_SECONDS = 0.25  # per session and case, unless --quick
+MAX_ROUNDS = 2000
 OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -174,12 +176,17 @@ def make_session(model: onnx.ModelProto, opt_level: str) -> ort.InferenceSession
 def time_interleaved(
     sessions: Sequence[ort.InferenceSession], feed: dict[str, np.ndarray], warmup: int, repeats: int
 ) -> list[float]:
-    """Median seconds per run of each session, runs interleaved round by round."""
+    """Median seconds per run of each session, runs interleaved round by round: at
+    least ``repeats`` rounds, more for fast models until each session has run for
+    MIN_TIMED_SECONDS (at most MAX_ROUNDS), so that sub-millisecond cases are not
+    left to a handful of noisy samples."""
     for sess in sessions:
         for _ in range(warmup):
             sess.run(None, feed)
     samples: list[list[float]] = [[] for _ in sessions]
-    for _ in range(repeats):
+    rounds = 0
+    while rounds < repeats or (rounds < MAX_ROUNDS and min(sum(t) for t in samples) < MIN_TIMED_SECONDS):
+        rounds += 1
         for sess, times in zip(sessions, samples):
             start = time.perf_counter()
             sess.run(None, feed)
@@ -819,6 +826,9 @@ def environment() -> dict[str, Any]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     repeats = args.repeats if args.repeats is not None else (5 if args.quick else 50)
+    if args.quick:
+        global MIN_TIMED_SECONDS
+        MIN_TIMED_SECONDS = 0.0
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 5)
     sizes = [10, 20, 40] if args.quick else [100, 200, 400, 1000, 2000]
     rewrite_runs = 1 if args.quick else 3
