@@ -23,8 +23,7 @@ axis) over a padded copy; "doubling" is the doubling ladder over the padded
 copy; "anchored" drops the padded copy for the anchored ladder; "border-fix"
 adds the border fix on large strided pools; "default" is what the rewriter does
 now: the nested relu chain (one fused conv per tap at the output positions) on
-short windows with padding on one side, and over the whole box for VGG's 2x2/s2;
-the rest as in "border-fix". Rows
+short windows with padding on one side, the rest as in "border-fix". Rows
 ``_after_relu`` in part A show the last step: no padding work at all when the
 input is provably >= 0, and ``spp_block_unshared`` the ladder sharing.
 
@@ -321,10 +320,9 @@ def _chain_ladder(b: Any, x: Any, axis: int, a: Any, *, conv_pads: tuple[int, in
 @contextlib.contextmanager
 def lowering_step(step: str):
     """Temporarily turn the MaxPool lowering back into one of its earlier versions."""
-    saved = {name: getattr(max_pool, name) for name in ("ladder", "plan_anchored", "plan_nested", "box_applies", "BORDER_FIX_MIN_VALUES")}
+    saved = {name: getattr(max_pool, name) for name in ("ladder", "plan_anchored", "plan_nested", "BORDER_FIX_MIN_VALUES")}
     if step != "default":
         max_pool.plan_nested = lambda a, **options: None
-        max_pool.box_applies = lambda spec, **options: False
     if step in ("chain", "doubling", "anchored"):
         max_pool.BORDER_FIX_MIN_VALUES = 1 << 62
     if step in ("chain", "doubling"):

@@ -80,12 +80,6 @@ MAX_2D = [
 BORDER_STRATEGIES = ["default", "nested", "anchored", "replicated", "fixed-borders"]
 
 
-def use_ladder_only(monkeypatch) -> None:
-    """No nested chain, per axis or over a box: the doubling ladder and its border strategies."""
-    monkeypatch.setattr(max_pool, "plan_nested", lambda a, **options: None)
-    monkeypatch.setattr(max_pool, "box_applies", lambda spec, **options: False)
-
-
 def use_border_strategy(monkeypatch, strategy: str) -> None:
     """Signed MaxPool inputs: whatever the lowering picks; the nested relu chain
     wherever it applies (one-sided padding); the anchored ladder wherever it
@@ -95,7 +89,7 @@ def use_border_strategy(monkeypatch, strategy: str) -> None:
     if strategy == "nested":
         monkeypatch.setattr(max_pool, "NESTED_EXTRA_CONVS", 1000)
     elif strategy != "default":
-        use_ladder_only(monkeypatch)
+        monkeypatch.setattr(max_pool, "plan_nested", lambda a, **options: None)
     if strategy == "anchored":
         monkeypatch.setattr(max_pool, "ANCHORED_MAX_EXTRA_STEPS", 1000)
     elif strategy == "replicated":
@@ -119,7 +113,7 @@ def test_max_pool_2d_grid(kernel, strides, pads, ceil_mode, dilations, variant, 
     padding, in the nested chain (the default on short windows) or the ladder."""
     after_relu = variant.startswith("after-relu")
     if variant == "after-relu-ladder":
-        use_ladder_only(monkeypatch)
+        monkeypatch.setattr(max_pool, "plan_nested", lambda a, **options: None)
     elif not after_relu:
         use_border_strategy(monkeypatch, variant.removeprefix("signed-"))
     attrs = dict(kernel_shape=list(kernel), strides=list(strides), pads=list(pads), ceil_mode=ceil_mode, dilations=list(dilations))
@@ -346,32 +340,6 @@ def test_anchored_ladder_adds_in_place_when_its_input_comes_out_of_a_conv():
             for fused in (False, True):
                 np.testing.assert_allclose(run(new, {"x": x}, optimize=fused)[0], expected, rtol=1e-6, atol=1e-6)
     assert convs["conv"] == convs["graph input"] - 1
-
-
-@pytest.mark.parametrize(
-    "shape,kernel,strides,pads,after_relu,convs",
-    [
-        ([1, 8, 12, 10], (2, 2), (2, 2), (0, 0, 0, 0), False, 4),  # VGG
-        ([1, 8, 11, 9], (2, 2), (3, 2), (0, 0, 0, 0), False, 4),
-        ([1, 8, 12, 10], (2, 2), (2, 2), (1, 0, 0, 1), True, 4),  # padded, but the input is >= 0
-        ([1, 4, 6, 8, 7], (1, 2, 2), (2, 2, 2), (0,) * 6, False, 4),  # 3-D with a one-tap axis
-        ([1, 8, 9, 12], (1, 4), (1, 4), (0, 0, 0, 0), False, 4),  # one axis: the per-axis chain
-        ([1, 8, 12, 10], (2, 2), (1, 1), (0, 0, 0, 0), False, 4),  # overlapping: per axis, 2 + 2
-    ],
-    ids=str,
-)
-def test_small_box_of_disjoint_windows_is_one_chain(shape, kernel, strides, pads, after_relu, convs):
-    """A 2x2/s2 box (VGG) is one nested chain over its four taps: four convs, all at
-    the output positions, exact in plain and fully optimized onnxruntime sessions."""
-    attrs = dict(kernel_shape=list(kernel), strides=list(strides), pads=list(pads))
-    new, report = assert_rewrite_matches("MaxPool", shape, attrs, relu=after_relu)
-    assert report.nodes[-1].op_counts["Conv"] == convs
-    kernels = [list(a.ints) for n in new.graph.node if n.op_type == "Conv" for a in n.attribute if a.name == "kernel_shape"]
-    boxed = any(sum(k > 1 for k in shape_) >= 2 for shape_ in kernels)
-    assert boxed == (strides[-1] >= 2 and sum(k > 1 for k in kernel) == 2)
-    original = pool_model("MaxPool", shape, attrs, prefix_relu=after_relu)
-    for x in input_suites(shape).values():
-        np.testing.assert_allclose(run(new, {"x": x}, optimize=True)[0], run(original, {"x": x})[0], rtol=1e-6, atol=1e-6)
 
 
 NESTED_AXES = [

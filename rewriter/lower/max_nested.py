@@ -26,26 +26,19 @@ none, and :func:`plan_nested` returns None.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from itertools import pairwise, permutations, product
+from itertools import pairwise, permutations
 from typing import Optional
 
 import onnx_graphsurgeon as gs
 
-import numpy as np
-
 from ..builder import SubgraphBuilder
-from ..spec import AxisSpec, PoolSpec
-from .windows import conv_pool_windows, pool_windows_kernel, pool_windows_layout
+from ..spec import AxisSpec
+from .windows import conv_pool_windows, pool_windows_layout
 
 # Longer windows are cheaper as a doubling ladder (2 convs per doubling), and the
 # chain's rounding grows with its length.
 MAX_NESTED_TAPS = 5
-# Boxes up to this many taps whose windows do not overlap (VGG's 2x2/s2) take one
-# chain over the whole box: every conv at the output positions, none at the
-# intermediate resolution of a first axis (measured with scripts/bench.py).
-MAX_NESTED_BOX_TAPS = 4
 
 Range = tuple[int, int]  # first and last output, inclusive
 
@@ -143,47 +136,3 @@ def _padded(b: SubgraphBuilder, level: gs.Tensor, axis: int, have: Range, want: 
     if have == want:
         return level
     return b.conv_along(level, axis, [1.0], pad_begin=have[0] - want[0], pad_end=want[1] - have[1], hint="nested_place")
-
-
-def box_applies(spec: PoolSpec, *, zero_padding_exact: bool) -> bool:
-    """A small box of non-overlapping windows over several axes, with no padding to mind."""
-    boxed = [a for a in spec.axes if a.kernel > 1]
-    return (
-        zero_padding_exact
-        and len(boxed) >= 2
-        and math.prod(a.kernel for a in boxed) <= MAX_NESTED_BOX_TAPS
-        and all(a.stride >= a.kernel for a in boxed)
-    )
-
-
-def nested_box_max(b: SubgraphBuilder, x: gs.Tensor, spec: PoolSpec) -> gs.Tensor:
-    """The chain over every tap of the box at once (row-major, the last tap the base):
-    one conv per tap, all at the output positions. Zero padding must be exact."""
-    taps = list(product(*(range(a.kernel) for a in spec.axes)))
-    level: Optional[gs.Tensor] = None
-    for plus, minus in pairwise(taps):
-        diff = _box_conv(b, x, spec, {plus: 1.0, minus: -1.0}, hint="nested_diff")
-        level = b.relu(diff if level is None else b.add(diff, level))
-    base = _box_conv(b, x, spec, {taps[-1]: 1.0}, hint="nested_base")
-    return base if level is None else b.add(base, level)
-
-
-def _box_conv(b: SubgraphBuilder, x: gs.Tensor, spec: PoolSpec, weights: dict[tuple[int, ...], float], hint: str) -> gs.Variable:
-    """``sum weights[t] * x[window(o) + t]`` over N-D taps, at every output of the pool:
-    per axis the kernel of :func:`pool_windows_kernel` for the taps used along it."""
-    layouts, where = [], []
-    for axis, a in enumerate(spec.axes):
-        layout, index = pool_windows_kernel(a, {tap[axis]: 1.0 for tap in weights})
-        layouts.append(layout)
-        where.append(index)
-    kernel = np.zeros([len(layout.taps) for layout in layouts])
-    for tap, weight in weights.items():
-        kernel[tuple(where[axis][t] for axis, t in enumerate(tap))] = weight
-    return b.depthwise_conv(
-        x,
-        kernel,
-        strides=[layout.stride for layout in layouts],
-        dilations=[layout.dilation for layout in layouts],
-        pads=[layout.pad_begin for layout in layouts] + [layout.pad_end for layout in layouts],
-        hint=hint,
-    )

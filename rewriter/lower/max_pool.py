@@ -41,7 +41,7 @@ from ..builder import SubgraphBuilder
 from ..site import PoolSite
 from ..spec import AxisSpec, PoolSpec
 from .checks import refuse_site, resolve_spec
-from .max_nested import box_applies, nested_box_max, nested_max, plan_nested
+from .max_nested import nested_max, plan_nested
 from .windows import conv_window_run
 
 # Fixing the borders afterwards beats a padded copy only on large tensors: it adds
@@ -58,8 +58,6 @@ NESTED_EXTRA_CONVS = 1
 
 def lower_max_pool(b: SubgraphBuilder, x: gs.Tensor, spec: PoolSpec, *, input_nonnegative: bool) -> gs.Tensor:
     """Build the max pool of ``x`` described by ``spec``; returns the result tensor."""
-    if not b.can("Max") and box_applies(spec, zero_padding_exact=input_nonnegative or all(a.is_identity_free for a in spec.axes)):
-        return nested_box_max(b, x, spec)
     large = b.channels * math.prod(a.size for a in spec.axes) >= BORDER_FIX_MIN_VALUES
     y = x
     for axis, axis_spec in enumerate(spec.axes):

@@ -98,38 +98,26 @@ def pool_windows_layout(
     they are. Over all outputs the end padding follows the pool's own (floor mode),
     so the conv does not depend on the extent and dynamic spatial dims keep working.
     """
-    return pool_windows_kernel(a, weights, first=first, last=last)[0]
-
-
-def pool_windows_kernel(
-    a: AxisSpec, weights: Mapping[int, float], *, first: int = 0, last: Optional[int] = None
-) -> tuple[ConvLayout, dict[int, int]]:
-    """:func:`pool_windows_layout`, and the kernel index of each tap (weights must be nonzero)."""
     last = a.out_size - 1 if last is None else last
     order = sorted(weights)
     low = order[0]
     if len(order) == 2:
         taps, dilation = [weights[order[0]], weights[order[1]]], (order[1] - low) * a.dilation
-        index = {order[0]: 0, order[1]: 1}
     else:
         taps = [weights.get(t, 0.0) for t in range(low, order[-1] + 1)]
         dilation = a.dilation
-        index = {t: t - low for t in order}
     start = a.window_start(first) + low * a.dilation
     if len(taps) == 1 and start > 0:
         taps, dilation, start = [0.0] + taps, start, 0
     if (first, last) != (0, a.out_size - 1):
-        layout = window_run_layout(a.size, start=start, count=last - first + 1, stride=a.stride, taps=taps, dilation=dilation)
-    else:
-        taps, pad_begin = _lead_to(start, taps, dilation)
-        # The numerator of the pool's output-size formula: the same count for every extent.
-        pad_end = (len(taps) - 1) * dilation + 1 - a.effective_kernel + a.pad_begin + a.conv_end_pad - pad_begin
-        if pad_end < 0:
-            extra = (dilation - 1 - pad_end) // dilation  # trailing zero taps to cover -pad_end
-            taps, pad_end = taps + [0.0] * extra, pad_end + extra * dilation
-        layout = ConvLayout(tuple(taps), a.stride, dilation, pad_begin, pad_end)
-    lead = next(i for i, w in enumerate(layout.taps) if w != 0)  # where the lowest tap landed
-    return layout, {t: lead + i for t, i in index.items()}
+        return window_run_layout(a.size, start=start, count=last - first + 1, stride=a.stride, taps=taps, dilation=dilation)
+    taps, pad_begin = _lead_to(start, taps, dilation)
+    # The numerator of the pool's output-size formula: the same count for every extent.
+    pad_end = (len(taps) - 1) * dilation + 1 - a.effective_kernel + a.pad_begin + a.conv_end_pad - pad_begin
+    if pad_end < 0:
+        extra = (dilation - 1 - pad_end) // dilation  # trailing zero taps to cover -pad_end
+        taps, pad_end = taps + [0.0] * extra, pad_end + extra * dilation
+    return ConvLayout(tuple(taps), a.stride, dilation, pad_begin, pad_end)
 
 
 def conv_pool_windows(
