@@ -16,7 +16,7 @@ onnxruntime's divisor is a product of per-axis counts (see
 from __future__ import annotations
 
 from itertools import groupby
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -102,6 +102,18 @@ def uniform_axes_conv(
     return b.depthwise_conv(x, kernel, strides=strides, dilations=dilations, pads=pads_begin + pads_end, hint="avg")
 
 
+class Run(NamedTuple):
+    """Consecutive outputs along one axis whose windows have the same count."""
+
+    count: int
+    first: int
+    length: int
+
+    @property
+    def end(self) -> int:
+        return self.first + self.length
+
+
 def average_along_axis(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec, divisors: list[int]) -> gs.Tensor:
     """Windows along one axis, each divided by its own count.
 
@@ -115,9 +127,9 @@ def average_along_axis(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec,
     runs, first = [], 0
     for count, run in groupby(divisors):
         length = len(list(run))
-        runs.append((count, first, length))
+        runs.append(Run(count, first, length))
         first += length
-    common = max(runs, key=lambda r: r[2])[0]
+    common = max(runs, key=lambda r: r.length).count
 
     def windows(first: int, length: int, weight: float, hint: str) -> gs.Variable:
         return conv_window_run(
@@ -125,35 +137,47 @@ def average_along_axis(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec,
             taps=[weight] * a.kernel, dilation=a.dilation, hint=hint,
         )
 
-    def difference(count: int, first: int, length: int) -> gs.Variable:
-        return windows(first, length, 1.0 / count - 1.0 / common, "avg_fix")
+    def difference(run: Run) -> gs.Variable:
+        return windows(run.first, run.length, 1.0 / run.count - 1.0 / common, "avg_fix")
 
-    fixes = [run for run in runs if run[0] != common]
-    head = [run for run in fixes if run[1] + run[2] <= _prefix_end(fixes)]
-    tail = [run for run in fixes if run[1] >= _suffix_start(fixes, a.out_size)]
+    n = a.out_size
+    fixes = [run for run in runs if run.count != common]
+    head, tail = _from_start(fixes), _to_end(fixes, n)
     y: Optional[gs.Tensor] = None
     if head and tail and len(head) + len(tail) == len(fixes):
         # Both ends from one thin tensor [tail, head] and one conv: its first tap puts
         # the tail at the end, its second (dilation = the extent) the head at the start.
-        ends = last_and_first_window(b, x, axis, a, 1.0 / tail[0][0] - 1.0 / common) if _single_ends(head, tail) else None
-        if ends is None:
-            thin = [difference(*run) for run in tail + head]
+        if len(head) == len(tail) == 1 and head[0].length == tail[0].length == 1 and head[0].count == tail[0].count:
+            ends = last_and_first_window(b, x, axis, a, 1.0 / head[0].count - 1.0 / common)
+        else:
+            thin = [difference(run) for run in tail + head]
             ends = thin[0] if len(thin) == 1 else b.concat(thin, axis)
-        n, tail_length, head_length = a.out_size, sum(r[2] for r in tail), sum(r[2] for r in head)
+        tail_length, head_length = n - tail[0].first, head[-1].end
         y = b.conv_along(ends, axis, [1.0, 1.0], dilation=n, pad_begin=n - tail_length, pad_end=n - head_length, hint="avg_place")
     else:
-        for count, first, length in fixes:
-            placed = b.conv_along(
-                difference(count, first, length), axis, [1.0], pad_begin=first, pad_end=a.out_size - first - length, hint="avg_place"
-            )
+        for run in fixes:
+            placed = b.conv_along(difference(run), axis, [1.0], pad_begin=run.first, pad_end=n - run.end, hint="avg_place")
             y = placed if y is None else b.add(placed, y)
-    main = windows(0, a.out_size, 1.0 / common, "avg")
+    main = windows(0, n, 1.0 / common, "avg")
     return main if y is None else b.add(main, y)
 
 
-def _single_ends(head: list[tuple[int, int, int]], tail: list[tuple[int, int, int]]) -> bool:
-    """One output at each end, both with the same count (a "same" pool with k = 2p + 1)."""
-    return len(head) == len(tail) == 1 and head[0][2] == tail[0][2] == 1 and head[0][0] == tail[0][0]
+def _from_start(runs: list[Run]) -> list[Run]:
+    """The runs that follow each other from output 0."""
+    chained: list[Run] = []
+    for run in runs:
+        if run.first == (chained[-1].end if chained else 0):
+            chained.append(run)
+    return chained
+
+
+def _to_end(runs: list[Run], out_size: int) -> list[Run]:
+    """The runs that follow each other up to the last output, in order."""
+    chained: list[Run] = []
+    for run in reversed(runs):
+        if run.end == (chained[0].first if chained else out_size):
+            chained.insert(0, run)
+    return chained
 
 
 def last_and_first_window(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec, weight: float) -> gs.Variable:
@@ -168,24 +192,6 @@ def last_and_first_window(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSp
     for i in range(a.kernel):
         taps[i * a.dilation] = taps[far + i * a.dilation] = weight
     return conv_window_run(b, x, axis, n, start=first_start - stride, count=2, stride=stride, taps=taps, hint="avg_ends")
-
-
-def _prefix_end(runs: list[tuple[int, int, int]]) -> int:
-    """End of the runs that follow each other from output 0 (0 when none starts there)."""
-    end = 0
-    for _, first, length in runs:
-        if first == end:
-            end += length
-    return end
-
-
-def _suffix_start(runs: list[tuple[int, int, int]], out_size: int) -> int:
-    """Start of the runs that follow each other up to the last output."""
-    start = out_size
-    for _, first, length in reversed(runs):
-        if first + length == start:
-            start = first
-    return start
 
 
 class AveragePoolRule:
