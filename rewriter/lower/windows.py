@@ -39,11 +39,7 @@ def window_run_layout(
 ) -> ConvLayout:
     """Outputs ``o`` in ``[0, count)`` with ``out[o] = sum_j taps[j] * x[start + o*stride + j*dilation]``,
     ``x`` of length ``size`` read as zero outside ``[0, size)``."""
-    taps = list(taps)
-    if len(taps) == 1 and start > 0:
-        # One tap far along the axis: a zero tap plus the dilation reach it in 2 MACs.
-        taps, dilation, start = [0.0] + taps, start, 0
-    taps, pad_begin = _lead_to(start, taps, dilation)
+    taps, dilation, pad_begin = _reach(start, list(taps), dilation)
 
     def span() -> int:
         return (len(taps) - 1) * dilation + 1
@@ -81,11 +77,15 @@ def conv_window_run(
     return layout.build(b, x, axis, hint)
 
 
-def _lead_to(start: int, taps: list[float], dilation: int) -> tuple[list[float], int]:
-    """Leading zero taps at the kernel's own dilation, and the begin padding, that put
-    the first listed tap at input index ``start`` for output 0."""
+def _reach(start: int, taps: list[float], dilation: int) -> tuple[list[float], int, int]:
+    """Taps, dilation and begin padding that put the first listed tap at input index
+    ``start`` for output 0: leading zero taps at the kernel's own dilation, the rest
+    made up by padding. One tap far along the axis becomes a zero tap plus the
+    dilation: 2 MACs."""
+    if len(taps) == 1 and start > 0:
+        return [0.0] + taps, start, 0
     lead = -(-max(0, start) // dilation)
-    return [0.0] * lead + taps, lead * dilation - start
+    return [0.0] * lead + taps, dilation, lead * dilation - start
 
 
 def pool_windows_layout(
@@ -107,11 +107,9 @@ def pool_windows_layout(
         taps = [weights.get(t, 0.0) for t in range(low, order[-1] + 1)]
         dilation = a.dilation
     start = a.window_start(first) + low * a.dilation
-    if len(taps) == 1 and start > 0:
-        taps, dilation, start = [0.0] + taps, start, 0
     if (first, last) != (0, a.out_size - 1):
         return window_run_layout(a.size, start=start, count=last - first + 1, stride=a.stride, taps=taps, dilation=dilation)
-    taps, pad_begin = _lead_to(start, taps, dilation)
+    taps, dilation, pad_begin = _reach(start, taps, dilation)
     # The numerator of the pool's output-size formula: the same count for every extent.
     pad_end = (len(taps) - 1) * dilation + 1 - a.effective_kernel + a.pad_begin + a.conv_end_pad - pad_begin
     if pad_end < 0:
