@@ -90,9 +90,7 @@ def use_border_strategy(monkeypatch, strategy: str) -> None:
         monkeypatch.setattr(max_pool, "NESTED_EXTRA_CONVS", 1000)
     elif strategy != "default":
         monkeypatch.setattr(max_pool, "plan_nested", lambda a, **options: None)
-    if strategy == "anchored":
-        monkeypatch.setattr(max_pool, "ANCHORED_MAX_EXTRA_STEPS", 1000)
-    elif strategy == "replicated":
+    if strategy == "replicated":
         monkeypatch.setattr(max_pool, "plan_anchored", lambda a: None)
     elif strategy == "fixed-borders":
         monkeypatch.setattr(max_pool, "BORDER_FIX_MIN_VALUES", 0)
