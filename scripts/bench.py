@@ -397,7 +397,8 @@ def build_network_model(case: PoolCase) -> onnx.ModelProto:
 
 
 def kernel_times(model: onnx.ModelProto, feed: dict[str, np.ndarray], opt_level: str, warmup: int, repeats: int) -> dict[str, float]:
-    """Median kernel time in seconds of every node onnxruntime runs, from its profiler."""
+    """Median kernel time in seconds of every node onnxruntime runs, from its profiler,
+    in the order the nodes run."""
     with tempfile.TemporaryDirectory() as tmp:
         options = ort.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = 1
@@ -419,9 +420,12 @@ def kernel_times(model: onnx.ModelProto, feed: dict[str, np.ndarray], opt_level:
 
 def _pool_share(times: dict[str, float]) -> float:
     """Kernel time of everything but the surrounding convs and the model's own layout
-    reorders at its input and output (onnxruntime names those two plainly; a reorder
-    inside the pool's subgraph, around a Concat, gets a suffix and is counted)."""
-    boundary = {"ReorderInput", "ReorderOutput"}
+    reorders: the first node run (into the blocked layout) and the last (out of it).
+    ``times`` is in execution order; reorders inside the pool's subgraph count."""
+    names = list(times)
+    boundary = {names[0]} if names[0].startswith("ReorderInput") else set()
+    if names[-1].startswith("ReorderOutput"):
+        boundary.add(names[-1])
     return sum(t for name, t in times.items() if name not in boundary and not name.startswith(NETWORK_TENSORS))
 
 

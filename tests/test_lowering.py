@@ -77,22 +77,23 @@ MAX_2D = [
 ]
 
 
-BORDER_STRATEGIES = ["default", "nested", "anchored", "replicated", "fixed-borders"]
+BORDER_STRATEGIES = ["default", "nested", "nested-fixed-borders", "anchored", "replicated", "fixed-borders"]
 
 
 def use_border_strategy(monkeypatch, strategy: str) -> None:
     """Signed MaxPool inputs: whatever the lowering picks; the nested relu chain
-    wherever it applies (one-sided padding); the anchored ladder wherever it
-    applies; a padded copy of replicated elements; or the zero-padded ladder with
-    its border outputs fixed (used on large strided pools). Every strategy but
-    the first two keeps the nested chain out of the way."""
-    if strategy == "nested":
+    wherever it applies (one-sided padding), also with the border fix of large
+    strided pools (padding on both sides: the chain exact on one side, the other
+    side's border outputs fixed); the anchored ladder wherever it applies; a padded
+    copy of replicated elements; or the zero-padded ladder with its border outputs
+    fixed. The last three keep the nested chain out of the way."""
+    if strategy in ("nested", "nested-fixed-borders"):
         monkeypatch.setattr(max_pool, "NESTED_EXTRA_CONVS", 1000)
     elif strategy != "default":
         monkeypatch.setattr(max_pool, "plan_nested", lambda a, **options: None)
     if strategy == "replicated":
         monkeypatch.setattr(max_pool, "plan_anchored", lambda a: None)
-    elif strategy == "fixed-borders":
+    elif strategy in ("fixed-borders", "nested-fixed-borders"):
         monkeypatch.setattr(max_pool, "BORDER_FIX_MIN_VALUES", 0)
 
 
@@ -366,23 +367,29 @@ def test_nested_plan_gives_each_window_max(kernel, stride, dilation, pad_begin, 
     """Replays a nested plan on integer inputs with ties: each level over its outputs,
     zero elsewhere, must give every window's max over its real elements; a signed
     plan's convs may read only real elements. With zero padding exact (input >= 0)
-    every tap counts. No plan only for long kernels, or padding on both sides."""
+    every tap counts. No plan only for long kernels, or padding on both sides. A
+    plan with a zero side reads that side's padding as 0 (the max with 0 in those
+    windows, for the border fix to correct) and is exact on the other side."""
     from rewriter.lower import max_nested
 
     a = _axis_spec(kernel, stride, dilation, pad_begin, pad_end, size, ceil_mode)
     if any(a.valid_count(o) == 0 for o in range(a.out_size)):
         pytest.skip("a window of padding only")
     rng = np.random.default_rng(kernel * 1000 + size)
-    for zero_padding_exact in (False, True):
-        plan = max_nested.plan_nested(a, zero_padding_exact=zero_padding_exact)
-        padded_sides = {
-            "begin" if a.window_start(o) + t * dilation < 0 else "end"
-            for o in range(a.out_size) for t in range(kernel)
-            if not 0 <= a.window_start(o) + t * dilation < size
-        }
+    padded_sides = {
+        "begin" if a.window_start(o) + t * dilation < 0 else "end"
+        for o in range(a.out_size) for t in range(kernel)
+        if not 0 <= a.window_start(o) + t * dilation < size
+    }
+    for zero_padding_exact, zero_side in ((False, None), (True, None), (False, "begin"), (False, "end")):
+        plan = max_nested.plan_nested(a, zero_padding_exact=zero_padding_exact, zero_side=zero_side)
         if plan is None:
-            assert not zero_padding_exact and len(padded_sides) == 2
+            assert not zero_padding_exact and len(padded_sides - {zero_side}) == 2
             continue
+
+        def reads_zero(i):  # a padded position the plan may read as 0
+            return zero_padding_exact or (i < 0 and zero_side == "begin") or (i >= size and zero_side == "end")
+
         for _ in range(3):
             x = rng.integers(-3, 4, size).astype(np.float64)
             if zero_padding_exact:
@@ -390,7 +397,7 @@ def test_nested_plan_gives_each_window_max(kernel, stride, dilation, pad_begin, 
 
             def tap(o, t):
                 i = a.window_start(o) + t * dilation
-                assert zero_padding_exact or 0 <= i < size, (o, t)
+                assert 0 <= i < size or reads_zero(i), (o, t)
                 return x[i] if 0 <= i < size else 0.0
 
             level = np.zeros(a.out_size)
@@ -400,7 +407,7 @@ def test_nested_plan_gives_each_window_max(kernel, stride, dilation, pad_begin, 
                     new[o] = max(0.0, tap(o, step.plus) - tap(o, step.minus) + level[o])
                 level = new
             got = [tap(o, plan.base) + level[o] for o in range(a.out_size)]
-            want = [max(x[i] for i in a.taps(o) if 0 <= i < size) for o in range(a.out_size)]
+            want = [max(x[i] if 0 <= i < size else 0.0 for i in a.taps(o) if 0 <= i < size or reads_zero(i)) for o in range(a.out_size)]
             assert got == want
 
 

@@ -73,19 +73,28 @@ class NestedPlan:
         return len(self.levels) + 1 + self.placements()
 
 
-def plan_nested(a: AxisSpec, *, zero_padding_exact: bool) -> Optional[NestedPlan]:
+def plan_nested(a: AxisSpec, *, zero_padding_exact: bool, zero_side: Optional[str] = None) -> Optional[NestedPlan]:
     """The cheapest chain for the windows of ``a`` (fewest convs, then fewest MACs),
     or None when the kernel is too long or the padding lies on both sides.
 
     ``zero_padding_exact``: the conv's zero padding is already exact (input >= 0),
-    so every tap counts as real everywhere.
+    so every tap counts as real everywhere. ``zero_side`` ("begin" or "end"): taps
+    in the padding on that side count as real zeros; the chain is then exact except
+    in that side's border windows whose real elements are all negative (it gives 0),
+    for the caller to fix.
     """
     if a.kernel > MAX_NESTED_TAPS:
         return None
+
+    def counts(position: int) -> bool:
+        if zero_padding_exact or 0 <= position < a.size:
+            return True
+        return zero_side == ("begin" if position < 0 else "end")
+
     everywhere = (0, a.out_size - 1)
     real: dict[int, Range] = {}
     for t in range(a.kernel):
-        outputs = [o for o in range(a.out_size) if zero_padding_exact or 0 <= a.window_start(o) + t * a.dilation < a.size]
+        outputs = [o for o in range(a.out_size) if counts(a.window_start(o) + t * a.dilation)]
         if outputs:  # a tap that is never real drops out of every window
             real[t] = (outputs[0], outputs[-1])
     best: Optional[tuple[tuple[int, int], NestedPlan]] = None

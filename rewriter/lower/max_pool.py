@@ -139,9 +139,14 @@ def max_along_axis(
     if b.can("Max") or (a.dilation == 1 and b.can("Pad")):
         return ladder(b, replicate_pad(b, x, axis, a), axis, a, conv_pads=(0, 0))
     if fix_borders and a.stride > 1:
-        # Measured: on large strided pools the fix on thin slices beats the anchored
-        # ladder's extra full-size pass; with stride 1 the anchored ladder wins.
-        corrected = zero_padded_with_borders_fixed(b, x, axis, a)
+        # Measured on large strided pools: convs at the output positions with a thin fix
+        # of the border outputs beat the anchored ladder, whose steps run at full
+        # resolution (an odd-sized ResNet stem: 4.5 -> 2.6 of native); on small ones the
+        # fix's dozen thin nodes cost more than they save, and with stride 1 the anchored
+        # ladder wins. The nested chain needs the fix on one side only.
+        corrected = nested_with_border_fixed(b, x, axis, a)
+        if corrected is None:
+            corrected = zero_padded_with_borders_fixed(b, x, axis, a)
         if corrected is not None:
             return corrected
     plan = plan_anchored(a)
@@ -266,26 +271,57 @@ def anchored_step(b: SubgraphBuilder, m: gs.Tensor, axis: int, n: int, reach: in
 
 def zero_padded_with_borders_fixed(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec) -> Optional[gs.Tensor]:
     """The zero-padded ladder, exact except in border windows whose real elements
-    are all negative (there it gives 0), then an exact fix for the border outputs.
+    are all negative (there it gives 0), then :func:`borders_fixed` on both sides.
+    Returns None when a window touches both ends (tiny extents)."""
+    if not _fixable(a, ("begin", "end")):
+        return None
+    return borders_fixed(b, x, ladder(b, x, axis, a, conv_pads=(a.pad_begin, a.conv_end_pad)), axis, a, ("begin", "end"))
 
-    The border outputs are pooled on a thin slice of x with replicated padding,
-    and ``S + (T - S)`` puts them in place: where S is 0 that is T exactly, and
+
+def nested_with_border_fixed(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec) -> Optional[gs.Tensor]:
+    """Padding on both sides: the nested chain, exact on one side (level ranges) and
+    zero-padded on the other, then :func:`borders_fixed` on that other side. None
+    when no chain applies or a window touches both ends."""
+    plans = []
+    for side in ("end", "begin"):
+        plan = plan_nested(a, zero_padding_exact=False, zero_side=side)
+        if plan is not None and _fixable(a, (side,)):
+            plans.append((plan.convs(), side, plan))
+    if not plans:
+        return None
+    _, side, plan = min(plans, key=lambda p: p[0])
+    return borders_fixed(b, x, nested_max(b, x, axis, a, plan), axis, a, (side,))
+
+
+def _border_outputs(a: AxisSpec, side: str) -> int:
+    """How many outputs have a window reaching into the padding on ``side``."""
+    if side == "begin":
+        return sum(1 for o in range(a.out_size) if a.window_start(o) < 0)
+    return sum(1 for o in range(a.out_size) if a.window_start(o) + a.effective_kernel > a.size)
+
+
+def _fixable(a: AxisSpec, sides: tuple[str, ...]) -> bool:
+    """Some border outputs to fix on ``sides``, and no window reaching past both ends."""
+    n_left, n_right = _border_outputs(a, "begin"), _border_outputs(a, "end")
+    return n_left + n_right <= a.out_size and sum(_border_outputs(a, side) for side in sides) > 0
+
+
+def borders_fixed(b: SubgraphBuilder, x: gs.Tensor, zero_padded: gs.Tensor, axis: int, a: AxisSpec, sides: tuple[str, ...]) -> gs.Tensor:
+    """``zero_padded`` with its border outputs on ``sides`` made exact.
+
+    Those outputs are pooled on a thin slice of x with replicated padding, and
+    ``S + (T - S)`` puts them in place: where S is 0 that is T exactly, and
     elsewhere T and S are the same positive max up to rounding, so ``T - S`` is
     exact (Sterbenz). No full-size Concat: onnxruntime keeps its blocked layout.
-    Returns None when a window touches both ends (tiny extents).
     """
-    n_left = sum(1 for o in range(a.out_size) if a.window_start(o) < 0)
-    n_right = sum(1 for o in range(a.out_size) if a.window_start(o) + a.effective_kernel > a.size)
-    if n_left + n_right > a.out_size or n_left + n_right == 0:
-        return None
-    zero_padded = ladder(b, x, axis, a, conv_pads=(a.pad_begin, a.conv_end_pad))
     out = zero_padded
-    if n_left:
+    n_left, n_right = _border_outputs(a, "begin"), _border_outputs(a, "end")
+    if "begin" in sides and n_left:
         width = min(a.size, a.window_start(n_left - 1) + a.effective_kernel)
         part = AxisSpec(width, a.kernel, a.stride, a.dilation, a.pad_begin, 0, n_left)
         true = ladder(b, replicate_pad(b, select_range(b, x, axis, a.size, 0, width), axis, part), axis, part, conv_pads=(0, 0))
         out = place_correction(b, out, zero_padded, true, axis, a.out_size, first=0, count=n_left)
-    if n_right:
+    if "end" in sides and n_right:
         first = a.out_size - n_right
         begin = a.window_start(first)
         part = AxisSpec(a.size - begin, a.kernel, a.stride, a.dilation, 0, a.pad_end, n_right)
