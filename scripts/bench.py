@@ -115,6 +115,8 @@ BASE_CASES: list[PoolCase] = [
     PoolCase("inception_avg", "AveragePool", (1, 64, 56, 56), _pool(3, 1, 1, count_include_pad=0)),
     PoolCase("densenet_avg", "AveragePool", (1, 128, 56, 56), _pool(2, 2)),
     PoolCase("gap", "GlobalAveragePool", (1, 512, 7, 7)),
+    # Not a target shape: the stem on an odd extent pads both sides (the general case).
+    PoolCase("resnet_stem_odd", "MaxPool", (1, 64, 113, 113), _pool(3, 2, 1)),
     # YOLOv3's SPP block: three pools of one input, concatenated with it.
     PoolCase("spp_block", "SPP", (1, 128, 20, 20), pools=(_pool(5, 1, 2), _pool(9, 1, 4), _pool(13, 1, 6))),
     PoolCase(
