@@ -8,8 +8,9 @@ sequential execution. After a warm-up, runs are interleaved (native,
 rewritten, native, rewritten, ...) for ``--repeats`` rounds (more for fast
 cases, until each model has run for 0.25 s) and the median of each is taken.
 That is done for three fresh session pairs; ratio = the median over the pairs
-of rewritten median / native median. Both models get the same signed random input, and the rewritten output is checked against the
-native one (shape and max abs error). Also reported: nodes added, the conv
+of rewritten median / native median. Both models get the same signed random
+input, and the rewritten output is checked against the native one (shape and
+max abs error). Also reported: nodes added, the conv
 MACs of the rewritten subgraph, and its weight bytes.
 
 Part B -- rewrite time against model size: chains of N pool nodes (alternating
@@ -131,6 +132,8 @@ RELU_IN_REAL_NETWORK = frozenset(("resnet_stem", "vgg", "inception_max"))
 TARGET_CASES = frozenset(
     ("resnet_stem", "vgg", "sppf", "spp13", "inception_max", "inception_avg", "densenet_avg", "gap")
 )
+# The same shapes with the input their networks give them.
+IN_CONTEXT_CASES = frozenset(n + "_after_relu" if n in RELU_IN_REAL_NETWORK else n for n in TARGET_CASES)
 
 
 def all_cases() -> list[PoolCase]:
@@ -304,9 +307,7 @@ def run_part_a(cases: Sequence[PoolCase], opt_level: str, warmup: int, repeats: 
     # The targets are stated over the eight shapes (no Relu variants, no SPP block).
     summary: dict[str, Any] = {"cases": rows, "target_cases": sorted(TARGET_CASES)}
     summary.update(_ratio_summary(rows, set(TARGET_CASES)))
-    # The same shapes with the input the real networks give them.
-    in_context = {n + "_after_relu" if n in RELU_IN_REAL_NETWORK else n for n in TARGET_CASES}
-    summary["in_context"] = _ratio_summary(rows, in_context)
+    summary["in_context"] = _ratio_summary(rows, set(IN_CONTEXT_CASES))
     summary["errors"] = {r["name"]: r["error"] for r in rows if "error" in r}
     return summary
 
@@ -459,11 +460,10 @@ def run_part_e(cases: Sequence[PoolCase], opt_level: str, warmup: int, repeats: 
             continue
         log(f"part E: {case.name}")
         rows.append(bench_in_network(case, opt_level, warmup, repeats))
-    in_context = {n + "_after_relu" if n in RELU_IN_REAL_NETWORK else n for n in TARGET_CASES}
     return {
         "cases": rows,
         "signed": _ratio_summary(rows, set(TARGET_CASES)),
-        "in_context": _ratio_summary(rows, in_context),
+        "in_context": _ratio_summary(rows, set(IN_CONTEXT_CASES)),
     }
 
 
