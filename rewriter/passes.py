@@ -25,7 +25,7 @@ from .wire import tensor_value
 from .lower import POOL_OPS, SITE_OPS, max_pool, rule_for
 from .lower.checks import attribute_support
 from .report import KEPT, REWRITTEN, NodeResult, Report
-from .site import NonNegativity, PoolSite, comes_out_of_conv
+from .site import NonNegativity, PoolSite, comes_out_of_conv, max_window_reach
 from .spec import SpecError, pool_spec_from_attributes
 
 ONNX_DOMAINS = ("", "ai.onnx")
@@ -220,6 +220,7 @@ class PoolRewritePass:
                     if _is_pool(site):
                         site.input_nonnegative = nonnegative(site.input_name)
                         site.input_from_conv = comes_out_of_conv(site.input_name, nonnegative.producer)
+                        site.input_reach = max_window_reach(site.input_name, nonnegative.producer)
                         site.allow_double = self.rewrite_double
                         site.between_qdq = index.between_qdq(site)
                         sites[position] = site
@@ -306,6 +307,7 @@ class PoolRewritePass:
                 continue
             site.input_nonnegative = nonnegative(x.name)
             site.input_from_conv = comes_out_of_conv(x.name, producer)
+            site.input_reach = max_window_reach(x.name, producer)
             site.allow_double = self.rewrite_double
             site.between_qdq = (
                 bool(x.inputs) and x.inputs[0].op == "DequantizeLinear" and bool(y.outputs)

@@ -35,6 +35,9 @@ class PoolSite:
     indices_used: bool = False
     input_nonnegative: bool = False
     input_from_conv: bool = False  # onnxruntime keeps it in the conv's blocked layout
+    # Per spatial axis, (left, right): the input is already a max over that reach of
+    # some tensor (it comes out of "same" stride-1 MaxPools, as in SPPF); None if not.
+    input_reach: Optional[tuple[tuple[int, int], ...]] = None
     invalid: bool = False  # set by a check: the node is invalid ONNX, not merely unsupported
     between_qdq: bool = False  # input from DequantizeLinear, output only into QuantizeLinear
     allow_double: bool = False  # the user asked for float64 pools (and gave up validation)
@@ -59,21 +62,56 @@ SIGN_PRESERVING_OPS = {
 }
 
 
-# Ops onnxruntime folds into the conv before them: activations, batch norm, a residual Add.
-FUSED_AFTER_CONV = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Add", "BatchNormalization"})
+# Ops onnxruntime runs in a conv's blocked (NCHWc) layout when their input is in it:
+# activations and batch norm (folded into the conv), Add, and the pools themselves.
+BLOCKED_AFTER_CONV = frozenset(
+    {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Add", "BatchNormalization", "MaxPool", "AveragePool"}
+)
 
 Producer = Callable[[str], Optional[tuple[str, Sequence[str], dict]]]
 
 
-def comes_out_of_conv(tensor: str, producer: Producer) -> bool:
-    """Whether ``tensor`` is a Conv output, or one op past a Conv that onnxruntime fuses into it."""
+def comes_out_of_conv(tensor: str, producer: Producer, depth: int = 0) -> bool:
+    """Whether onnxruntime holds ``tensor`` in a conv's blocked layout: a Conv output,
+    or one reached from a Conv through ops it runs in that layout (measured: it then
+    fuses an Add with the tensor into a conv; a graph input it does not)."""
     made_by = producer(tensor)
-    if made_by is None:
+    if made_by is None or depth > 16:
         return False
     op, inputs, _ = made_by
     if op == "Conv":
         return True
-    return op in FUSED_AFTER_CONV and any((p := producer(i)) is not None and p[0] == "Conv" for i in inputs if i)
+    return op in BLOCKED_AFTER_CONV and any(comes_out_of_conv(i, producer, depth + 1) for i in inputs if i)
+
+
+def max_window_reach(tensor: str, producer: Producer, depth: int = 0) -> Optional[tuple[tuple[int, int], ...]]:
+    """Per spatial axis, how far left and right ``tensor`` already holds a max: it is a
+    chain of "same" MaxPools (stride 1, no dilation, pads summing to kernel - 1, so
+    every output is the max over ``[q - left, q + right]`` of the chain's input,
+    clipped to it). None when the tensor is not such a pool's output."""
+    made_by = producer(tensor)
+    if made_by is None or made_by[0] != "MaxPool" or depth > 64:
+        return None
+    _, inputs, attrs = made_by
+    kernel = list(attrs.get("kernel_shape") or [])
+    rank = len(kernel)
+    pads = list(attrs.get("pads") or [0] * (2 * rank))
+    auto_pad = attrs.get("auto_pad", "NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    same = (
+        rank > 0
+        and auto_pad in ("NOTSET", "")
+        and all(s == 1 for s in (attrs.get("strides") or [1] * rank))
+        and all(d == 1 for d in (attrs.get("dilations") or [1] * rank))
+        and len(pads) == 2 * rank
+        and all(pads[i] + pads[i + rank] == kernel[i] - 1 for i in range(rank))
+    )
+    if not same:
+        return None
+    below = max_window_reach(inputs[0], producer, depth + 1) or tuple((0, 0) for _ in range(rank))
+    if len(below) != rank:
+        return None
+    return tuple((left + pads[i], right + kernel[i] - 1 - pads[i]) for i, (left, right) in enumerate(below))
 
 
 class NonNegativity:

@@ -97,6 +97,7 @@ class PoolCase:
     after_relu: bool = False
     pools: tuple[dict[str, Any], ...] = ()  # several pools on one input, concatenated (op "SPP")
     share_ladders: bool = True
+    chained: bool = False  # SPPF: each of ``pools`` reads the one before, not the input
 
 
 def _pool(k: int, s: int = 1, p: int = 0, **extra: Any) -> dict[str, Any]:
@@ -124,6 +125,8 @@ BASE_CASES: list[PoolCase] = [
         "spp_block_unshared", "SPP", (1, 128, 20, 20), pools=(_pool(5, 1, 2), _pool(9, 1, 4), _pool(13, 1, 6)),
         share_ladders=False,
     ),
+    # YOLOv5's SPPF block: three 5x5 pools in a chain, concatenated with the input.
+    PoolCase("sppf_block", "SPP", (1, 256, 20, 20), pools=(_pool(5, 1, 2),) * 3, chained=True),
 ]
 RELU_VARIANTS = ("resnet_stem", "vgg", "sppf", "inception_max")
 # In the real networks these pools read a Relu output (ResNet, VGG and Inception
@@ -155,8 +158,9 @@ def build_pool_model(case: PoolCase) -> onnx.ModelProto:
         pool_in = "x_relu"
     if case.pools:
         names = [f"p{i}" for i in range(len(case.pools))]
-        for name, attrs in zip(names, case.pools):
-            nodes.append(helper.make_node("MaxPool", [pool_in], [name], name=name, **attrs))
+        for i, (name, attrs) in enumerate(zip(names, case.pools)):
+            source = names[i - 1] if case.chained and i else pool_in
+            nodes.append(helper.make_node("MaxPool", [source], [name], name=name, **attrs))
         nodes.append(helper.make_node("Concat", [pool_in, *names], ["y"], name="concat", axis=1))
     else:
         nodes.append(helper.make_node(case.op, [pool_in], ["y"], name="pool", **case.attrs))

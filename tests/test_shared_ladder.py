@@ -91,3 +91,64 @@ def test_random_groups(shape, pools, relu):
     if any(n.status == "kept" for n in report.nodes):
         pytest.skip("a pool is kept: " + "; ".join(n.reason for n in report.nodes if n.reason))
     assert_group_matches(model, shape, len(pools))
+
+
+def pools_in_a_chain(shape, pools: list[dict], *, relu: bool = False) -> onnx.ModelProto:
+    """SPPF: each MaxPool reads the one before; every pool output is a graph output."""
+    nodes, src = [], "x"
+    if relu:
+        nodes.append(helper.make_node("Relu", ["x"], ["xr"], name="relu"))
+        src = "xr"
+    outputs = []
+    for i, attrs in enumerate(pools):
+        nodes.append(helper.make_node("MaxPool", [src], [f"y{i}"], name=f"pool{i}", **attrs))
+        outputs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [None] * len(shape)))
+        src = f"y{i}"
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))], outputs)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+SPPF = [dict(kernel_shape=[5, 5], pads=[2, 2, 2, 2])] * 3
+
+
+@pytest.mark.parametrize(
+    "shape,pools",
+    [
+        ([1, 4, 11, 9], SPPF),
+        ([1, 4, 3, 4], SPPF),  # reaches past the extent
+        ([1, 3, 17], [dict(kernel_shape=[3], pads=[0, 2]), dict(kernel_shape=[4], pads=[2, 1]), dict(kernel_shape=[2], pads=[1, 0])]),
+        ([1, 3, 9, 8], [dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])]),
+    ],
+    ids=["sppf", "sppf-tiny", "1d-asymmetric", "then-strided"],
+)
+@pytest.mark.parametrize("relu", [False, True], ids=["signed", "after-relu"])
+def test_pool_of_a_pool_grows_from_its_reach(shape, pools, relu):
+    """A centred stride-1 MaxPool of a centred stride-1 MaxPool (SPPF): its input is
+    already the max over the first pool's reach, so its anchored steps may shift that
+    much further at once: fewer convs than the first pool, same numbers as onnxruntime,
+    plain and fully optimized."""
+    model = pools_in_a_chain(shape, pools, relu=relu)
+    new, report = rewrite_model(model)
+    assert all(n.status == "rewritten" for n in report.nodes) and op_types(new) <= STRICT_OPS
+    for x in input_suites(shape).values():
+        expected = run(model, {"x": x})
+        for optimize in (False, True):
+            for e, a in zip(expected, run(new, {"x": x}, optimize=optimize)):
+                np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-6)
+    if pools is SPPF:
+        first, *rest = (n.op_counts["Conv"] for n in report.nodes)
+        assert all(convs < first for convs in rest), [n.op_counts for n in report.nodes]
+
+
+def test_max_window_reach_follows_a_chain_of_same_pools():
+    from rewriter.site import NonNegativity, max_window_reach
+
+    pools = [dict(kernel_shape=[5, 3], pads=[2, 1, 2, 1]), dict(kernel_shape=[4, 3], pads=[1, 0, 2, 2]), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])]
+    model = pools_in_a_chain([1, 2, 9, 9], pools)
+    producer = NonNegativity.of_graphs([model.graph]).producer
+    assert max_window_reach("x", producer) is None
+    assert max_window_reach("y0", producer) == ((2, 2), (1, 1))
+    assert max_window_reach("y1", producer) == ((3, 4), (1, 3))
+    assert max_window_reach("y2", producer) == ((4, 5), (2, 4))
+    strided = pools_in_a_chain([1, 2, 9, 9], [dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])])
+    assert max_window_reach("y0", NonNegativity.of_graphs([strided.graph]).producer) is None

@@ -53,12 +53,22 @@ BORDER_FIX_MIN_VALUES = 1 << 18
 NESTED_EXTRA_CONVS = 1
 
 
-def lower_max_pool(b: SubgraphBuilder, x: gs.Tensor, spec: PoolSpec, *, input_nonnegative: bool) -> gs.Tensor:
-    """Build the max pool of ``x`` described by ``spec``; returns the result tensor."""
+def lower_max_pool(
+    b: SubgraphBuilder,
+    x: gs.Tensor,
+    spec: PoolSpec,
+    *,
+    input_nonnegative: bool,
+    input_reach: Optional[tuple[tuple[int, int], ...]] = None,
+) -> gs.Tensor:
+    """Build the max pool of ``x`` described by ``spec``; returns the result tensor.
+    ``input_reach``: per axis, the (left, right) reach over which ``x`` is already a
+    max (it comes out of "same" stride-1 MaxPools, as in SPPF)."""
     large = b.channels * math.prod(a.size for a in spec.axes) >= BORDER_FIX_MIN_VALUES
     y = x
     for axis, axis_spec in enumerate(spec.axes):
-        y = max_along_axis(b, y, axis, axis_spec, input_nonnegative=input_nonnegative, fix_borders=large)
+        reach = input_reach[axis] if input_reach and len(input_reach) == spec.rank else (0, 0)
+        y = max_along_axis(b, y, axis, axis_spec, input_nonnegative=input_nonnegative, fix_borders=large, input_reach=reach)
     return y
 
 
@@ -133,20 +143,35 @@ def anchored_shared_growth(b: SubgraphBuilder, x: gs.Tensor, firsts: list[AxisSp
         return None
     size = firsts[0].size
     wanted = [(plan.anchor_tap, a.kernel - 1 - plan.anchor_tap) for a, plan in zip(firsts, plans)]  # (left, right)
-    m, left, right = x, 0, 0
+    m, have = x, (0, 0)
     reached = {}
     for target in sorted(set(wanted)):
-        if target[0] < left or target[1] < right:
+        if target[0] < have[0] or target[1] < have[1]:
             return None  # reaches that do not nest
-        while (left, right) != target:
-            if right < target[1] and (right <= left or left == target[0]):
-                shift = min(right + 1, target[1] - right)
-                m, right = anchored_step(b, m, 0, size, shift, base_is_input=not b.in_conv_layout(m)), right + shift
-            else:
-                shift = min(left + 1, target[0] - left)
-                m, left = anchored_step(b, m, 0, size, -shift, base_is_input=not b.in_conv_layout(m)), left + shift
+        m, have = grow(b, m, 0, size, have, target), target
         reached[target] = m
     return [reached[w] for w in wanted]
+
+
+def grow(b: SubgraphBuilder, m: gs.Tensor, axis: int, size: int, have: tuple[int, int], target: tuple[int, int]) -> gs.Tensor:
+    """Anchored steps that take ``m``, the max over ``[q - left, q + right]`` (clipped to
+    the input) for ``have = (left, right)``, to the max over the ``target`` reach: one
+    side at a time, each shift at most one more than the reach on its side."""
+    left, right = have
+    while (left, right) != target:
+        if right < target[1] and (right <= left or left == target[0]):
+            shift = min(right + 1, target[1] - right)
+            m, right = anchored_step(b, m, axis, size, shift, base_is_input=not b.in_conv_layout(m)), right + shift
+        else:
+            shift = min(left + 1, target[0] - left)
+            m, left = anchored_step(b, m, axis, size, -shift, base_is_input=not b.in_conv_layout(m)), left + shift
+    return m
+
+
+def _centred(a: AxisSpec) -> bool:
+    """Stride 1, no dilation, as many outputs as inputs: output q's window is
+    ``[q - pad_begin, q + kernel - 1 - pad_begin]``."""
+    return a.stride == 1 and a.dilation == 1 and a.out_size == a.size and a.pad_begin + a.pad_end == a.kernel - 1
 
 
 def _ladder_width(kernel: int) -> int:
@@ -158,12 +183,24 @@ def _ladder_width(kernel: int) -> int:
 
 
 def max_along_axis(
-    b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec, *, input_nonnegative: bool, fix_borders: bool = False
+    b: SubgraphBuilder,
+    x: gs.Tensor,
+    axis: int,
+    a: AxisSpec,
+    *,
+    input_nonnegative: bool,
+    fix_borders: bool = False,
+    input_reach: tuple[int, int] = (0, 0),
 ) -> gs.Tensor:
     """1-D max pool with -inf padding semantics along one spatial axis."""
     if a.kernel == 1:
         # pads < kernel means no padding; the windows are single elements.
         return x if a.stride == 1 else b.conv_along(x, axis, [1.0], stride=a.stride, hint="pick")
+    if input_reach != (0, 0) and _centred(a) and not b.can("Max"):
+        # x already holds the max over its own reach: the anchored steps may shift by one
+        # more than that reach at once (SPPF's second and third 5-tap pools: 2 steps, not 4).
+        own = (a.pad_begin, a.kernel - 1 - a.pad_begin)
+        return grow(b, x, axis, a.size, input_reach, (input_reach[0] + own[0], input_reach[1] + own[1]))
     zero_padding_exact = input_nonnegative or not (a.pad_begin or a.used_end_pad)
     if not b.can("Max"):
         nested = plan_nested(a, zero_padding_exact=zero_padding_exact)
@@ -443,4 +480,4 @@ class MaxPoolRule:
 
     def rewrite(self, site: PoolSite, b: SubgraphBuilder, x: gs.Tensor) -> gs.Tensor:
         assert site.spec is not None
-        return lower_max_pool(b, x, site.spec, input_nonnegative=site.input_nonnegative)
+        return lower_max_pool(b, x, site.spec, input_nonnegative=site.input_nonnegative, input_reach=site.input_reach)
