@@ -84,13 +84,11 @@ def comes_out_of_conv(tensor: str, producer: Producer, depth: int = 0) -> bool:
     return op in BLOCKED_AFTER_CONV and any(comes_out_of_conv(i, producer, depth + 1) for i in inputs if i)
 
 
-def max_window_reach(tensor: str, producer: Producer, depth: int = 0) -> Optional[tuple[tuple[int, int], ...]]:
-    """Per spatial axis, how far left and right ``tensor`` already holds a max: it is a
-    chain of "same" MaxPools (stride 1, no dilation, pads summing to kernel - 1, so
-    every output is the max over ``[q - left, q + right]`` of the chain's input,
-    clipped to it). None when the tensor is not such a pool's output."""
-    made_by = producer(tensor)
-    if made_by is None or made_by[0] != "MaxPool" or depth > 64:
+def _centred_max_pool(made_by: Optional[tuple[str, Sequence[str], dict]]) -> Optional[tuple[str, list[tuple[int, int]]]]:
+    """The input and per-axis (left, right) reach of a "same" MaxPool: stride 1, no
+    dilation, explicit pads summing to kernel - 1, so output q is the max over
+    ``[q - left, q + right]`` of its input, clipped to it. None for any other node."""
+    if made_by is None or made_by[0] != "MaxPool":
         return None
     _, inputs, attrs = made_by
     kernel = list(attrs.get("kernel_shape") or [])
@@ -106,12 +104,33 @@ def max_window_reach(tensor: str, producer: Producer, depth: int = 0) -> Optiona
         and len(pads) == 2 * rank
         and all(pads[i] + pads[i + rank] == kernel[i] - 1 for i in range(rank))
     )
-    if not same:
-        return None
-    below = max_window_reach(inputs[0], producer, depth + 1) or tuple((0, 0) for _ in range(rank))
-    if len(below) != rank:
-        return None
-    return tuple((left + pads[i], right + kernel[i] - 1 - pads[i]) for i, (left, right) in enumerate(below))
+    return (inputs[0], [(pads[i], kernel[i] - 1 - pads[i]) for i in range(rank)]) if same else None
+
+
+def max_window_reach(tensor: str, producer: Producer) -> Optional[tuple[tuple[int, int], ...]]:
+    """Per spatial axis, how far left and right ``tensor`` already holds a max: it comes
+    out of a chain of "same" MaxPools (SPPF), each output the max over
+    ``[q - left, q + right]`` of :func:`max_window_source`, clipped to it. None when
+    the tensor is not such a pool's output."""
+    reach: Optional[list[tuple[int, int]]] = None
+    for _ in range(64):
+        pool = _centred_max_pool(producer(tensor))
+        if pool is None or (reach is not None and len(pool[1]) != len(reach)):
+            break
+        tensor, own = pool
+        reach = own if reach is None else [(l1 + l2, r1 + r2) for (l1, r1), (l2, r2) in zip(reach, own)]
+    return tuple(reach) if reach is not None else None
+
+
+def max_window_source(tensor: str, producer: Producer) -> str:
+    """The tensor a chain of "same" MaxPools ending in ``tensor`` starts from (``tensor``
+    itself when it is no such pool's output)."""
+    for _ in range(64):
+        pool = _centred_max_pool(producer(tensor))
+        if pool is None:
+            break
+        tensor = pool[0]
+    return tensor
 
 
 class NonNegativity:

@@ -152,3 +152,29 @@ def test_max_window_reach_follows_a_chain_of_same_pools():
     assert max_window_reach("y2", producer) == ((4, 5), (2, 4))
     strided = pools_in_a_chain([1, 2, 9, 9], [dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])])
     assert max_window_reach("y0", NonNegativity.of_graphs([strided.graph]).producer) is None
+
+
+def test_validation_checks_a_pool_of_pools_from_the_chain_start(monkeypatch):
+    """The node check feeds its adversarial suites at the start of the chain, where any
+    input is fair: a lowering that assumed more reach than the input has is caught
+    and named, and the correct one passes."""
+    from rewriter import passes
+    from rewriter.validate import validate_models
+
+    shape = [1, 3, 12, 11]
+    model = pools_in_a_chain(shape, [dict(kernel_shape=[5, 5], pads=[2, 2, 2, 2]), dict(kernel_shape=[9, 9], pads=[4, 4, 4, 4])])
+    good, _ = rewrite_model(model)
+    result = validate_models(model, good)
+    assert result.passed and [n.passed for n in result.nodes] == [True, True]
+
+    real = passes.max_window_reach
+
+    def overstated(tensor, producer):
+        reach = real(tensor, producer)
+        return tuple((left + 1, right + 1) for left, right in reach) if reach else None
+
+    monkeypatch.setattr(passes, "max_window_reach", overstated)
+    bad, _ = rewrite_model(model)
+    result = validate_models(model, bad)
+    assert not result.passed
+    assert [n.name for n in result.failed_nodes] == ["pool1"]
