@@ -102,6 +102,8 @@ def _centred_max_pool(made_by: Optional[tuple[str, Sequence[str], dict]]) -> Opt
         and all(s == 1 for s in (attrs.get("strides") or [1] * rank))
         and all(d == 1 for d in (attrs.get("dilations") or [1] * rank))
         and len(pads) == 2 * rank
+        and all(k >= 1 for k in kernel)
+        and all(p >= 0 for p in pads)
         and all(pads[i] + pads[i + rank] == kernel[i] - 1 for i in range(rank))
     )
     return (inputs[0], [(pads[i], kernel[i] - 1 - pads[i]) for i in range(rank)]) if same else None

@@ -158,6 +158,8 @@ def grow(b: SubgraphBuilder, m: gs.Tensor, axis: int, size: int, have: tuple[int
     the input) for ``have = (left, right)``, to the max over the ``target`` reach: one
     side at a time, each shift at most one more than the reach on its side."""
     left, right = have
+    if min(left, right) < 0 or target[0] < left or target[1] < right:
+        raise ValueError(f"cannot grow a reach {have} to {target}")
     while (left, right) != target:
         if right < target[1] and (right <= left or left == target[0]):
             shift = min(right + 1, target[1] - right)
