@@ -482,4 +482,6 @@ class MaxPoolRule:
 
     def rewrite(self, site: PoolSite, b: SubgraphBuilder, x: gs.Tensor) -> gs.Tensor:
         assert site.spec is not None
-        return lower_max_pool(b, x, site.spec, input_nonnegative=site.input_nonnegative, input_reach=site.input_reach)
+        # The reach's anchored steps depend on the extent: not with dynamic spatial dims.
+        reach = None if site.spatial_is_dynamic() else site.input_reach
+        return lower_max_pool(b, x, site.spec, input_nonnegative=site.input_nonnegative, input_reach=reach)
