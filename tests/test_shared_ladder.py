@@ -13,7 +13,9 @@ from onnx import TensorProto, helper
 from rewriter import rewrite_model
 
 
-def pools_on_one_input(shape, pools: list[dict], *, relu: bool = False, extra_ops: bool = False) -> onnx.ModelProto:
+def pools_on_one_input(shape, pools: list[dict], *, relu: bool = False, extra_ops: bool = False, chained: bool = False) -> onnx.ModelProto:
+    """MaxPools of one input (SPP), or with ``chained`` each reading the one before
+    (SPPF); every pool output is a graph output."""
     nodes, src = [], "x"
     if relu:
         nodes.append(helper.make_node("Relu", ["x"], ["xr"], name="relu"))
@@ -22,11 +24,17 @@ def pools_on_one_input(shape, pools: list[dict], *, relu: bool = False, extra_op
     for i, attrs in enumerate(pools):
         nodes.append(helper.make_node("MaxPool", [src], [f"y{i}"], name=f"pool{i}", **attrs))
         outputs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [None] * len(shape)))
+        if chained:
+            src = f"y{i}"
     if extra_ops:  # a consumer between the pools, to check the splice keeps order
         nodes.insert(2, helper.make_node("Neg", ["y0"], ["n0"], name="neg"))
         outputs.append(helper.make_tensor_value_info("n0", TensorProto.FLOAT, [None] * len(shape)))
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))], outputs)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def pools_in_a_chain(shape, pools: list[dict], *, relu: bool = False) -> onnx.ModelProto:
+    return pools_on_one_input(shape, pools, relu=relu, chained=True)
 
 
 def assert_group_matches(model: onnx.ModelProto, shape, n_pools: int) -> None:
@@ -91,21 +99,6 @@ def test_random_groups(shape, pools, relu):
     if any(n.status == "kept" for n in report.nodes):
         pytest.skip("a pool is kept: " + "; ".join(n.reason for n in report.nodes if n.reason))
     assert_group_matches(model, shape, len(pools))
-
-
-def pools_in_a_chain(shape, pools: list[dict], *, relu: bool = False) -> onnx.ModelProto:
-    """SPPF: each MaxPool reads the one before; every pool output is a graph output."""
-    nodes, src = [], "x"
-    if relu:
-        nodes.append(helper.make_node("Relu", ["x"], ["xr"], name="relu"))
-        src = "xr"
-    outputs = []
-    for i, attrs in enumerate(pools):
-        nodes.append(helper.make_node("MaxPool", [src], [f"y{i}"], name=f"pool{i}", **attrs))
-        outputs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [None] * len(shape)))
-        src = f"y{i}"
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))], outputs)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 SPPF = [dict(kernel_shape=[5, 5], pads=[2, 2, 2, 2])] * 3
