@@ -158,13 +158,16 @@ class SubgraphBuilder:
 
         When the lowering produced nothing (``produced is source``), a one-tap
         selection conv copies the input so that the output tensor still exists.
+        Nodes of the subgraph that read ``produced`` (one pool built from another)
+        read ``target`` instead.
         """
         if produced is source:
             produced = self.depthwise_conv(source, np.ones([1] * self.rank), hint="copy")
         for node in self.nodes:
-            for i, tensor in enumerate(node.outputs):
-                if tensor is produced:
-                    node.outputs[i] = target  # keeps graphsurgeon's producer links in sync
+            for tensors in (node.outputs, node.inputs):
+                for i, tensor in enumerate(tensors):
+                    if tensor is produced:
+                        tensors[i] = target  # keeps graphsurgeon's producer and consumer links in sync
 
     def op_counts(self) -> Counter:
         return Counter(node.op for node in self.nodes)

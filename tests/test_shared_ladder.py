@@ -185,3 +185,17 @@ def test_pool_of_pools_with_dynamic_extents_after_relu_is_still_rewritten():
         x = input_suites(shape)["normal"]
         for e, a in zip(run(model, {"x": x}), run(new, {"x": x})):
             np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["signed", "after-relu"])
+def test_nesting_pools_grow_from_each_other(relu):
+    """SPP's 5/9/13 on one input: the 5x5 as usual, the 9x9 from the 5x5 and the 13x13
+    from the 9x9 by 2 anchored steps per axis each; the same pool twice gets a
+    tensor of its own."""
+    shape = [1, 4, 15, 13]
+    pools = [*SPP, SPP[0]]
+    model = pools_on_one_input(shape, pools, relu=relu)
+    assert_group_matches(model, shape, 4)
+    shared = rewrite_model(model)[1].nodes[0].op_counts["Conv"]
+    alone = rewrite_model(pools_on_one_input(shape, SPP[:1], relu=relu))[1].nodes[0].op_counts["Conv"]
+    assert shared == alone + 2 * 2 * 4 + 1  # two more pools of 2 steps (4 convs) per axis, and the copy

@@ -80,17 +80,16 @@ def shareable(spec: PoolSpec) -> bool:
 def lower_shared_max_pools(
     b: SubgraphBuilder, x: gs.Tensor, specs: list[PoolSpec], *, input_nonnegative: bool
 ) -> list[gs.Tensor]:
-    """Several stride-1 max pools of one input (SPP's 5/9/13) from one ladder along
-    the first axis. On a signed input with centred windows, one anchored ladder
-    (:func:`anchored_shared_growth`). Otherwise a doubling ladder: pad once by the
-    largest pads (zeros for an input >= 0, else a padded copy), climb to the widest
-    width needed, and give each pool its own last step at its offset. The other
-    axes are pooled per pool."""
-    firsts = [s.axes[0] for s in specs]
-    if not input_nonnegative and not b.can("Max"):
-        grown = anchored_shared_growth(b, x, firsts)
+    """Several stride-1 max pools of one input (SPP's 5/9/13). Centred windows that
+    nest: each from the one before (:func:`pools_from_each_other`). Otherwise one
+    doubling ladder along the first axis: pad once by the largest pads (zeros for
+    an input >= 0, else a padded copy), climb to the widest width needed, and give
+    each pool its own last step at its offset; the other axes per pool."""
+    if not b.can("Max"):
+        grown = pools_from_each_other(b, x, specs, input_nonnegative=input_nonnegative)
         if grown is not None:
-            return [_other_axes(b, y, spec, input_nonnegative=False) for y, spec in zip(grown, specs)]
+            return grown
+    firsts = [s.axes[0] for s in specs]
     begin, end = max(a.pad_begin for a in firsts), max(a.used_end_pad for a in firsts)
     size = firsts[0].size
     if input_nonnegative:
@@ -133,24 +132,37 @@ def _other_axes(b: SubgraphBuilder, y: gs.Tensor, spec: PoolSpec, *, input_nonne
     return y
 
 
-def anchored_shared_growth(b: SubgraphBuilder, x: gs.Tensor, firsts: list[AxisSpec]) -> Optional[list[gs.Tensor]]:
-    """Signed input: the first axis of every pool from one anchored ladder, when each
-    pool's windows are centred on their output (stride 1, "same" padding, as in SPP):
-    m grows outward one side at a time, and each pool reads m when its reach is met
-    (SPP's 5/9/13: 8 steps for the three, against 16 on their own). None otherwise."""
-    plans = [plan_anchored(a) for a in firsts]
-    if any(plan is None or not plan.identity for plan in plans):
+def pools_from_each_other(
+    b: SubgraphBuilder, x: gs.Tensor, specs: list[PoolSpec], *, input_nonnegative: bool
+) -> Optional[list[gs.Tensor]]:
+    """"Same" stride-1 pools whose windows nest (SPP's 5/9/13): the smallest as usual,
+    then each larger one from the one before, whose outputs already hold the max over
+    its reach, by anchored steps (:func:`grow`): 9x9 from 5x5 is 2 steps per axis, as
+    in SPPF. None when some pool is not centred or the reaches do not nest."""
+    reaches = [_centred_reach(spec) for spec in specs]
+    if any(r is None for r in reaches):
         return None
-    size = firsts[0].size
-    wanted = [(plan.anchor_tap, a.kernel - 1 - plan.anchor_tap) for a, plan in zip(firsts, plans)]  # (left, right)
-    m, have = x, (0, 0)
-    reached = {}
-    for target in sorted(set(wanted)):
-        if target[0] < have[0] or target[1] < have[1]:
-            return None  # reaches that do not nest
-        m, have = grow(b, m, 0, size, have, target), target
-        reached[target] = m
-    return [reached[w] for w in wanted]
+    order = sorted(range(len(specs)), key=lambda i: sum(left + right for left, right in reaches[i]))  # type: ignore[union-attr]
+    for inner, outer in zip(order, order[1:]):
+        if any(l1 > l2 or r1 > r2 for (l1, r1), (l2, r2) in zip(reaches[inner], reaches[outer])):  # type: ignore[arg-type]
+            return None
+    first = order[0]
+    outputs = {first: lower_max_pool(b, x, specs[first], input_nonnegative=input_nonnegative)}
+    for previous, i in zip(order, order[1:]):
+        y = outputs[previous]
+        for axis, (have, target) in enumerate(zip(reaches[previous], reaches[i])):  # type: ignore[arg-type]
+            y = grow(b, y, axis, specs[i].axes[axis].size, have, target)
+        if y is outputs[previous]:  # the same pool twice: each output needs a tensor of its own
+            y = b.conv_along(y, 0, [1.0], hint="copy")
+        outputs[i] = y
+    return [outputs[i] for i in range(len(specs))]
+
+
+def _centred_reach(spec: PoolSpec) -> Optional[tuple[tuple[int, int], ...]]:
+    """Per axis (left, right) of a pool whose output q is the max over ``[q - left, q + right]``."""
+    if not all(_centred(a) for a in spec.axes):
+        return None
+    return tuple((a.pad_begin, a.kernel - 1 - a.pad_begin) for a in spec.axes)
 
 
 def grow(b: SubgraphBuilder, m: gs.Tensor, axis: int, size: int, have: tuple[int, int], target: tuple[int, int]) -> gs.Tensor:
