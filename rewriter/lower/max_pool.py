@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Optional
 
 import onnx_graphsurgeon as gs
@@ -143,12 +144,12 @@ def pools_from_each_other(
     if any(r is None for r in reaches):
         return None
     order = sorted(range(len(specs)), key=lambda i: sum(left + right for left, right in reaches[i]))  # type: ignore[union-attr]
-    for inner, outer in zip(order, order[1:]):
+    for inner, outer in pairwise(order):
         if any(l1 > l2 or r1 > r2 for (l1, r1), (l2, r2) in zip(reaches[inner], reaches[outer])):  # type: ignore[arg-type]
             return None
     first = order[0]
     outputs = {first: lower_max_pool(b, x, specs[first], input_nonnegative=input_nonnegative)}
-    for previous, i in zip(order, order[1:]):
+    for previous, i in pairwise(order):
         y = outputs[previous]
         for axis, (have, target) in enumerate(zip(reaches[previous], reaches[i])):  # type: ignore[arg-type]
             y = grow(b, y, axis, specs[i].axes[axis].size, have, target)
