@@ -29,6 +29,11 @@ short windows with padding on one side, the rest as in "border-fix". Rows
 ``_after_relu`` in part A show the last step: no padding work at all when the
 input is provably >= 0, and ``spp_block_unshared`` the ladder sharing.
 
+Part E -- the pool inside a network: ``x -> Conv 1x1 -> [Relu ->] pool -> Conv
+1x1``, each model profiled by onnxruntime (three fresh sessions each, median): the
+kernel time of the pool, or of its subgraph, without the two convs and the
+model's own layout conversions at its input and output.
+
 Part C -- CLI start-up: ``onnx-poolrewrite --help`` and
 ``python -c "import rewriter.cli"`` wall time, and whether importing the CLI
 pulls in onnxruntime.
@@ -38,6 +43,7 @@ Usage:
     python scripts/bench.py --quick --json        # fast smoke run, one JSON object
     python scripts/bench.py --only sppf,gap --skip-scaling --repeats 200
     python scripts/bench.py --skip-steps          # no part D
+    python scripts/bench.py --skip-network        # no part E
 """
 
 from __future__ import annotations
@@ -444,16 +450,17 @@ def bench_in_network(case: PoolCase, opt_level: str, warmup: int, repeats: int) 
         row["error"] = f"pool node kept: {report.nodes[0].reason}"
         return row
     feed = {"x": np.random.default_rng(SEED).standard_normal(case.shape, dtype=np.float32)}
-    t_native = kernel_times(native, feed, opt_level, warmup, repeats)
-    t_rewritten = kernel_times(rewritten, feed, opt_level, warmup, repeats)
+    # As in part A, the median over fresh session pairs, one pair profiled at a time.
+    pairs = [(kernel_times(native, feed, opt_level, warmup, repeats), kernel_times(rewritten, feed, opt_level, warmup, repeats))
+             for _ in range(SESSION_PAIRS)]
     row.update(
-        native_pool_us=_pool_share(t_native) * 1e6,
-        subgraph_us=_pool_share(t_rewritten) * 1e6,
-        network_native_us=sum(t_native.values()) * 1e6,
-        network_rewritten_us=sum(t_rewritten.values()) * 1e6,
+        native_pool_us=statistics.median(_pool_share(n) for n, _ in pairs) * 1e6,
+        subgraph_us=statistics.median(_pool_share(r) for _, r in pairs) * 1e6,
+        network_native_us=statistics.median(sum(n.values()) for n, _ in pairs) * 1e6,
+        network_rewritten_us=statistics.median(sum(r.values()) for _, r in pairs) * 1e6,
+        ratio=statistics.median(_pool_share(r) / _pool_share(n) for n, r in pairs),
+        network_ratio=statistics.median(sum(r.values()) / sum(n.values()) for n, r in pairs),
     )
-    row["ratio"] = row["subgraph_us"] / row["native_pool_us"]
-    row["network_ratio"] = row["network_rewritten_us"] / row["network_native_us"]
     return row
 
 
