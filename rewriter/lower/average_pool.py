@@ -122,7 +122,9 @@ def average_along_axis(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec,
     conv over just those windows, padded back to full length with zeros and added.
     onnxruntime fuses each such Add into a conv and keeps its blocked layout, which
     a full-size Concat would break. Runs at both ends (a "same" pool) share one
-    thin tensor, ``[tail, head]``, and one conv puts both in place.
+    thin tensor, ``[tail, head]``, and one conv puts both in place; with a single
+    window at each end and one count, that thin tensor is the main conv's two end
+    outputs times ``common/count - 1``.
     """
     runs, first = [], 0
     for count, run in groupby(divisors):
@@ -144,11 +146,14 @@ def average_along_axis(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec,
     fixes = [run for run in runs if run.count != common]
     head, tail = _from_start(fixes), _to_end(fixes, n)
     y: Optional[gs.Tensor] = None
+    main = windows(0, n, 1.0 / common, "avg")
     if head and tail and len(head) + len(tail) == len(fixes):
         # Both ends from one thin tensor [tail, head] and one conv: its first tap puts
         # the tail at the end, its second (dilation = the extent) the head at the start.
         if len(head) == len(tail) == 1 and head[0].length == tail[0].length == 1 and head[0].count == tail[0].count:
-            ends = last_and_first_window(b, x, axis, a, 1.0 / head[0].count - 1.0 / common)
+            # One window at each end with one count ("same" pool, k = 2p + 1): the two
+            # are the main conv's own ends, rescaled by common/count - 1.
+            ends = b.conv_along(main, axis, [common / head[0].count - 1.0] * 2, dilation=n, pad_begin=1, pad_end=1, hint="avg_ends")
         else:
             thin = [difference(run) for run in tail + head]
             ends = thin[0] if len(thin) == 1 else b.concat(thin, axis)
@@ -158,7 +163,6 @@ def average_along_axis(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec,
         for run in fixes:
             placed = b.conv_along(difference(run), axis, [1.0], pad_begin=run.first, pad_end=n - run.end, hint="avg_place")
             y = placed if y is None else b.add(placed, y)
-    main = windows(0, n, 1.0 / common, "avg")
     return main if y is None else b.add(main, y)
 
 
@@ -178,20 +182,6 @@ def _to_end(runs: list[Run], out_size: int) -> list[Run]:
         if run.end == (chained[0].first if chained else out_size):
             chained.insert(0, run)
     return chained
-
-
-def last_and_first_window(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec, weight: float) -> gs.Variable:
-    """``[weight * sum(last window), weight * sum(first window)]`` from one conv: a
-    stride long enough that its first output reaches the last window with the far
-    copy of the taps while the near copy reads padding, and its second output the
-    first window with the near copy while the far copy runs past the end."""
-    n, last_start, first_start = a.size, a.window_start(a.out_size - 1), a.window_start(0)
-    stride = max(1, a.effective_kernel + first_start, n - last_start)
-    far = stride + last_start - first_start  # kernel offset of the copy that reads the last window
-    taps = [0.0] * (far + a.effective_kernel)
-    for i in range(a.kernel):
-        taps[i * a.dilation] = taps[far + i * a.dilation] = weight
-    return conv_window_run(b, x, axis, n, start=first_start - stride, count=2, stride=stride, taps=taps, hint="avg_ends")
 
 
 class AveragePoolRule:
