@@ -118,13 +118,13 @@ def average_along_axis(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec,
     """Windows along one axis, each divided by its own count.
 
     One conv divides every window by the commonest count; each run of windows with
-    another count gets the difference, ``sum * (1/count - 1/common)``, from a thin
-    conv over just those windows, padded back to full length with zeros and added.
+    another count gets the difference, ``sum * (1/count - 1/common)``: that conv's
+    own outputs there rescaled by a thin conv, padded back to full length with zeros
+    and added.
     onnxruntime fuses each such Add into a conv and keeps its blocked layout, which
     a full-size Concat would break. Runs at both ends (a "same" pool) share one
     thin tensor, ``[tail, head]``, and one conv puts both in place; with a single
-    window at each end and one count, that thin tensor is the main conv's two end
-    outputs times ``common/count - 1``.
+    window at each end and one count, one two-tap conv makes that thin tensor.
     """
     runs, first = [], 0
     for count, run in groupby(divisors):
@@ -139,20 +139,23 @@ def average_along_axis(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec,
             taps=[weight] * a.kernel, dilation=a.dilation, hint=hint,
         )
 
-    def difference(run: Run) -> gs.Variable:
-        return windows(run.first, run.length, 1.0 / run.count - 1.0 / common, "avg_fix")
-
     n = a.out_size
+    main = windows(0, n, 1.0 / common, "avg")
+
+    def difference(run: Run) -> gs.Variable:
+        """``sum * (1/count - 1/common)`` over the run's windows: main's own outputs there,
+        times ``common/count - 1``."""
+        return conv_window_run(b, main, axis, n, start=run.first, count=run.length, stride=1, taps=[common / run.count - 1.0], hint="avg_fix")
+
     fixes = [run for run in runs if run.count != common]
     head, tail = _from_start(fixes), _to_end(fixes, n)
     y: Optional[gs.Tensor] = None
-    main = windows(0, n, 1.0 / common, "avg")
     if head and tail and len(head) + len(tail) == len(fixes):
         # Both ends from one thin tensor [tail, head] and one conv: its first tap puts
         # the tail at the end, its second (dilation = the extent) the head at the start.
         if len(head) == len(tail) == 1 and head[0].length == tail[0].length == 1 and head[0].count == tail[0].count:
-            # One window at each end with one count ("same" pool, k = 2p + 1): the two
-            # are the main conv's own ends, rescaled by common/count - 1.
+            # One window at each end with one count ("same" pool, k = 2p + 1): main's last
+            # and first outputs, by the same dilation trick.
             ends = b.conv_along(main, axis, [common / head[0].count - 1.0] * 2, dilation=n, pad_begin=1, pad_end=1, hint="avg_ends")
         else:
             thin = [difference(run) for run in tail + head]
