@@ -16,17 +16,23 @@ made exact:
 - Signed input, padding on one side (strided pools like ResNet's stem, ceil_mode
   overhang): the nested chain with the padded taps first, each level computed
   only where its tap is real.
-- Signed input, padding on both sides: the anchored ladder. Every window has a tap that
-  is real in all windows (the centre of a "same" pool); the ladder grows each
-  window outward from it, and a step's relu term is simply left out where its
-  other operand lies in the padding. No padded copy, no Concat.
-- Large signed strided tensors: the zero-padded ladder, then the few border
-  outputs it gets wrong recomputed on thin slices and fixed exactly in place.
-- Otherwise (no tap is real in every window: tiny extents): a padded copy,
-  whose padded taps are replaced by a real
-  element already in every window containing that tap (the edge element for
-  dilation 1, the first or last element of the same residue class otherwise),
-  built as a Concat of one-element selection convs and the input.
+- Signed input, padding on both sides: the anchored ladder. Every window has a
+  tap that is real in all windows (the centre of a "same" pool); the ladder grows
+  each window outward from it, and a step's relu term is simply left out where
+  its other operand lies in the padding. No padded copy, no Concat.
+- Large signed strided tensors padded on both sides: the nested chain exact on
+  one side and zero-padded on the other (the zero-padded ladder for long kernels),
+  then the few border outputs it gets wrong recomputed on thin slices and fixed
+  exactly in place.
+- Otherwise (no tap is real in every window: tiny extents): a padded copy, whose
+  padded taps are replaced by a real element already in every window containing
+  that tap (the edge element for dilation 1, the first or last element of the
+  same residue class otherwise), built as a Concat of one-element selection convs
+  and the input.
+
+A "same" stride-1 pool whose input is already a max over some reach (SPPF's
+chained pools, or the smaller pools of SPP's 5/9/13) grows from that reach with
+anchored steps instead of starting over: 2 steps per axis where 4 would be needed.
 """
 
 from __future__ import annotations
@@ -241,7 +247,7 @@ def max_along_axis(
     plan = plan_anchored(a)
     if plan is not None:
         # More steps than the doubling ladder on long kernels (6 against 4 on 13x13), and
-        # still about twice as fast: a padded copy's Concat has no blocked onnxruntime kernel.
+        # still about 1.5x as fast: a padded copy's Concat has no blocked onnxruntime kernel.
         return anchored_ladder(b, x, axis, a, plan)
     return ladder(b, replicate_pad(b, x, axis, a), axis, a, conv_pads=(0, 0))
 
@@ -343,8 +349,8 @@ def anchored_ladder(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec, pl
 def anchored_step(b: SubgraphBuilder, m: gs.Tensor, axis: int, n: int, reach: int, *, base_is_input: bool) -> gs.Tensor:
     """``m[q] + relu(m[q + reach] - m[q])`` where ``q + reach`` is real, else ``m[q]``.
 
-    onnxruntime fuses the Add into the padding conv only when ``m`` comes from a
-    conv, so otherwise (a graph input) the base is read by a conv of its own.
+    onnxruntime fuses the Add into the padding conv only when ``m`` is in a conv's
+    blocked layout, so otherwise (a graph input) the base is read by a conv of its own.
     """
     length = n - abs(reach)
     if length <= 0:
