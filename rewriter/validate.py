@@ -457,7 +457,11 @@ def record_reference(
     suites = list(suites)
     user_shapes = {k: v.shape for k, v in (user_inputs or {}).items()}
     inputs = describe_inputs(original, {**user_shapes, **dict(input_shapes or {})}) if suites else []
-    expose = sorted({n.input[0] for n in _localizable_nodes(original, None, localize)})
+    nodes = _localizable_nodes(original, None, localize)
+    producer = NonNegativity.of_graphs([original.graph]).producer if nodes else None
+    # Each pool's input, and where a chain of "same" MaxPools leading to it starts
+    # (compare_with_reference checks a pool of pools from there).
+    expose = sorted({n.input[0] for n in nodes} | {max_window_source(n.input[0], producer) for n in nodes if producer})
     types = elem_types(original) if expose else {}
     try:
         runner = OrtRunner(original, expose=expose, elem_types=types)

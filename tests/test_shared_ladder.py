@@ -199,3 +199,14 @@ def test_nesting_pools_grow_from_each_other(relu):
     shared = rewrite_model(model)[1].nodes[0].op_counts["Conv"]
     alone = rewrite_model(pools_on_one_input(shape, SPP[:1], relu=relu))[1].nodes[0].op_counts["Conv"]
     assert shared == alone + 2 * 2 * 4 + 1  # two more pools of 2 steps (4 convs) per axis, and the copy
+
+
+def test_validating_one_pool_of_pools_records_its_chain_start():
+    """Asked to check only the last pool of an SPPF chain, validation still records the
+    chain's start and checks the pool from there."""
+    from rewriter.validate import validate_models
+
+    model = pools_in_a_chain([1, 3, 12, 11], SPPF)
+    new, _ = rewrite_model(model)
+    result = validate_models(model, new, localize=["y2"])
+    assert result.passed and [(n.name, n.passed) for n in result.nodes] == [("pool2", True)]
