@@ -6,6 +6,7 @@ onnx-graphsurgeon ``Graph``; the rules never touch either directly.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -71,17 +72,26 @@ BLOCKED_AFTER_CONV = frozenset(
 Producer = Callable[[str], Optional[tuple[str, Sequence[str], dict]]]
 
 
-def comes_out_of_conv(tensor: str, producer: Producer, depth: int = 0) -> bool:
+def comes_out_of_conv(tensor: str, producer: Producer, max_depth: int = 16) -> bool:
     """Whether onnxruntime holds ``tensor`` in a conv's blocked layout: a Conv output,
     or one reached from a Conv through ops it runs in that layout (measured: it then
-    fuses an Add with the tensor into a conv; a graph input it does not)."""
-    made_by = producer(tensor)
-    if made_by is None or depth > 16:
-        return False
-    op, inputs, _ = made_by
-    if op == "Conv":
-        return True
-    return op in BLOCKED_AFTER_CONV and any(comes_out_of_conv(i, producer, depth + 1) for i in inputs if i)
+    fuses an Add with the tensor into a conv; a graph input it does not). Each tensor
+    is looked at once, so residual Adds cannot make the search blow up."""
+    pending, seen = deque([(tensor, 0)]), set()
+    while pending:
+        name, depth = pending.popleft()  # breadth first: each tensor is met at its least depth
+        if name in seen or depth > max_depth:
+            continue
+        seen.add(name)
+        made_by = producer(name)
+        if made_by is None:
+            continue
+        op, inputs, _ = made_by
+        if op == "Conv":
+            return True
+        if op in BLOCKED_AFTER_CONV:
+            pending.extend((i, depth + 1) for i in inputs if i)
+    return False
 
 
 def _centred_max_pool(made_by: Optional[tuple[str, Sequence[str], dict]]) -> Optional[tuple[str, list[tuple[int, int]]]]:
