@@ -446,3 +446,20 @@ def test_graphsurgeon_api_keeps_qdq_average_pool():
     model = qdq_model("AveragePool", dict(kernel_shape=[2, 2], strides=[2, 2]))
     report = PoolRewritePass().run_graph(gs.import_onnx(onnx.shape_inference.infer_shapes(model)))
     assert report.nodes[0].status == "kept" and "QuantizeLinear" in report.nodes[0].reason
+
+
+def test_comes_out_of_conv_follows_ops_in_the_blocked_layout():
+    """Conv outputs, and tensors reached from a Conv through activations, Add and pools,
+    are in onnxruntime's blocked layout; graph inputs and other ops' outputs are not.
+    A deep web of residual Adds is searched once per tensor."""
+    from rewriter.site import comes_out_of_conv
+
+    producers = {
+        "c": ("Conv", ["x", "w"], {}), "r": ("Relu", ["c"], {}), "p": ("MaxPool", ["r"], {}),
+        "a": ("Add", ["p", "x"], {}), "m": ("Mul", ["c", "c"], {}), "n": ("Relu", ["x"], {}),
+    }
+    assert [comes_out_of_conv(t, producers.get) for t in ("c", "r", "p", "a", "m", "n", "x")] == [
+        True, True, True, True, False, False, False,
+    ]
+    web = {f"t{i}": ("Add", [f"t{i + 1}", f"t{i + 1}"], {}) for i in range(400)}
+    assert not comes_out_of_conv("t0", web.get)
