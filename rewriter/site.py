@@ -119,11 +119,10 @@ def _centred_max_pool(made_by: Optional[tuple[str, Sequence[str], dict]]) -> Opt
     return (inputs[0], [(pads[i], kernel[i] - 1 - pads[i]) for i in range(rank)]) if same else None
 
 
-def max_window_reach(tensor: str, producer: Producer) -> Optional[tuple[tuple[int, int], ...]]:
-    """Per spatial axis, how far left and right ``tensor`` already holds a max: it comes
-    out of a chain of "same" MaxPools (SPPF), each output the max over
-    ``[q - left, q + right]`` of :func:`max_window_source`, clipped to it. None when
-    the tensor is not such a pool's output."""
+def _same_pool_chain(tensor: str, producer: Producer) -> tuple[str, Optional[tuple[tuple[int, int], ...]]]:
+    """Walk back through a chain of "same" MaxPools ending in ``tensor``: where it starts,
+    and the per-axis (left, right) reach the chain adds up to (None when ``tensor`` is
+    no such pool's output)."""
     reach: Optional[list[tuple[int, int]]] = None
     for _ in range(64):
         pool = _centred_max_pool(producer(tensor))
@@ -131,18 +130,21 @@ def max_window_reach(tensor: str, producer: Producer) -> Optional[tuple[tuple[in
             break
         tensor, own = pool
         reach = own if reach is None else [(l1 + l2, r1 + r2) for (l1, r1), (l2, r2) in zip(reach, own)]
-    return tuple(reach) if reach is not None else None
+    return tensor, tuple(reach) if reach is not None else None
+
+
+def max_window_reach(tensor: str, producer: Producer) -> Optional[tuple[tuple[int, int], ...]]:
+    """Per spatial axis, how far left and right ``tensor`` already holds a max: it comes
+    out of a chain of "same" MaxPools (SPPF), each output the max over
+    ``[q - left, q + right]`` of :func:`max_window_source`, clipped to it. None when
+    the tensor is not such a pool's output."""
+    return _same_pool_chain(tensor, producer)[1]
 
 
 def max_window_source(tensor: str, producer: Producer) -> str:
     """The tensor a chain of "same" MaxPools ending in ``tensor`` starts from (``tensor``
     itself when it is no such pool's output)."""
-    for _ in range(64):
-        pool = _centred_max_pool(producer(tensor))
-        if pool is None:
-            break
-        tensor = pool[0]
-    return tensor
+    return _same_pool_chain(tensor, producer)[0]
 
 
 class NonNegativity:
