@@ -178,10 +178,15 @@ def _record_reference(args: argparse.Namespace, original, console: _Console):
     try:
         return record_reference(
             original, suites=DEFAULT_SUITES, user_inputs=user_inputs, input_shapes=_input_shapes(args.input_shape),
-            seed=args.seed, progress=console.progress,
+            seed=args.seed, progress=console.progress, measure_noise=_calibrated(args),
         )
     except ValidationSetupError as err:
         raise _setup_error(args, err) from err
+
+
+def _calibrated(args: argparse.Namespace) -> bool:
+    """Without an explicit tolerance, outputs are judged against the network's own rounding noise."""
+    return args.rtol is None and args.atol is None and args.ulps is None
 
 
 def _setup_error(args: argparse.Namespace, err: Exception) -> InputError:
@@ -193,7 +198,7 @@ def _compare(args: argparse.Namespace, reference, candidate, console: _Console, 
     """Compare a candidate with the recorded original, with the command line's tolerance options."""
     from .validate import OrtRunner, ToleranceComparator, TrueConvolutionRunner, ValidationSetupError, compare_with_reference
 
-    comparator = ToleranceComparator(rtol=args.rtol, atol=args.atol or 0.0, ulps=args.ulps)
+    comparator = ToleranceComparator.explicit(rtol=args.rtol, atol=args.atol, ulps=args.ulps)
     try:
         validation = compare_with_reference(
             reference, candidate, comparator=comparator, localize=localize, progress=console.progress,
@@ -201,6 +206,8 @@ def _compare(args: argparse.Namespace, reference, candidate, console: _Console, 
         )
     except ValidationSetupError as err:
         raise _setup_error(args, err) from err
+    if validation.comparisons:
+        console.out(validation.output_table())
     if args.verbose:
         for c in validation.comparisons:
             console.out(

@@ -33,7 +33,8 @@ from onnx import numpy_helper
 from .graphs import weightless_copy
 from . import io, wire
 from .io import InputError, first_line
-from .lower import POOL_OPS
+from .lower import POOL_OPS, SITE_OPS
+from .noise import METHOD as NOISE_METHOD, NOISE_FACTOR, NOISE_OPTIMIZATION, OutputNoise, allowed_by_noise, noise_of_run
 from .site import NonNegativity, max_window_source
 
 # Graph optimizations off: we validate the graph as written, node by node, so
@@ -199,7 +200,13 @@ class OrtRunner:
     their element types in ``elem_types`` (see :func:`elem_types`).
     """
 
-    def __init__(self, model: onnx.ModelProto, expose: Sequence[str] = (), elem_types: Optional[Mapping[str, int]] = None) -> None:
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        expose: Sequence[str] = (),
+        elem_types: Optional[Mapping[str, int]] = None,
+        optimization: str = ORT_OPTIMIZATION,
+    ) -> None:
         import onnxruntime as ort  # imported lazily: the CLI starts fast without validation
 
         ort.set_default_logger_severity(4)  # failures reach us as exceptions; keep stderr to one line
@@ -208,7 +215,7 @@ class OrtRunner:
         # Prepacking keeps a second, reordered copy of every Conv/MatMul weight: a few
         # runs do not need the speed, and peak memory is at least a copy smaller.
         options.add_session_config_entry("session.disable_prepacking", "1")
-        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, ORT_OPTIMIZATION)
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, optimization)
         if not wire.has_weights_on_disk(model) and wire.serialized_size(model) < SESSION_FROM_FILE_MIN_BYTES:
             data = _serialize_with_outputs(model, expose, elem_types or {})
             self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
@@ -279,15 +286,26 @@ def _save_with_outputs(model: onnx.ModelProto, names: Sequence[str], elem_types:
 
 def elem_types(model: onnx.ModelProto) -> dict[str, int]:
     """Element type of every tensor shape inference can type; weights are not copied."""
+    return {name: t.tensor_type.elem_type for name, t in _inferred_types(model).items()}
+
+
+def _inferred_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
     light = weightless_copy(model, keep_below_bytes=0)
     try:
         inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False)
     except Exception:
         inferred = light
     ig = inferred.graph
-    types = {v.name: v.type.tensor_type.elem_type for v in list(ig.input) + list(ig.value_info) + list(ig.output)}
-    types.update({t.name: t.data_type for t in model.graph.initializer})
+    types = {v.name: v.type for v in list(ig.input) + list(ig.value_info) + list(ig.output)}
+    for t in model.graph.initializer:
+        types[t.name] = onnx.helper.make_tensor_type_proto(t.data_type, list(t.dims))
     return types
+
+
+def _rank(type_proto: Optional[onnx.TypeProto]) -> Optional[int]:
+    if type_proto is None or not type_proto.tensor_type.HasField("shape"):
+        return None
+    return len(type_proto.tensor_type.shape.dim)
 
 
 # -- comparator -------------------------------------------------------------------
@@ -304,6 +322,10 @@ class OutputComparison:
     rel_error: float  # max_abs_error / max |reference|
     ulp_error: float  # max_abs_error in ulps of max |reference|
     note: str = ""
+    allowed: float = 0.0  # the largest max_abs_error that passes
+    strict_allowed: float = 0.0  # what the fixed tolerance alone allows
+    noise_floor: Optional[float] = None  # the original's own rounding noise there (see rewriter.noise)
+    noise_ratio: Optional[float] = None  # max_abs_error / noise_floor
 
 
 @dataclass
@@ -311,18 +333,36 @@ class ToleranceComparator:
     """Equal means: same shape and dtype, NaN and inf in the same places with the
     same values, and ``max|Δ| <= atol + rtol * max|reference|`` over the finite
     values (with ``ulps`` set instead: ``max|Δ| <= ulps`` ulps of ``max|reference|``).
-    ``rtol=None`` picks the default for the output's dtype."""
+    ``rtol=None`` picks the default for the output's dtype.
+
+    Given the network's own rounding noise on an output (``noise``, see
+    :mod:`rewriter.noise`), the bound is also at least ``noise_factor`` times that
+    floor; ``noise_factor=None`` turns the floor off (explicit tolerances do).
+    Node checks never pass a floor: they stay within a few ulps."""
 
     rtol: Optional[float] = None
     atol: float = 0.0
     ulps: Optional[float] = None
+    noise_factor: Optional[float] = NOISE_FACTOR
+
+    @classmethod
+    def explicit(cls, rtol: Optional[float] = None, atol: Optional[float] = None, ulps: Optional[float] = None) -> "ToleranceComparator":
+        """The command line's choice: any explicit tolerance replaces the calibrated default."""
+        calibrated = rtol is None and atol is None and ulps is None
+        return cls(rtol=rtol, atol=atol or 0.0, ulps=ulps, noise_factor=NOISE_FACTOR if calibrated else None)
 
     def describe(self) -> dict[str, Any]:
         if self.ulps is not None:
-            return {"ulps_of_max_reference": self.ulps, "atol": self.atol}
-        return {"rtol": self.rtol if self.rtol is not None else DEFAULT_RTOL, "atol": self.atol}
+            fixed: dict[str, Any] = {"ulps_of_max_reference": self.ulps, "atol": self.atol}
+        else:
+            fixed = {"rtol": self.rtol if self.rtol is not None else DEFAULT_RTOL, "atol": self.atol}
+        if self.noise_factor is None:
+            return {**fixed, "noise_floor": None}
+        return {**fixed, "noise_floor": {"method": NOISE_METHOD, "factor": self.noise_factor}}
 
-    def compare(self, output: str, suite: str, ref: np.ndarray, cand: np.ndarray) -> OutputComparison:
+    def compare(
+        self, output: str, suite: str, ref: np.ndarray, cand: np.ndarray, noise: Optional[OutputNoise] = None
+    ) -> OutputComparison:
         def fail(note: str) -> OutputComparison:
             return OutputComparison(output, suite, False, float("inf"), float("inf"), float("inf"), note)
 
@@ -347,11 +387,17 @@ class ToleranceComparator:
         ulp = float(np.spacing(ref.dtype.type(scale))) if scale > 0 else float(np.finfo(ref.dtype).smallest_subnormal)
         rel = diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
         if self.ulps is not None:
-            allowed = self.atol + self.ulps * ulp
+            strict = self.atol + self.ulps * ulp
         else:
             rtol = self.rtol if self.rtol is not None else DEFAULT_RTOL.get(ref.dtype.name, 1e-5)
-            allowed = self.atol + rtol * scale
-        return OutputComparison(output, suite, diff <= allowed, diff, rel, diff / ulp)
+            strict = self.atol + rtol * scale
+        floor = noise.max_abs if noise is not None and self.noise_factor is not None else None
+        allowed = max(strict, allowed_by_noise(noise, self.noise_factor)) if floor is not None else strict
+        ratio = None if floor is None else (diff / floor if floor > 0 else (0.0 if diff == 0 else float("inf")))
+        return OutputComparison(
+            output, suite, diff <= allowed, diff, rel, diff / ulp, noise.note if floor is not None and noise else "",
+            allowed=allowed, strict_allowed=strict, noise_floor=floor, noise_ratio=ratio,
+        )
 
 
 # Models at least this big reach onnxruntime as a file with external data (see OrtRunner).
@@ -387,26 +433,73 @@ class ValidationResult:
 
     @property
     def worst(self) -> Optional[OutputComparison]:
+        """The comparison closest to (or furthest past) what it is allowed."""
         if not self.comparisons:
             return None
-        return max(self.comparisons, key=lambda c: (not c.passed, c.rel_error))
+        return max(self.comparisons, key=lambda c: (not c.passed, _margin(c), c.rel_error))
 
     @property
     def failed_nodes(self) -> list[NodeCheck]:
         return [n for n in self.nodes if n.passed is False]
+
+    @property
+    def unchecked_nodes(self) -> list[NodeCheck]:
+        """Nodes that could not be cut out and compared alone (see :class:`NodeCheck`)."""
+        return [n for n in self.nodes if n.passed is None]
+
+    def per_output(self) -> list[dict[str, Any]]:
+        """For each graph output, its worst suite: the candidate's error, the noise
+        floor there, their ratio, what was allowed, and the verdict."""
+        worst: dict[str, OutputComparison] = {}
+        for c in self.comparisons:
+            if c.output.startswith("<"):
+                continue
+            if c.output not in worst or (not c.passed, _margin(c)) > (not worst[c.output].passed, _margin(worst[c.output])):
+                worst[c.output] = c
+        return [
+            {
+                "output": c.output, "suite": c.suite, "error": c.max_abs_error, "rel_error": c.rel_error,
+                "noise_floor": c.noise_floor, "ratio": c.noise_ratio, "allowed": c.allowed, "passed": c.passed,
+            }
+            for c in worst.values()
+        ]
+
+    def output_table(self, limit: int = 12) -> str:
+        """One row per graph output (its worst suite): error, noise floor, ratio, verdict."""
+        rows = [
+            [
+                r["output"], r["suite"], f"{r['error']:.3g}",
+                "-" if r["noise_floor"] is None else f"{r['noise_floor']:.3g}",
+                "-" if r["ratio"] is None else f"{r['ratio']:.2g}x", f"{r['allowed']:.3g}", "ok" if r["passed"] else "FAIL",
+            ]
+            for r in self.per_output()
+        ]
+        headers = ["output", "worst suite", "max abs error", "noise floor", "ratio", "allowed", "verdict"]
+        shown = sorted(rows, key=lambda r: r[-1] != "FAIL")[:limit]
+        widths = [max(len(h), *(len(r[i]) for r in shown)) for i, h in enumerate(headers)] if shown else [len(h) for h in headers]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip() for cells in [headers, *shown]]
+        if len(rows) > limit:
+            lines.append(f"... and {len(rows) - limit} more output(s) (see --report)")
+        return "\n".join(lines)
 
     def summary(self) -> str:
         w = self.worst
         if w is None:
             return "validation: nothing compared"
         verdict = "passed" if self.passed else "FAILED"
-        detail = w.note or f"max abs error {w.max_abs_error:.3g}, {w.rel_error:.3g} of max |reference|, {w.ulp_error:.3g} ulp"
-        text = f"validation {verdict}: worst output '{w.output}' on {w.suite} inputs: {detail}"
         failed = self.failed_nodes
+        if not self.passed and not w.passed and not failed and not w.note:
+            return f"validation FAILED: {_drift(w, bool(self.nodes))}{_unchecked(self.unchecked_nodes)}"
+        detail = w.note or f"max abs error {w.max_abs_error:.3g}, {w.rel_error:.3g} of max |reference|, {w.ulp_error:.3g} ulp"
+        if not w.note and w.noise_floor:
+            detail += f", {w.noise_ratio:.2g}x the network's own rounding noise ({w.noise_floor:.3g})"
+        text = f"validation {verdict}: worst output '{w.output}' on {w.suite} inputs: {detail}"
         if failed:
             shown = ", ".join(f"'{n.name or n.output}' ({n.op_type}, {n.note or f'{n.rel_error:.3g} of max |reference|'})" for n in failed[:3])
             more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
             text += f"; failing node(s): {shown}{more}"
+        elif not self.passed:
+            text += _unchecked(self.unchecked_nodes)
         return text
 
     def to_dict(self) -> dict[str, Any]:
@@ -417,10 +510,40 @@ class ValidationResult:
             "tolerance": self.tolerance,
             "suites": self.suites,
             "worst": asdict(w) if w else None,
+            "outputs": self.per_output(),
             "comparisons": [asdict(c) for c in self.comparisons],
             "nodes": [asdict(n) for n in self.nodes],
             "seconds": round(self.seconds, 3),
         }
+
+
+def _margin(c: OutputComparison) -> float:
+    """Error over what is allowed: above 1 fails."""
+    if c.max_abs_error == 0:
+        return 0.0
+    return c.max_abs_error / c.allowed if c.allowed > 0 else float("inf")
+
+
+def _drift(w: OutputComparison, nodes_checked: bool) -> str:
+    """Why outputs failed when no node did: how far past the network's own noise."""
+    lead = "every node matches; " if nodes_checked else ""
+    where = f"output '{w.output}' on {w.suite} inputs: max abs error {w.max_abs_error:.3g} ({w.rel_error:.3g} of max |reference|)"
+    if w.noise_floor:
+        return (
+            f"{lead}the outputs drift {w.noise_ratio:.3g}x beyond the network's own rounding noise: {where}, "
+            f"noise floor {w.noise_floor:.3g}, allowed {w.allowed:.3g}"
+        )
+    if w.noise_floor == 0:
+        return f"{lead}{where} exceeds the tolerance {w.allowed:.3g}; the original shows no rounding noise there"
+    return f"{lead}{where} exceeds the tolerance {w.allowed:.3g}"
+
+
+def _unchecked(nodes: list[NodeCheck]) -> str:
+    if not nodes:
+        return ""
+    shown = ", ".join(f"'{n.name or n.output}' ({n.note})" for n in nodes[:3])
+    more = f" and {len(nodes) - 3} more" if len(nodes) > 3 else ""
+    return f"; node(s) that could not be checked alone: {shown}{more}"
 
 
 @dataclass
@@ -436,6 +559,8 @@ class ReferenceRun:
     outputs: list[dict[str, np.ndarray]]  # per suite: graph outputs and pool inputs
     exposed: list[str]  # the pool inputs recorded for localization
     types: dict[str, int]
+    # Per suite, each graph output's rounding noise (empty when not measured).
+    noise: list[dict[str, OutputNoise]] = field(default_factory=list)
 
 
 def record_reference(
@@ -447,22 +572,26 @@ def record_reference(
     localize: Optional[Sequence[str]] = None,
     seed: int = 0,
     progress: Optional[Callable[[str], None]] = None,
+    measure_noise: bool = True,
 ) -> ReferenceRun:
     """Run the original on onnxruntime over every suite (and the user's inputs).
 
     ``localize`` names output tensors of pool nodes to check one by one later
     (default: every pool node); their inputs are recorded too.
+    ``measure_noise`` also runs the original with all graph optimizations, to
+    measure each output's own rounding noise (:mod:`rewriter.noise`).
     Raises :class:`ValidationSetupError` when the original does not run.
     """
     suites = list(suites)
     user_shapes = {k: v.shape for k, v in (user_inputs or {}).items()}
     inputs = describe_inputs(original, {**user_shapes, **dict(input_shapes or {})}) if suites else []
-    nodes = _localizable_nodes(original, None, localize)
+    inferred = _inferred_types(original) if _has_site_ops(original) else {}
+    nodes = _localizable_nodes(original, None, localize, ranks={k: _rank(v) for k, v in inferred.items()})
     producer = NonNegativity.of_graphs([original.graph]).producer if nodes else None
     # Each pool's input, and where a chain of "same" MaxPools leading to it starts
     # (compare_with_reference checks a pool of pools from there).
     expose = sorted({n.input[0] for n in nodes} | {max_window_source(n.input[0], producer) for n in nodes if producer})
-    types = elem_types(original) if expose else {}
+    types = {name: t.tensor_type.elem_type for name, t in inferred.items()} if expose else {}
     try:
         runner = OrtRunner(original, expose=expose, elem_types=types)
     except Exception as err:  # onnxruntime raises several unrelated types
@@ -480,7 +609,33 @@ def record_reference(
             raise ValidationSetupError(f"the original model fails on {suite_name} inputs: {first_line(err)}") from err
     del runner
     io.release_freed_memory()
-    return ReferenceRun(weightless_copy(original), suites, seed, feeds_by_suite, outputs, expose, types)
+    noise = _measure_noise(original, feeds_by_suite, outputs, progress) if measure_noise else []
+    return ReferenceRun(weightless_copy(original), suites, seed, feeds_by_suite, outputs, expose, types, noise)
+
+
+def _measure_noise(
+    original: onnx.ModelProto,
+    feeds_by_suite: Sequence[tuple[str, Mapping[str, np.ndarray]]],
+    outputs: Sequence[Mapping[str, np.ndarray]],
+    progress: Optional[Callable[[str], None]],
+) -> list[dict[str, OutputNoise]]:
+    """Each graph output's gap between the original optimized and as written, per suite."""
+    names = [o.name for o in original.graph.output]
+    try:
+        runner = OrtRunner(original, optimization=NOISE_OPTIMIZATION)
+    except Exception:  # an optimizer failure is onnxruntime's problem: no floor, strict tolerance
+        return []
+    noise = []
+    for index, ((suite_name, feeds), expected) in enumerate(zip(feeds_by_suite, outputs)):
+        if progress:
+            progress(f"validating: the original's own rounding noise on {suite_name} inputs ({index + 1}/{len(feeds_by_suite)})")
+        try:
+            noise.append(noise_of_run(expected, runner.run(feeds), names))
+        except Exception:
+            noise.append({})
+    del runner
+    io.release_freed_memory()
+    return noise
 
 
 def compare_with_reference(
@@ -532,9 +687,10 @@ def compare_with_reference(
             note = "inconclusive: the original's outputs are not all finite on these inputs"
             result.comparisons.append(OutputComparison("<all>", suite_name, True, 0.0, 0.0, 0.0, note))
             continue
+        floors = reference.noise[index] if index < len(reference.noise) else {}
         for name in graph_outputs:
             if output_map.get(name) in actual:
-                comparison = comparator.compare(name, suite_name, expected[name], actual[output_map[name]])
+                comparison = comparator.compare(name, suite_name, expected[name], actual[output_map[name]], floors.get(name))
                 result.comparisons.append(comparison)
                 result.passed &= comparison.passed
 
@@ -589,7 +745,8 @@ def validate_models(
     """
     started = time.monotonic()
     reference = record_reference(
-        original, suites=suites, user_inputs=user_inputs, input_shapes=input_shapes, localize=localize, seed=seed, progress=progress
+        original, suites=suites, user_inputs=user_inputs, input_shapes=input_shapes, localize=localize, seed=seed,
+        progress=progress, measure_noise=comparator is None or comparator.noise_factor is not None,
     )
     result = compare_with_reference(
         reference, candidate, comparator=comparator, localize=localize, progress=progress, candidate_runner=candidate_runner
@@ -619,12 +776,19 @@ def _failure(output: str, suite: str, note: str) -> OutputComparison:
 
 
 def _localizable_nodes(
-    original: onnx.ModelProto, candidate: Optional[onnx.ModelProto], only: Optional[Sequence[str]]
+    original: onnx.ModelProto,
+    candidate: Optional[onnx.ModelProto],
+    only: Optional[Sequence[str]],
+    ranks: Optional[Mapping[str, Optional[int]]] = None,
 ) -> list[onnx.NodeProto]:
     """Original pool nodes whose input and output tensors the candidate also has
-    (with no candidate yet: every pool node of the original, or those in ``only``)."""
+    (with no candidate yet: every pool node of the original, or those in ``only``).
+    Reduces count as pools when they reduce every axis after the channel axis
+    (by ``ranks``, when known) and the candidate computes them otherwise."""
     source = candidate if candidate is not None else original
-    produced = {o for n in source.graph.node for o in n.output}
+    producer_op = {o: n.op_type for n in source.graph.node for o in n.output}
+    initializers = {t.name: t for t in original.graph.initializer}
+    produced = set(producer_op)
     available = produced | {i.name for i in source.graph.input}
     wanted = set(only) if only is not None else None
     nodes = []
@@ -634,10 +798,33 @@ def _localizable_nodes(
         if wanted is not None and node.output[0] not in wanted:
             continue
         if wanted is None and node.op_type not in POOL_OPS:
-            continue
+            rank = (ranks or {}).get(node.input[0]) if node.input else None
+            if not _pooling_reduce(node, initializers, rank):
+                continue
+            if candidate is not None and producer_op.get(node.output[0]) == node.op_type:
+                continue  # the candidate still reduces there: nothing rewritten to check
         if node.output[0] in produced and node.input[0] in available:
             nodes.append(node)
     return nodes
+
+
+def _pooling_reduce(node: onnx.NodeProto, initializers: Mapping[str, onnx.TensorProto], rank: Optional[int]) -> bool:
+    """A ReduceMean/ReduceMax over axes 2.. with keepdims (the pass's global pools in disguise)."""
+    if node.op_type not in SITE_OPS - POOL_OPS:
+        return False
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    axes = attrs.get("axes")
+    if axes is None and len(node.input) > 1 and node.input[1] in initializers:
+        axes = numpy_helper.to_array(initializers[node.input[1]]).reshape(-1).tolist()
+    if not axes or not attrs.get("keepdims", 1):
+        return False
+    if rank is None:
+        return all(a >= 2 or a < 0 for a in axes)
+    return rank >= 3 and sorted(int(a) % rank for a in axes) == list(range(2, rank))
+
+
+def _has_site_ops(model: onnx.ModelProto) -> bool:
+    return any(n.op_type in SITE_OPS for n in model.graph.node)
 
 
 def _check_node(
