@@ -119,9 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--input-shape", metavar="NAME:D0,D1,...", action="append",
         help="fix an input's dynamic dims, e.g. images:1,3,224,224 (repeatable; a dynamic batch defaults to 1)",
     )
-    v.add_argument("--rtol", type=float, help="relative tolerance, of max |reference| per output (default 1e-5 float32, 1e-2 float16)")
+    v.add_argument(
+        "--rtol", type=float,
+        help="a fixed relative tolerance, of max |reference| per output and node (default 1e-5 float32, 1e-2 float16, "
+        "outputs also allowed 4x the original's own rounding noise; any of --rtol/--atol/--ulps turns that off)",
+    )
     v.add_argument("--atol", type=float, help="absolute tolerance added to the relative one (default 0)")
-    v.add_argument("--ulps", type=float, help="instead of --rtol: tolerance in ulps of max |reference| per output")
+    v.add_argument("--ulps", type=float, help="instead of --rtol: tolerance in ulps of max |reference| per output and node")
     v.add_argument("--seed", type=int, default=0, help="seed of the generated input suites (default 0)")
     verbosity = p.add_mutually_exclusive_group()
     verbosity.add_argument("-q", "--quiet", action="store_true", help="print only errors")
