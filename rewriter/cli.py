@@ -271,6 +271,7 @@ def run(args: argparse.Namespace) -> int:
         check_output_path(args.output, args.input, allow_input=args.in_place)
     if args.report:
         check_output_path(args.report, args.input)
+    _input_shapes(args.input_shape)  # malformed is an error even when nothing gets validated
 
     # Big weights stay in their file until the output is written (not --flip-kernels: it edits conv weights).
     return _rewrite(args, load_model_with_sources(args.input, weights_on_disk=not args.flip_kernels), _Console(args.quiet))
