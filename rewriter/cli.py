@@ -29,7 +29,7 @@ from .graphs import all_graphs, functions_containing
 from .lower import SITE_OPS
 from .passes import PoolRewritePass
 from .report import dumps
-from .shapes import ShapeError, overwrite_input_shapes, parse_shape_options, shapes_for
+from .shapes import ShapeError, graph_inputs, overwrite_input_shapes, parse_shape_options, shapes_for
 
 EXIT_OK, EXIT_VALIDATION_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -243,7 +243,7 @@ def compare(args: argparse.Namespace) -> int:
         return load_model_with_sources(path, weights_on_disk=not args.flip_kernels).model
 
     original = _overwrite_shapes(args, load(args.input))
-    names = [v.name for v in original.graph.input]
+    names = list(graph_inputs(original))  # a candidate may rename them: matched by position
     reference = _record_reference(args, original, console)  # its results are arrays: one model in memory at a time
     del original
     candidate = _overwrite_shapes(args, load(args.output), names)
