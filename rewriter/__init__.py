@@ -4,11 +4,13 @@ The Python API:
 
 * :func:`rewrite_model` / :class:`PoolRewritePass` rewrite a model (or, with
   :meth:`PoolRewritePass.run_graph`, an onnx-graphsurgeon Graph);
-* :func:`validate_models` compares a candidate with its original on onnxruntime.
+* :func:`validate_models` compares a candidate with its original on onnxruntime;
+* :func:`overwrite_input_shapes` gives a model's inputs static dims first.
 """
 
 from .passes import PoolRewritePass, RewriteResult, rewrite_model
 from .report import NodeResult, Report
+from .shapes import overwrite_input_shapes
 from .spec import AxisSpec, PoolSpec, SpecError, pool_spec_from_attributes
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "Report",
     "RewriteResult",
     "SpecError",
+    "overwrite_input_shapes",
     "pool_spec_from_attributes",
     "rewrite_model",
 ]

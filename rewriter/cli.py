@@ -29,6 +29,7 @@ from .graphs import all_graphs, functions_containing
 from .lower import SITE_OPS
 from .passes import PoolRewritePass
 from .report import dumps
+from .shapes import ShapeError, graph_inputs, overwrite_input_shapes, parse_shape_options, shapes_for
 
 EXIT_OK, EXIT_VALIDATION_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -60,6 +61,7 @@ examples:
   onnx-poolrewrite model.onnx out.onnx --report report.json
   onnx-poolrewrite model.onnx --dry-run --only MaxPool
   onnx-poolrewrite model.onnx out.onnx --exclude head/pool,GlobalAveragePool
+  onnx-poolrewrite model.onnx out.onnx --overwrite-input-shape images:1,3,640,640
   onnx-poolrewrite model.onnx out.onnx --input-shape images:1,3,640,640 --inputs sample.npz
   onnx-poolrewrite --compare original.onnx candidate_from_another_tool.onnx --report check.json"""
 
@@ -94,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dry-run", action="store_true", help="print the plan and write no model (--report is still written)")
     p.add_argument("--in-place", action="store_true", help="allow OUT to be IN (still written atomically, and only after validation)")
+    p.add_argument(
+        "--overwrite-input-shape", metavar="NAME:D0,D1,...", action="append",
+        help="give an input static dims, e.g. images:1,3,640,640, for the rewrite and in OUT (repeatable; -1 keeps the "
+        "model's dim, a dynamic batch becomes 1): pools kept for dynamic dims can then be rewritten; shapes are re-inferred",
+    )
     t = p.add_argument_group("target")
     t.add_argument(
         "--allow", metavar="OPS", action="append",
@@ -117,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.add_argument(
         "--input-shape", metavar="NAME:D0,D1,...", action="append",
-        help="fix an input's dynamic dims, e.g. images:1,3,224,224 (repeatable; a dynamic batch defaults to 1)",
+        help="fix an input's dynamic dims for validation only, e.g. images:1,3,224,224 (repeatable; -1 keeps the model's "
+        "dim, a dynamic batch defaults to 1); to rewrite and write static dims, use --overwrite-input-shape",
     )
     v.add_argument(
         "--rtol", type=float,
@@ -162,16 +170,20 @@ class _Console:
 
 
 def _input_shapes(values: Optional[list[str]]) -> dict[str, list[int]]:
-    shapes = {}
-    for value in values or []:
-        name, sep, dims = value.rpartition(":")
-        try:
-            shapes[name] = [int(d) for d in dims.split(",")]
-        except ValueError:
-            sep = ""
-        if not sep or not name or any(d < 0 for d in shapes.get(name, [])):
-            raise InputError(f"--input-shape {value!r}: expected NAME:D0,D1,... with non-negative integers")
-    return shapes
+    return parse_shape_options(values, "--input-shape")
+
+
+def _overwrite_shapes(args: argparse.Namespace, model, names_in_original=None):
+    """``--overwrite-input-shape``, applied to ``model`` in place (see :func:`overwrite_input_shapes`)."""
+    shapes = parse_shape_options(args.overwrite_input_shape)
+    if not shapes:
+        return model
+    if names_in_original is not None:
+        shapes = shapes_for(model, shapes, names_in_original)
+    try:
+        return overwrite_input_shapes(model, shapes, in_place=True)
+    except ShapeError as err:
+        raise InputError(f"--overwrite-input-shape {err}") from err
 
 
 def _record_reference(args: argparse.Namespace, original, console: _Console):
@@ -241,8 +253,12 @@ def compare(args: argparse.Namespace) -> int:
         # Big weights stay in their files unless the numpy true-convolution reference needs them.
         return load_model_with_sources(path, weights_on_disk=not args.flip_kernels).model
 
-    reference = _record_reference(args, load(args.input), console)  # its results are arrays: one model in memory at a time
-    validation = _compare(args, reference, load(args.output), console, true_convolution=args.flip_kernels)
+    original = _overwrite_shapes(args, load(args.input))
+    names = list(graph_inputs(original))  # a candidate may rename them: matched by position
+    reference = _record_reference(args, original, console)  # its results are arrays: one model in memory at a time
+    del original
+    candidate = _overwrite_shapes(args, load(args.output), names)
+    validation = _compare(args, reference, candidate, console, true_convolution=args.flip_kernels)
     _write_report(args.report, {"validation": validation.to_dict()})
     if not validation.passed:
         print(f"onnx-poolrewrite: not equal: {validation.summary()}", file=sys.stderr)
@@ -266,13 +282,14 @@ def run(args: argparse.Namespace) -> int:
         check_output_path(args.output, args.input, allow_input=args.in_place)
     if args.report:
         check_output_path(args.report, args.input)
+    _input_shapes(args.input_shape)  # malformed is an error even when nothing gets validated
 
     # Big weights stay in their file until the output is written (not --flip-kernels: it edits conv weights).
     return _rewrite(args, load_model_with_sources(args.input, weights_on_disk=not args.flip_kernels), _Console(args.quiet))
 
 
 def _rewrite(args: argparse.Namespace, loaded: LoadedModel, console: _Console) -> int:
-    model = loaded.model
+    model = _overwrite_shapes(args, loaded.model)  # the loaded model is ours: edited in place
     protect = () if args.in_place else (*loaded.external_files, loaded.path)
     console.progress(f"loaded {args.input}")
     allow = _names(args.allow) or []
@@ -287,6 +304,8 @@ def _rewrite(args: argparse.Namespace, loaded: LoadedModel, console: _Console) -
             reference_error = err
     result = rewrite.run(model, progress=console.progress, in_place=not args.dry_run)
     report = result.report
+    if args.overwrite_input_shape:
+        report.notes.append(f"input shapes overwritten: {', '.join(args.overwrite_input_shape)}")
     if report.invalid:
         bad = report.invalid[0]
         raise InputError(f"node '{bad.name or bad.output}' ({bad.op_type}): {bad.reason}")
@@ -316,8 +335,12 @@ def _rewrite(args: argparse.Namespace, loaded: LoadedModel, console: _Console) -
         return finish(EXIT_OK)
     if not report.rewritten and not args.flip_kernels:
         report.validation = {"passed": True, "skipped": "nothing rewritten", "worst": None}
-        copy_model_files(loaded, args.output)
-        console.out(f"nothing to rewrite: wrote an unchanged copy to {args.output}")
+        if args.overwrite_input_shape:  # the copy must carry the new shapes
+            save_model(model, args.output, external_data=bool(loaded.external_files), protect=protect)
+            console.out(f"nothing to rewrite: wrote {args.output} with the new input shapes")
+        else:
+            copy_model_files(loaded, args.output)
+            console.out(f"nothing to rewrite: wrote an unchanged copy to {args.output}")
         return finish(EXIT_OK)
 
     if args.no_validate:

@@ -67,3 +67,14 @@ def weightless_copy(model: onnx.ModelProto, keep_below_bytes: int = 1024) -> onn
         else:
             g.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims)
     return light
+
+
+def clear_negative_dims(model: onnx.ModelProto) -> None:
+    """Make negative dim_values (Paddle writes -1 for "dynamic") unknown dims, in the
+    main graph's inputs, outputs and value_info, so shape inference never computes with them."""
+    g = model.graph
+    for value in list(g.input) + list(g.output) + list(g.value_info):
+        if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
+            for dim in value.type.tensor_type.shape.dim:
+                if dim.HasField("dim_value") and dim.dim_value < 0:
+                    dim.ClearField("dim_value")

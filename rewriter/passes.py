@@ -20,10 +20,10 @@ import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
 from .builder import SubgraphBuilder
-from .graphs import all_graphs, functions_containing, weightless_copy
+from .graphs import all_graphs, clear_negative_dims, functions_containing, weightless_copy
 from .wire import tensor_value
 from .lower import POOL_OPS, SITE_OPS, max_pool, rule_for
-from .lower.checks import attribute_support
+from .lower.checks import STATIC_SHAPE_HINT, attribute_support
 from .report import KEPT, REWRITTEN, NodeResult, Report
 from .site import NonNegativity, PoolSite, comes_out_of_conv, max_window_reach
 from .spec import SpecError, pool_spec_from_attributes
@@ -107,7 +107,7 @@ class PoolRewritePass:
                 site.surrogate_variant = variant
                 again = None if rule.check(site) else self._build(site, rule, prefix)
                 if again is None or _fingerprint(again) != _fingerprint(builder):
-                    result.reason = "dynamic spatial dims: the lowering would depend on the extent"
+                    result.reason = f"dynamic spatial dims: the lowering would depend on the extent; {STATIC_SHAPE_HINT}"
                     return result, None
         result.status, result.became = REWRITTEN, builder.summary()
         result.nodes_added = len(builder.nodes)
@@ -404,8 +404,9 @@ def _value_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
     runtime's shape and infer again, so that pools downstream see real shapes.
     """
     pinned: dict[str, tuple] = {}
+    types: dict[str, onnx.TypeProto] = {}
     for _ in range(len(model.graph.node) + 1):
-        types = _infer_types(model, pinned)
+        types = _infer_types(model, pinned, types)
         corrections = {}
         for node in model.graph.node:
             if node.op_type in ("MaxPool", "AveragePool") and node.domain in ONNX_DOMAINS:
@@ -449,20 +450,28 @@ def _types_from_runtime(model: onnx.ModelProto, names: list[str], types: dict[st
     return True
 
 
-def _infer_types(model: onnx.ModelProto, pinned: dict[str, tuple]) -> dict[str, onnx.TypeProto]:
+def _infer_types(
+    model: onnx.ModelProto, pinned: dict[str, tuple], previous: Optional[dict[str, onnx.TypeProto]] = None
+) -> dict[str, onnx.TypeProto]:
     source = weightless_copy(model)
+    clear_negative_dims(source)
     if pinned:
         keep = [v for v in source.graph.value_info if v.name not in pinned]
         del source.graph.value_info[:]
         source.graph.value_info.extend(keep)
-        elem_types = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
+        elem_types = {name: t.tensor_type.elem_type for name, t in (previous or {}).items() if t.HasField("tensor_type")}
+        elem_types.update({v.name: v.type.tensor_type.elem_type for v in model.graph.value_info})
         for name, shape in pinned.items():
-            elem = elem_types.get(name, onnx.TensorProto.FLOAT)
+            elem = elem_types.get(name) or onnx.TensorProto.FLOAT
             source.graph.value_info.append(onnx.helper.make_tensor_value_info(name, elem, list(shape)))
-    try:
-        inferred = onnx.shape_inference.infer_shapes(source, check_type=False, strict_mode=False)
-    except Exception:  # inference is advisory: unknown shapes just mean "kept"
-        inferred = source
+    inferred = source
+    # Data propagation resolves Reshape targets computed from Shape; some models trip it, so retry without.
+    for data_prop in (True, False):
+        try:
+            inferred = onnx.shape_inference.infer_shapes(source, check_type=False, strict_mode=False, data_prop=data_prop)
+            break
+        except Exception:  # inference is advisory: unknown shapes just mean "kept"
+            continue
     types = {}
     for g in all_graphs(inferred.graph):
         types.update({v.name: v.type for v in list(g.input) + list(g.value_info) + list(g.output)})
@@ -500,7 +509,8 @@ def _shape_and_dtype(type_proto: Optional[onnx.TypeProto]) -> tuple[Optional[tup
     dtype = np.dtype(dtype_name) if dtype_name in ("float32", "float16", "float64") else None
     if not tt.HasField("shape"):
         return None, dtype, dtype_name
-    dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim)
+    # A negative dim_value (Paddle writes -1) is as dynamic as a dim_param.
+    dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else (d.dim_param or None) for d in tt.shape.dim)
     return dims, dtype, dtype_name
 
 

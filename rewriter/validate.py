@@ -35,6 +35,7 @@ from . import io, wire
 from .io import InputError, first_line
 from .lower import POOL_OPS, SITE_OPS
 from .noise import METHOD as NOISE_METHOD, NOISE_FACTOR, NOISE_OPTIMIZATION, OutputNoise, allowed_by_noise, noise_of_run
+from .shapes import suggested_dims
 from .site import NonNegativity, max_window_source
 
 # Graph optimizations off: we validate the graph as written, node by node, so
@@ -94,8 +95,10 @@ class InputDescription:
 def describe_inputs(model: onnx.ModelProto, shapes: Optional[Mapping[str, Sequence[int]]] = None) -> list[InputDescription]:
     """Graph inputs that need a value, with static shapes.
 
-    ``shapes`` fixes dynamic dims by input name. A dynamic batch (first)
-    dimension defaults to 1; any other unresolved dimension is an error.
+    ``shapes`` fixes dynamic dims by input name; a ``-1`` in it keeps the
+    model's dim. A dynamic batch (first) dimension defaults to 1; any other
+    unresolved dimension is an error that suggests ``--overwrite-input-shape``.
+    A negative ``dim_value`` (Paddle's -1) is dynamic.
     """
     shapes = dict(shapes or {})
     initializers = {t.name for t in model.graph.initializer}
@@ -108,21 +111,21 @@ def describe_inputs(model: onnx.ModelProto, shapes: Optional[Mapping[str, Sequen
         if value.name in initializers:
             continue
         tt = value.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None for d in tt.shape.dim]
         if value.name in shapes:
             given = list(shapes[value.name])
-            if len(given) != len(dims) or any(d is not None and d != g for d, g in zip(dims, given)):
+            if len(given) != len(dims) or any(d is not None and g >= 0 and d != g for d, g in zip(dims, given)):
                 raise ValidationSetupError(f"--input-shape {value.name}:{','.join(map(str, given))} does not fit its declared shape {_dims_text(tt)}")
-            dims = given
+            dims = [d if g < 0 else g for d, g in zip(dims, given)]  # -1: the model's own dim
+        if dims and dims[0] is None:
+            dims[0] = 1
         for axis, dim in enumerate(dims):
             if dim is None:
-                if axis == 0:
-                    dims[axis] = 1
-                    continue
                 label = tt.shape.dim[axis].dim_param or "?"
-                example = [str(d) if d is not None else ("1" if i == 0 else f"<{tt.shape.dim[i].dim_param or 'size'}>") for i, d in enumerate(dims)]
+                example = f"{value.name}:{suggested_dims(value, dims)}"
                 raise ValidationSetupError(
-                    f"input '{value.name}' has dynamic dimension {axis} ('{label}'); fix it with --input-shape {value.name}:{','.join(example)}"
+                    f"input '{value.name}' has dynamic dimension {axis} ('{label}'); fix it with --overwrite-input-shape "
+                    f"{example} (your deployment's sizes; --input-shape {example} fixes it for validation only)"
                 )
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type))
         described.append(InputDescription(value.name, tuple(int(d) for d in dims), dtype))
@@ -130,7 +133,7 @@ def describe_inputs(model: onnx.ModelProto, shapes: Optional[Mapping[str, Sequen
 
 
 def _dims_text(tt: onnx.TypeProto.Tensor) -> str:
-    return "[" + ",".join(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim) + "]"
+    return "[" + ",".join(str(d.dim_value) if d.HasField("dim_value") and d.dim_value >= 0 else (d.dim_param or "?") for d in tt.shape.dim) + "]"
 
 
 def make_feeds(inputs: Sequence[InputDescription], suite: InputSuite, seed: int = 0) -> dict[str, np.ndarray]:

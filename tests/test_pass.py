@@ -404,15 +404,18 @@ def test_other_reduces_are_not_pools(axes, keepdims):
 
 
 def test_shapes_inference_cannot_resolve_come_from_a_runtime_run():
-    """A Reshape whose target is computed defeats onnx shape inference; onnxruntime knows."""
+    """A Reshape whose target goes through Max defeats onnx shape inference (data
+    propagation follows Shape, not Max); onnxruntime knows."""
     nodes = [
-        helper.make_node("Shape", ["x"], ["s"], name="shape"),
+        helper.make_node("Shape", ["x"], ["s0"], name="shape"),
+        helper.make_node("Max", ["s0", "ones"], ["s"], name="max"),
         helper.make_node("Reshape", ["x", "s"], ["r"], name="reshape"),
         helper.make_node("MaxPool", ["r"], ["y"], name="pool", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
     ]
     graph = helper.make_graph(
         nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 7, 7])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 7, 7])],
+        [helper.make_tensor("ones", TensorProto.INT64, [4], [1, 1, 1, 1])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     new, report = rewrite_model(model)

