@@ -527,6 +527,15 @@ class _ProtoIndex:
             graph_outputs={o.name for g in graphs for o in g.output},
         )
 
+    def constant(self, name: str) -> Optional[np.ndarray]:
+        """The value of an initializer or of a Constant node's ``value``; None otherwise."""
+        if name in self.initializers:
+            return tensor_value(self.initializers[name])
+        node = self.producers.get(name)
+        if node is not None and node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            return onnx.numpy_helper.to_array(node.attribute[0].t)
+        return None
+
     def is_used(self, name: str) -> bool:
         return name in self.consumers or name in self.graph_outputs
 
@@ -544,8 +553,10 @@ def _site_from_proto(node: onnx.NodeProto, opset: int, types: dict[str, onnx.Typ
     shape, dtype, dtype_name = _shape_and_dtype(types.get(node.input[0]))
     indices = node.output[1] if len(node.output) > 1 else ""
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-    if len(node.input) > 1 and node.input[1] in index.initializers and "axes" not in attrs:  # Reduce*-18 axes
-        attrs["axes"] = [int(v) for v in tensor_value(index.initializers[node.input[1]]).reshape(-1)]
+    if len(node.input) > 1 and node.input[1] and "axes" not in attrs:  # Reduce*-18 axes
+        axes = index.constant(node.input[1])
+        if axes is not None:
+            attrs["axes"] = [int(v) for v in axes.reshape(-1)]
     return PoolSite(
         name=node.name,
         op_type=node.op_type,
