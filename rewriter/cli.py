@@ -68,6 +68,7 @@ examples:
   onnx-poolrewrite model.onnx out.onnx --report report.json
   onnx-poolrewrite model.onnx --dry-run --only MaxPool
   onnx-poolrewrite model.onnx out.onnx --exclude head/pool,GlobalAveragePool
+  onnx-poolrewrite model.onnx out.onnx --fail-on-kept --report report.json   # CI: every pool or exit 3
   onnx-poolrewrite model.onnx out.onnx --input-shape images:1,3,640,640 --inputs sample.npz
   onnx-poolrewrite --compare original.onnx candidate_from_another_tool.onnx --report check.json"""
 
