@@ -17,7 +17,8 @@ import onnx_graphsurgeon as gs
 
 
 STRICT_OPS = frozenset({"Conv", "Relu", "Add", "Concat"})
-# Ops a profile may add, each used by some lowering when allowed.
+# Ops a profile may add, each used by some lowering when allowed: the one list of
+# them (``can`` refuses any other, and ``--allow`` names them in its errors).
 PROFILE_OPS = frozenset({"Max", "Pad", "Mul", "Div"})
 
 
@@ -64,6 +65,8 @@ class SubgraphBuilder:
 
     def can(self, op: str) -> bool:
         """Whether the target profile allows ``op`` (Pad-1 spells its pads differently: not used)."""
+        if op not in PROFILE_OPS | STRICT_OPS:
+            raise ValueError(f"{op} is not in PROFILE_OPS: list it there, so that --allow knows it")
         return op in self.allowed and not (op == "Pad" and self.opset < 2)
 
     def _constant(self, hint: str, values: np.ndarray) -> gs.Constant:

@@ -1,7 +1,10 @@
 """``onnx-poolrewrite``: a thin command line over :mod:`rewriter`'s Python API.
 
 Exit codes: 0 success (including "nothing to rewrite"), 1 validation failed,
-2 usage error or unreadable/invalid input. Errors are one line on stderr.
+2 usage error or unreadable/invalid input (also an ``--only``/``--exclude`` name
+that matches no pool node, or an unknown ``--allow`` op), 3 pool nodes kept under
+``--fail-on-kept`` (OUT not written). Errors are one line on stderr; the table
+goes to stdout, progress to stderr.
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ from .lower import SITE_OPS
 from .passes import PoolRewritePass
 from .report import dumps
 from .shapes import ShapeError, graph_inputs, overwrite_input_shapes, parse_shape_options, shapes_for
+from .columns import format_columns
+from .selection import SelectionError, kept_by_request
 
-EXIT_OK, EXIT_VALIDATION_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_VALIDATION_FAILED, EXIT_USAGE, EXIT_KEPT = 0, 1, 2, 3
 
 DESCRIPTION = """\
 Replace every MaxPool, AveragePool, GlobalMaxPool and GlobalAveragePool node
@@ -48,7 +53,10 @@ EPILOG = """\
 exit codes:
   0  success; also when there is nothing to rewrite (OUT is then a copy of IN)
   1  validation failed; OUT is not written (with --compare: the models are not equal)
-  2  usage error, or an unreadable or invalid input; OUT is not written
+  2  usage error, or an unreadable or invalid input; OUT is not written. Also a name
+     in --only/--exclude that matches no pool node, or an unknown op in --allow
+  3  --fail-on-kept and some pool node was kept (not for nodes --only/--exclude
+     leave out); OUT is not written, the table and --report say which and why
 
 input suites (each seeded): signed-normal, all-negative, tie-heavy-int (-10..10),
 wide-range (mixed signs over many decades), plus --inputs if given. Every
@@ -62,6 +70,7 @@ examples:
   onnx-poolrewrite model.onnx --dry-run --only MaxPool
   onnx-poolrewrite model.onnx out.onnx --exclude head/pool,GlobalAveragePool
   onnx-poolrewrite model.onnx out.onnx --overwrite-input-shape images:1,3,640,640
+  onnx-poolrewrite model.onnx out.onnx --fail-on-kept --report report.json   # CI: every pool or exit 3
   onnx-poolrewrite model.onnx out.onnx --input-shape images:1,3,640,640 --inputs sample.npz
   onnx-poolrewrite --compare original.onnx candidate_from_another_tool.onnx --report check.json"""
 
@@ -77,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # --flip must not quietly mean --flip-kernels
     )
     p.add_argument("input", metavar="IN", help="the ONNX model to rewrite (never modified)")
     p.add_argument("output", metavar="OUT", nargs="?", help="where to write the rewritten model (not needed with --dry-run)")
@@ -95,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="never rewrite these nodes: node names, output tensor names or op types (repeatable)",
     )
     p.add_argument("--dry-run", action="store_true", help="print the plan and write no model (--report is still written)")
+    p.add_argument(
+        "--fail-on-kept", action="store_true",
+        help="exit 3 and write no OUT when any pool node is kept (nodes left out by --only/--exclude do not count)",
+    )
     p.add_argument("--in-place", action="store_true", help="allow OUT to be IN (still written atomically, and only after validation)")
     p.add_argument(
         "--overwrite-input-shape", metavar="NAME:D0,D1,...", action="append",
@@ -164,8 +178,10 @@ class _Console:
             self.quiet = True
 
     def progress(self, text: str) -> None:
-        """Progress goes to stderr, and only once work has run a moment."""
+        """Progress goes to stderr, and only once work has run a moment; stdout is
+        flushed first, so a terminal shows both in the order they were written."""
         if not self.quiet and time.monotonic() - self.started > 1.0:
+            sys.stdout.flush()
             print(text, file=sys.stderr, flush=True)
 
 
@@ -225,15 +241,35 @@ def _compare(args: argparse.Namespace, reference, candidate, console: _Console, 
     if validation.comparisons:
         console.out(validation.output_table())
     if args.verbose:
-        for c in validation.comparisons:
-            console.out(
-                f"  {c.output:<24} {c.suite:<14} {'ok  ' if c.passed else 'FAIL'} "
-                f"abs {c.max_abs_error:.3g}  rel {c.rel_error:.3g}  ulp {c.ulp_error:.3g} {c.note}"
-            )
-        for n in validation.nodes:
-            verdict = {True: "ok  ", False: "FAIL", None: "n/a "}[n.passed]
-            console.out(f"  node {n.name or n.output:<19} {n.op_type:<14} {verdict} rel {n.rel_error:.3g}  ulp {n.ulp_error:.3g} {n.note}")
+        console.out(_verbose_rows(validation))
     return validation
+
+
+def _verbose_rows(validation) -> str:
+    """``-v``: every output comparison, then every node check, as aligned columns."""
+    outputs = [
+        [c.output, c.suite, "ok" if c.passed else "FAIL", f"{c.max_abs_error:.3g}", f"{c.rel_error:.3g}", f"{c.ulp_error:.3g}", c.note]
+        for c in validation.comparisons
+    ]
+    lines = format_columns(["output", "suite", "result", "max abs", "rel", "ulps", "note"], outputs, right=(3, 4, 5), indent="  ")
+    if validation.nodes:
+        nodes = [
+            [n.name or n.output, n.op_type, {True: "ok", False: "FAIL", None: "n/a"}[n.passed], f"{n.rel_error:.3g}",
+             f"{n.ulp_error:.3g}", n.worst_suite, n.note]
+            for n in validation.nodes
+        ]
+        lines += format_columns(["node", "op", "result", "rel", "ulps", "worst suite", "note"], nodes, right=(3, 4), indent="  ")
+    return "\n".join(lines)
+
+
+def _kept_failure(report) -> Optional[str]:
+    """``--fail-on-kept``: the one-line complaint when a pool node was kept, else None."""
+    kept = [n for n in report.kept if not kept_by_request(n.reason)]
+    if not kept:
+        return None
+    shown = "; ".join(f"{n.name or n.output} ({n.reason})" for n in kept[:3])
+    more = f"; and {len(kept) - 3} more" if len(kept) > 3 else ""
+    return f"{len(kept)} pool node(s) kept (--fail-on-kept): {shown}{more}"
 
 
 def _write_report(path: Optional[str], data: dict) -> None:
@@ -329,6 +365,11 @@ def _rewrite(args: argparse.Namespace, loaded: LoadedModel, console: _Console) -
         _write_report(args.report, report.to_dict())
         return code
 
+    kept_failure = _kept_failure(report) if args.fail_on_kept else None
+    if kept_failure:
+        report.validation = {"passed": None, "skipped": "--fail-on-kept: pool nodes kept", "worst": None}
+        print(f"onnx-poolrewrite: {kept_failure}; {args.output or 'OUT'} not written", file=sys.stderr)
+        return finish(EXIT_KEPT)
     if args.dry_run:
         report.validation = {"passed": None, "skipped": "--dry-run", "worst": None}
         console.out("dry run: nothing written")
@@ -376,7 +417,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except InputError as err:
+    except (InputError, SelectionError) as err:
         print(f"onnx-poolrewrite: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

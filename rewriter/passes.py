@@ -25,6 +25,7 @@ from .wire import tensor_value
 from .lower import POOL_OPS, SITE_OPS, max_pool, rule_for
 from .lower.checks import STATIC_SHAPE_HINT, attribute_support
 from .report import KEPT, REWRITTEN, NodeResult, Report
+from .selection import EXCLUDED, NOT_SELECTED, check_allow, check_selection
 from .site import NonNegativity, PoolSite, comes_out_of_conv, max_window_reach
 from .spec import SpecError, pool_spec_from_attributes
 
@@ -52,6 +53,11 @@ class PoolRewritePass:
             The lowering uses Max (bit-exact pairwise max), Pad (edge
             padding), Div or Mul (average divisors) when allowed.
 
+    Raises :class:`~rewriter.selection.SelectionError` (a ``ValueError``) for an
+    ``allow`` name that is no ONNX op type (``"max"`` for ``"Max"``), and from
+    :meth:`run` / :meth:`run_graph`, before anything is changed, for an ``only``
+    or ``exclude`` name that matches no pool node.
+
     A pass is a callable: ``result = PoolRewritePass()(model)``.
     """
 
@@ -66,7 +72,7 @@ class PoolRewritePass:
     ) -> None:
         self.only = set(only) if only is not None else None
         self.exclude = set(exclude or ())
-        self.allow = frozenset(allow)
+        self.allow = check_allow(allow)
         self.rewrite_double = rewrite_double
         self.share_ladders = share_ladders
 
@@ -77,19 +83,21 @@ class PoolRewritePass:
     def _selection_reason(self, site: PoolSite) -> Optional[str]:
         keys = {site.name, site.op_type, site.output_name} - {""}
         if self.only is not None and not keys & self.only:
-            return "not selected by --only"
+            return NOT_SELECTED
         if keys & self.exclude:
-            return "excluded by --exclude"
+            return EXCLUDED
         return None
 
     def _plan(self, site: PoolSite, taken_prefixes: set[str]) -> tuple[NodeResult, Optional[SubgraphBuilder]]:
         """Decide one node; return its report row and, if rewritten, the built subgraph."""
         result = NodeResult(name=site.name, op_type=site.op_type, output=site.output_name, status=KEPT)
         rule = rule_for(site.op_type)
-        reason = self._selection_reason(site) or rule.check(site)
-        result.attributes = site.spec.describe() if site.spec is not None else _raw_attributes(site.attrs)
+        selection_reason = self._selection_reason(site)
+        check_reason = rule.check(site)  # also for a deselected node: it resolves the attributes the table shows
+        reason = selection_reason or check_reason
+        result.attributes = site.spec.describe() if site.spec is not None else _raw_attributes(site.op_type, site.attrs)
         if reason is not None:
-            result.reason, result.invalid = reason, site.invalid
+            result.reason, result.invalid = reason, site.invalid and selection_reason is None
             return result, None
         assert site.dtype is not None and site.input_shape is not None
         prefix = _fresh_prefix(site.name or site.output_name, taken_prefixes)
@@ -209,10 +217,8 @@ class PoolRewritePass:
         index = _ProtoIndex.of(graphs)
         taken = _prefixes_of([n.name for g in graphs for n in g.node] + list(index.producers) + list(index.initializers))
         nonnegative = NonNegativity.of_graphs(graphs)
+        graph_sites: list[tuple[onnx.GraphProto, dict[int, PoolSite]]] = []
         for graph in graphs:  # the main graph, then every If/Loop/Scan body, nested ones included
-            new_nodes: list[onnx.NodeProto] = []
-            new_initializers: list[onnx.TensorProto] = []
-            changed = False
             sites: dict[int, PoolSite] = {}
             for position, node in enumerate(graph.node):
                 if node.op_type in SITE_OPS and node.domain in ONNX_DOMAINS:
@@ -224,6 +230,12 @@ class PoolRewritePass:
                         site.allow_double = self.rewrite_double
                         site.between_qdq = index.between_qdq(site)
                         sites[position] = site
+            graph_sites.append((graph, sites))
+        check_selection(self.only, self.exclude, [site for _, sites in graph_sites for site in sites.values()])
+        for graph, sites in graph_sites:
+            new_nodes: list[onnx.NodeProto] = []
+            new_initializers: list[onnx.TensorProto] = []
+            changed = False
             shared = self._shared_groups(sites)
             for position, node in enumerate(graph.node):
                 if position not in sites:
@@ -283,6 +295,7 @@ class PoolRewritePass:
             return np.asarray(tensor.values) if isinstance(tensor, gs.Constant) else None
 
         nonnegative = NonNegativity(producer, constant)
+        found: list[tuple[gs.Graph, gs.Node, PoolSite]] = []
         for g, node in [(g, n) for g in graphs for n in list(g.nodes)]:
             if node.op not in SITE_OPS or (node.domain or "") not in ONNX_DOMAINS:
                 continue
@@ -301,10 +314,14 @@ class PoolRewritePass:
                 dtype_name=dtype.name if dtype is not None else "",
                 indices_used=bool(indices is not None and indices.name and (indices.outputs or indices.name in output_names)),
             )
-            if len(node.inputs) > 1 and isinstance(node.inputs[1], gs.Constant) and "axes" not in site.attrs:
-                site.attrs["axes"] = [int(v) for v in np.asarray(node.inputs[1].values).reshape(-1)]
-            if not _is_pool(site):
-                continue
+            axes = _gs_constant_value(node.inputs[1]) if len(node.inputs) > 1 else None
+            if axes is not None and "axes" not in site.attrs:  # Reduce*-18 axes
+                site.attrs["axes"] = [int(v) for v in axes.reshape(-1)]
+            if _is_pool(site):
+                found.append((g, node, site))
+        check_selection(self.only, self.exclude, [site for _, _, site in found])
+        for g, node, site in found:
+            x, y = node.inputs[0], node.outputs[0]
             site.input_nonnegative = nonnegative(x.name)
             site.input_from_conv = comes_out_of_conv(x.name, producer)
             site.input_reach = max_window_reach(x.name, producer)
@@ -347,6 +364,15 @@ def _fresh_prefix(base: str, taken_prefixes: set[str]) -> str:
     return prefix
 
 
+def _gs_constant_value(tensor: gs.Tensor) -> Optional[np.ndarray]:
+    """A graphsurgeon tensor's value when it is a constant or a Constant node's output."""
+    if isinstance(tensor, gs.Constant):
+        return np.asarray(tensor.values)
+    if len(tensor.inputs) == 1 and tensor.inputs[0].op == "Constant" and isinstance(tensor.inputs[0].attrs.get("value"), gs.Constant):
+        return np.asarray(tensor.inputs[0].attrs["value"].values)
+    return None
+
+
 def _is_pool(site: PoolSite) -> bool:
     is_pool = getattr(rule_for(site.op_type), "is_pool", None)
     return is_pool is None or is_pool(site)
@@ -357,8 +383,12 @@ def _fingerprint(builder: SubgraphBuilder) -> bytes:
     return nodes + b"".join(OnnxExporter.export_tensor_proto(c).SerializeToString() for c in builder.constants)
 
 
-def _raw_attributes(attrs: dict) -> str:
+def _raw_attributes(op_type: str, attrs: dict) -> str:
     """The report's short attribute form for nodes refused before their spec was resolved."""
+    if op_type.startswith("Global"):
+        return "global"
+    if op_type.startswith("Reduce"):
+        return "global (axes " + ",".join(str(a) for a in attrs.get("axes", [])) + ")"
     def join(key: str, sep: str = "x") -> str:
         return sep.join(str(v) for v in attrs[key])
 
@@ -537,6 +567,15 @@ class _ProtoIndex:
             graph_outputs={o.name for g in graphs for o in g.output},
         )
 
+    def constant(self, name: str) -> Optional[np.ndarray]:
+        """The value of an initializer or of a Constant node's ``value``; None otherwise."""
+        if name in self.initializers:
+            return tensor_value(self.initializers[name])
+        node = self.producers.get(name)
+        if node is not None and node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            return onnx.numpy_helper.to_array(node.attribute[0].t)
+        return None
+
     def is_used(self, name: str) -> bool:
         return name in self.consumers or name in self.graph_outputs
 
@@ -554,8 +593,10 @@ def _site_from_proto(node: onnx.NodeProto, opset: int, types: dict[str, onnx.Typ
     shape, dtype, dtype_name = _shape_and_dtype(types.get(node.input[0]))
     indices = node.output[1] if len(node.output) > 1 else ""
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-    if len(node.input) > 1 and node.input[1] in index.initializers and "axes" not in attrs:  # Reduce*-18 axes
-        attrs["axes"] = [int(v) for v in tensor_value(index.initializers[node.input[1]]).reshape(-1)]
+    if len(node.input) > 1 and node.input[1] and "axes" not in attrs:  # Reduce*-18 axes
+        axes = index.constant(node.input[1])
+        if axes is not None:
+            attrs["axes"] = [int(v) for v in axes.reshape(-1)]
     return PoolSite(
         name=node.name,
         op_type=node.op_type,

@@ -7,8 +7,11 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
+from .columns import format_columns, numbered_note
+
 REWRITTEN = "rewritten"
 KEPT = "kept"
+CELL_WIDTH = 40  # longer reasons are printed in full below the table
 
 
 @dataclass
@@ -71,37 +74,29 @@ class Report:
         return dumps(self.to_dict())
 
     def table(self) -> str:
-        """A fixed-width table, one row per pool node, then totals."""
+        """A fixed-width table, one row per pool node, then totals.
+
+        A reason or a "became" too long for its column is never cut: the cell
+        says ``see [N]`` and the text follows the totals in full, as note N.
+        """
         headers = ["name", "op", "attributes", "status", "became / reason", "added"]
-        rows = [
-            [
-                n.name or f"<-> {n.output}",
-                n.op_type,
-                n.attributes,
-                n.status,
-                _clip(n.became if n.status == REWRITTEN else (n.reason or ""), 72),
-                str(n.nodes_added),
-            ]
-            for n in self.nodes
-        ]
-        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-
-        def line(cells: list[str]) -> str:
-            return "  ".join(c.ljust(w) if i < 5 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-        out = [line(headers), line(["-" * w for w in widths])]
-        out += [line(r) for r in rows]
+        rows, details = [], []
+        for n in self.nodes:
+            label = n.name or f"<-> {n.output}"
+            text = n.became if n.status == REWRITTEN else (n.reason or "")
+            if len(text) > CELL_WIDTH:
+                details.append(numbered_note(len(details) + 1, f"{label}: {text}"))
+                text = f"see [{len(details)}]"
+            rows.append([label, n.op_type, n.attributes, n.status, text, str(n.nodes_added)])
+        out = format_columns(headers, rows, right=(5,))
         t = self.totals()
         out.append(
             f"{t['pool_nodes']} pool node(s): {t['rewritten']} rewritten, {t['kept']} kept, "
             f"{t['nodes_added']} node(s) added"
         )
+        out.extend(details)
         out.extend(f"note: {note}" for note in self.notes)
         return "\n".join(out)
-
-
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def dumps(data: Any) -> str:

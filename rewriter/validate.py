@@ -30,6 +30,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from .columns import format_columns
 from .graphs import weightless_copy
 from . import io, wire
 from .io import InputError, first_line
@@ -479,8 +480,7 @@ class ValidationResult:
         ]
         headers = ["output", "worst suite", "max abs error", "noise floor", "ratio", "allowed", "verdict"]
         shown = sorted(rows, key=lambda r: r[-1] != "FAIL")[:limit]
-        widths = [max(len(h), *(len(r[i]) for r in shown)) for i, h in enumerate(headers)] if shown else [len(h) for h in headers]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip() for cells in [headers, *shown]]
+        lines = format_columns(headers, shown, right=(2, 3, 4, 5))
         if len(rows) > limit:
             lines.append(f"... and {len(rows) - limit} more output(s) (see --report)")
         return "\n".join(lines)

@@ -82,7 +82,7 @@ def test_only_and_exclude(model_path, tmp_path):
     proc = cli_run(model_path, tmp_path / "o.onnx", "--exclude", "MaxPool", "--report", report)
     assert proc.returncode == 0
     assert json.loads(report.read_text())["nodes"][0]["reason"] == "excluded by --exclude"
-    proc = cli_run(model_path, tmp_path / "o2.onnx", "--only", "other,stem/pool", "--report", report)
+    proc = cli_run(model_path, tmp_path / "o2.onnx", "--only", "y,stem/pool", "--report", report)  # output name, node name
     assert json.loads(report.read_text())["nodes"][0]["status"] == "rewritten"
 
 

@@ -67,9 +67,12 @@ def test_declared_but_unused_indices_output_is_rewritten():
 def test_only_and_exclude_select_by_name_and_op_type():
     model = pool_model("MaxPool", [1, 2, 6, 6], dict(kernel_shape=[2, 2]), name="head/pool")
     assert kept_reason(model, exclude=["head/pool"]) == "excluded by --exclude"
-    assert kept_reason(model, only=["AveragePool"]) == "not selected by --only"
     _, report = rewrite_model(model, only=["MaxPool"])
     assert report.nodes[0].status == "rewritten"
+    _, report = rewrite_model(cnn_model(), only=["GlobalAveragePool"])
+    assert [(n.name, n.status, n.reason) for n in report.nodes] == [
+        ("pool", "kept", "not selected by --only"), ("gap", "rewritten", None)
+    ]
 
 
 def cnn_model() -> onnx.ModelProto:
@@ -113,7 +116,7 @@ def test_everything_else_is_preserved():
 
 def test_nothing_to_rewrite_returns_an_equal_model():
     model = cnn_model()
-    new, report = rewrite_model(model, only=["nothing-matches"])
+    new, report = rewrite_model(model, exclude=["MaxPool", "gap"])
     assert new.SerializeToString() == model.SerializeToString()
     assert all(n.status == "kept" for n in report.nodes)
 
