@@ -106,7 +106,8 @@ class _Graph:
         ks = [k, k] if isinstance(k, int) else list(k)
         ss = [s] * len(ks) if isinstance(s, int) else list(s)
         fan_in = cin // group * int(np.prod(ks))
-        w = self.rng.standard_normal((cout, cin // group, *ks)) * np.sqrt(gain / fan_in)
+        std = np.sqrt(gain / fan_in)
+        w = self.rng.standard_normal((cout, cin // group, *ks)) * std
         inputs = [x, self.const(w.astype(np.float32), "w")]
         if bias or not bn:
             inputs.append(self.const((0.1 * self.rng.standard_normal(cout)).astype(np.float32), "b"))
@@ -348,8 +349,8 @@ def yolo_sppf_detector(dynamic: bool = False, size: int = 128, *, width: int = 8
     for feat, c in ((n3, 4 * w), (p4, 8 * w)):
         bx = g.conv(cbs(cbs(feat, c, c), c, c), c, 4, 1, bn=False)
         cl = cbs(cbs(feat, c, c), c, c)
-        cl = g.conv(cl, c, num_classes, 1, bn=False, gain=1.0)
-        g.inits[g.nodes[-1].input[2]] += np.float32(-4.0)  # prior p~0.02, as YOLO initialises
+        cl = g.conv(cl, c, num_classes, 1, bn=False, gain=8.0)
+        g.inits[g.nodes[-1].input[2]] += np.float32(-8.0)  # background anchors: tiny scores, as trained detectors give
         flat = g.const(np.array([0, 0, -1], np.int64), "shape")
         boxes.append(g.op("Reshape", [bx, flat]))
         scores.append(g.op("Reshape", [cl, flat]))
@@ -389,7 +390,7 @@ def ocr_se_recognizer(dynamic: bool = False, size: int = 64, *, width: int = 8, 
     x = g.op("AveragePool", [x], name="out_pool", kernel_shape=[2, 3], strides=[2, 1], pads=[0, 1, 0, 1], count_include_pad=0)
     x = g.hardswish(g.conv(x, c, 8 * w, 1, bn=False))  # neck
     seq = g.op("Transpose", [g.op("Squeeze", [x, g.const(np.array([2], np.int64), "axes")])], perm=[0, 2, 1])
-    fc = g.const((g.rng.standard_normal((8 * w, num_classes)) * np.sqrt(4.0 / (8 * w))).astype(np.float32), "fc_w")
+    fc = g.const((g.rng.standard_normal((8 * w, num_classes)) * np.sqrt(16.0 / (8 * w))).astype(np.float32), "fc_w")
     logits = g.op("Add", [g.op("MatMul", [seq, fc]), g.const((0.5 * g.rng.standard_normal(num_classes)).astype(np.float32), "fc_b")])
     g.op("Softmax", [logits], name="softmax_0.tmp_0", axis=2)
     return _finish(
@@ -415,6 +416,8 @@ def keras_nhwc_classifier(dynamic: bool = False, size: int = 32, *, width: int =
     x = g.op("AveragePool", [x], name="average_pooling2d", kernel_shape=[3, 3], strides=[1, 1], auto_pad="SAME_UPPER", count_include_pad=0)
     x = g.conv(x, 2 * w, 2 * w, 3)  # no activation: the next pool sees signed values
     x = g.op("MaxPool", [x], name="max_pooling2d_1", kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER")
+    for _ in range(3):  # VGG-style stack, residual as Keras ResNets write it
+        x = g.op("Relu", [g.op("Add", [x, g.conv(g.op("Relu", [g.conv(x, 2 * w, 2 * w, 3)]), 2 * w, 2 * w, 3)])])
     x = g.op("Relu", [g.conv(x, 2 * w, 4 * w, 3)])
     x = g.op("Relu", [g.conv(x, 4 * w, 4 * w, 3)])
     x = g.op("GlobalAveragePool", [x], name="global_average_pooling2d")
@@ -470,7 +473,9 @@ def paddle_det(dynamic: bool = False, size: int = 72, *, width: int = 8, dim_sty
         up = g.op("Resize", [top, empty, empty, sizes], mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
         top = g.op("Add", [low, up])
     h = cbr(cbr(top, inner, inner), inner, inner)
-    g.op("Sigmoid", [g.conv(h, inner, 1, 1, bn=False)], name="sigmoid_0.tmp_0")
+    prob = g.conv(h, inner, 1, 1, bn=False, gain=8.0)
+    g.inits[g.nodes[-1].input[2]] += np.float32(-4.0)  # mostly background: small probabilities
+    g.op("Sigmoid", [prob], name="sigmoid_0.tmp_0")
     hw: list[Dim] = [-1, -1] if dim_style == "minus_one" else ["?", "?"]
     return _finish(
         g, name="paddle_det", inputs=[("x", TensorProto.FLOAT, [-1, 3, *hw])], outputs=["sigmoid_0.tmp_0"], opset=11,
@@ -488,7 +493,7 @@ def mtcnn_pnet(dynamic: bool = False, size: int = 24, *, seed: int = 0) -> onnx.
     g = _Graph(seed)
 
     def conv_prelu(x, cin, cout, name):
-        y = g.conv(x, cin, cout, 3, pads=[0, 0, 0, 0], bn=False, name=name)
+        y = g.conv(x, cin, cout, 3, pads=[0, 0, 0, 0], name=name)  # BN folded: as a caffe conv with bias
         slope = g.const((0.25 + 0.05 * g.rng.standard_normal((cout, 1, 1))).astype(np.float32), "slope")
         return g.op("PRelu", [y, slope])
 
@@ -499,7 +504,7 @@ def mtcnn_pnet(dynamic: bool = False, size: int = 24, *, seed: int = 0) -> onnx.
     g.conv(x, 32, 4, 1, bn=False, gain=1.0, name="conv4-2")
     return _finish(
         g, name="pnet", inputs=[("input", TensorProto.FLOAT, ["N", 3, "H", "W"])], outputs=["prob1", "conv4-2"], opset=13,
-        static={"input": [1, 3, size, size]}, alt_static={"input": [2, 3, size + 12, size + 6]}, dynamic=dynamic, fold_bn=False,
+        static={"input": [1, 3, size, size]}, alt_static={"input": [2, 3, size + 12, size + 6]}, dynamic=dynamic, fold_bn=True,
     )
 
 
