@@ -28,7 +28,7 @@ numpy from a fixed seed, shaped like what a real exporter writes:
                             ``prob1`` and raw ``conv4-2`` boxes.
 ``text_1d_classifier``      Magika-style: int64 ``input_ids`` -> Gather embedding ->
                             Transpose -> Conv1d -> MaxPool1d k3/s2/p1 (on the signed
-                            conv output) -> Relu -> Conv1d x2 -> GlobalMaxPool ->
+                            conv output) -> Conv1d x2 -> GlobalMaxPool ->
                             Gemm -> Softmax.
 ==========================  ===================================================
 
@@ -322,7 +322,8 @@ def yolo_sppf_detector(dynamic: bool = False, size: int = 128, *, width: int = 8
     dynamic: ``images`` is ``[batch, 3, height, width]``. Outputs ``boxes``
     [N, 4, A] (raw regression) and ``scores`` [N, num_classes, A] (sigmoid,
     biased towards tiny values as trained detectors are). Pools: SPPF's three
-    MaxPool 5/s1/p2 named ``sppf/m1..m3`` on a SiLU output.
+    MaxPool 5/s1/p2 named ``sppf/m1..m3`` on a SiLU output
+    where every 4th channel is suppressed (mostly negative, as in trained nets).
     """
     g, w = _Graph(seed), width
 
@@ -337,7 +338,10 @@ def yolo_sppf_detector(dynamic: bool = False, size: int = 128, *, width: int = 8
     p3 = bottleneck(cbs(x, 2 * w, 4 * w, 3, 2), 4 * w)  # /8
     p4 = bottleneck(cbs(p3, 4 * w, 8 * w, 3, 2), 8 * w)  # /16
     # SPPF
-    s = cbs(p4, 8 * w, 4 * w, 1)
+    s = g.conv(p4, 8 * w, 4 * w, 1)
+    bn = next(n for n in reversed(g.nodes) if n.op_type == "BatchNormalization")
+    g.inits[bn.input[2]][::4] -= 2.5  # suppressed channels, as trained nets have: SiLU ~ -0.1 everywhere
+    s = g.silu(s)
     m1 = g.op("MaxPool", [s], name="sppf/m1", kernel_shape=[5, 5], strides=[1, 1], pads=[2, 2, 2, 2])
     m2 = g.op("MaxPool", [m1], name="sppf/m2", kernel_shape=[5, 5], strides=[1, 1], pads=[2, 2, 2, 2])
     m3 = g.op("MaxPool", [m2], name="sppf/m3", kernel_shape=[5, 5], strides=[1, 1], pads=[2, 2, 2, 2])
@@ -519,8 +523,7 @@ def text_1d_classifier(dynamic: bool = False, size: int = 64, *, vocab: int = 25
     table = g.const(g.rng.standard_normal((vocab, embed)).astype(np.float32), "embedding")
     x = g.op("Transpose", [g.op("Gather", [table, "input_ids"], axis=0)], perm=[0, 2, 1])
     x = g.conv(x, embed, 32, [5], 1, bn=False, gain=1.0)
-    x = g.op("MaxPool", [x], name="max_pool1d", kernel_shape=[3], strides=[2], pads=[1, 1])
-    x = g.op("Relu", [x])
+    x = g.op("MaxPool", [x], name="max_pool1d", kernel_shape=[3], strides=[2], pads=[1, 1])  # Conv1D(activation=None)
     x = g.op("Relu", [g.conv(x, 32, 32, [3], 1)])
     x = g.conv(x, 32, 48, [3], 1)
     x = g.op("Flatten", [g.op("GlobalMaxPool", [x], name="global_max_pool")], axis=1)
