@@ -7,7 +7,9 @@ beyond rounding, at the broken pool's output and at the graph outputs.
 
 from __future__ import annotations
 
+import collections
 import functools
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -154,3 +156,27 @@ def test_rewire_rewritten_pool():
     pre_silu = next(n for n in original.graph.node if n.output[0] == pre_silu).input[0]
     candidate = bugs.rewire_rewritten_pool(rewritten, "sppf/m1", pre_silu)
     assert max(_rel(a, b) for a, b in zip(ref, run(candidate, feeds))) > 1e-3
+
+
+TORCH_DATA = Path(__file__).parent / "data" / "torch"
+TORCH_DYNAMIC = {  # export -> (pool ops it holds, two shapes its dynamic axes accept)
+    "ocr_se.ts13_dynhw.onnx": ({"GlobalAveragePool": 3, "MaxPool": 1, "AveragePool": 1}, [(1, 3, 32, 48), (2, 3, 32, 80)]),
+    "ocr_se.dynamo_dynhw.onnx": ({"ReduceMean": 3, "MaxPool": 1, "AveragePool": 1}, [(1, 3, 32, 48), (2, 3, 32, 80)]),
+    "yolo_sppf.ts13_dynhw.onnx": ({"MaxPool": 3}, [(1, 3, 64, 64), (2, 3, 96, 48)]),
+    "yolo_sppf.dynamo_dynhw.onnx": ({"MaxPool": 3}, [(1, 3, 64, 64), (2, 3, 96, 48)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TORCH_DYNAMIC))
+def test_torch_dynamic_exports_are_dynamic_and_run(name):
+    """The committed PyTorch exports (scripts/export_torch_blocks.py) free batch and width (and height)."""
+    pools, shapes = TORCH_DYNAMIC[name]
+    model = onnx.load(TORCH_DATA / name)
+    onnx.checker.check_model(model)
+    counts = collections.Counter(n.op_type for n in model.graph.node if n.op_type in {*pools, "GlobalMaxPool"})
+    assert dict(counts) == pools
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    free = [i for i, d in enumerate(dims) if not d.HasField("dim_value")]
+    assert free == ([0, 3] if name.startswith("ocr") else [0, 2, 3])
+    results = [run(model, {"x": np.random.default_rng(0).standard_normal(s).astype(np.float32)})[0] for s in shapes]
+    assert results[0].shape != results[1].shape and all(np.isfinite(r).all() for r in results)
