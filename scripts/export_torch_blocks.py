@@ -49,6 +49,11 @@ Networks (name: pools it contains):
 ``segnet``         MaxPool2d(2, 2, return_indices=True) -> MaxPool2d(3, 1, 1) ->
                    unpool by scatter with the indices (the indices pool must
                    be kept; the plain one rewritten).
+``ocr_se``         OCR-recognizer-ish: 3 depthwise blocks with SE
+                   (AdaptiveAvgPool2d(1) -> Conv -> ReLU -> Conv -> Hardsigmoid -> Mul),
+                   MaxPool2d((2,2),(2,1),(0,1)), AvgPool2d((2,2),(2,1)), softmax.
+``yolo_sppf``      YOLO-ish: stride-2 Conv+BN+SiLU path to /8, SPPF, raw box
+                   and sigmoid score heads concatenated.
 ``scripted_if``    a torch.jit.script module with a data-dependent ``if``:
                    MaxPool2d(3, 2, 1) in one branch, AvgPool2d(3, 2, 1,
                    count_include_pad=False) in the other (pools inside an ``If``
@@ -64,6 +69,8 @@ Exports (file name ``<net>.<variant>.onnx``):
 ``dynamo_dyn`` the dynamo exporter with a dynamic batch dim (``dynamic_shapes``).
 ``ts13_dynhw`` ts13 with dynamic spatial dims too (pools must be kept), for
                the nets in ``EXTRA_NETS``.
+``dynamo_dynhw`` the dynamo exporter with dynamic batch, height and width
+               (each spatial dim a multiple of 16), for the nets in ``EXTRA_NETS``.
 ``ts13_fp16``  ts13 of ``net.half()`` (float16 pools).
 ``ts15_funcs`` opset 15 with ``export_modules_as_functions`` for the pool
                modules: the pools end up inside ONNX local functions.
@@ -94,12 +101,13 @@ SEED = 0
 OPSET9_NETS = ("resnet18", "vgg", "squeezenet", "inception", "avg_ceil_cip", "sppf")
 # extra variants, each for a few nets only
 EXTRA_NETS = {
-    "ts13_dynhw": ("resnet18", "sppf", "inception"),
+    "ts13_dynhw": ("resnet18", "sppf", "inception", "ocr_se", "yolo_sppf"),
+    "dynamo_dynhw": ("ocr_se", "yolo_sppf"),
     "ts13_fp16": ("resnet18", "sppf", "inception", "avg_ceil_nocip", "pool1d"),
     "ts15_funcs": ("resnet18", "sppf", "inception"),
 }
 SCRIPT_NETS = ("scripted_if",)  # exported as torch.jit.script modules, TorchScript exporter only
-VARIANTS = ("ts13", "ts9", "dynamo", "dynamo_dyn", "ts13_dynhw", "ts13_fp16", "ts15_funcs")
+VARIANTS = ("ts13", "ts9", "dynamo", "dynamo_dyn", "ts13_dynhw", "dynamo_dynhw", "ts13_fp16", "ts15_funcs")
 
 
 # -- building blocks ----------------------------------------------------------
@@ -412,6 +420,73 @@ class ScriptedIf(nn.Module):
         return y
 
 
+class SE(nn.Module):
+    """Squeeze-excitation as PP-OCR/MobileNetV3 write it: AdaptiveAvgPool2d(1) ->
+    Conv1x1 -> ReLU -> Conv1x1 -> Hardsigmoid -> Mul."""
+
+    def __init__(self, c, r=4):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(c, max(c // r, 4), 1)
+        self.fc2 = nn.Conv2d(max(c // r, 4), c, 1)
+
+    def forward(self, x):
+        return x * F.hardsigmoid(self.fc2(F.relu(self.fc1(self.pool(x)))))
+
+
+class DepthwiseSE(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.dw = conv_bn(cin, cin, 3, 1, 1)
+        self.dw[0] = nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False)
+        self.se = SE(cin)
+        self.pw = conv_bn(cin, cout, 1)
+
+    def forward(self, x):
+        return F.hardswish(self.pw(self.se(F.hardswish(self.dw(x)))))
+
+
+class OcrSE(nn.Module):
+    """CRNN/PP-OCR-rec-ish: SE blocks (GlobalAveragePool), a MaxPool (2,2)/s(2,1)/p(0,1),
+    an AvgPool (2,2)/s(2,1) collapsing the height, a per-column softmax."""
+
+    input_shape = (1, 3, 32, 48)
+    dynamic_spatial = (3,)  # the height stays 32, as OCR exports declare it
+
+    def __init__(self):
+        super().__init__()
+        self.stem = conv_bn(3, 8, 3, 2, 1)  # H 16
+        self.b1 = DepthwiseSE(8, 8, (2, 1))  # H 8
+        self.b2 = DepthwiseSE(8, 16, (2, 1))  # H 4
+        self.pool = nn.MaxPool2d((2, 2), (2, 1), (0, 1))  # H 2, W + 1
+        self.b3 = DepthwiseSE(16, 16, 1)
+        self.out_pool = nn.AvgPool2d((2, 2), (2, 1))  # H 1, W
+        self.fc = nn.Linear(16, 12)
+
+    def forward(self, x):
+        x = self.b2(self.b1(F.hardswish(self.stem(x))))
+        x = self.out_pool(self.b3(self.pool(x)))
+        return torch.softmax(self.fc(x.squeeze(2).permute(0, 2, 1)), dim=2)
+
+
+class YoloSPPF(nn.Module):
+    """YOLO-ish: stride-2 ConvSiLU path, SPPF, a sigmoid score head and a raw box head."""
+
+    input_shape = (1, 3, 64, 64)
+
+    def __init__(self):
+        super().__init__()
+        self.down = nn.Sequential(ConvSiLU(3, 8, 3, 2), ConvSiLU(8, 16, 3, 2), ConvSiLU(16, 16, 3, 2))
+        self.sppf = SPPF()
+        self.sppf.cv0 = ConvSiLU(16, 8, 3, 1)
+        self.box = nn.Conv2d(8, 4, 1)
+        self.cls = nn.Conv2d(8, 5, 1)
+
+    def forward(self, x):
+        x = self.sppf(self.down(x))
+        return torch.cat([self.box(x).flatten(2), torch.sigmoid(self.cls(x) - 4.0).flatten(2)], 1)
+
+
 NETS = {
     "resnet18": ResNet18,
     "vgg": VGG,
@@ -428,6 +503,8 @@ NETS = {
     "avg_ceil_nocip": AvgCeilNoCip,
     "segnet": SegNet,
     "scripted_if": ScriptedIf,
+    "ocr_se": OcrSE,
+    "yolo_sppf": YoloSPPF,
 }
 
 
@@ -448,6 +525,11 @@ def build(name: str) -> nn.Module:
 # -- export -------------------------------------------------------------------
 
 
+def _dynamic_spatial(net: nn.Module, x: torch.Tensor) -> tuple[int, ...]:
+    """The spatial axes a dynamic export frees (a text recognizer keeps its height)."""
+    return tuple(getattr(net, "dynamic_spatial", range(2, x.dim())))
+
+
 def export(net: nn.Module, x: torch.Tensor, path: Path, variant: str) -> None:
     kw = dict(input_names=["x"], output_names=["y"])
     if variant in ("ts13", "ts9"):
@@ -455,9 +537,17 @@ def export(net: nn.Module, x: torch.Tensor, path: Path, variant: str) -> None:
                           opset_version=13 if variant == "ts13" else 9,
                           dynamic_axes={"x": {0: "N"}, "y": {0: "N"}}, **kw)
     elif variant == "ts13_dynhw":
-        axes = {0: "N", **{d: f"S{d}" for d in range(2, x.dim())}}
+        axes = {0: "N", **{d: f"S{d}" for d in _dynamic_spatial(net, x)}}
         torch.onnx.export(net, (x,), str(path), dynamo=False, opset_version=13,
                           dynamic_axes={"x": axes, "y": {0: "N"}}, **kw)
+    elif variant == "dynamo_dynhw":
+        # batch 2 and distinct H/W multiples: torch.export specializes size-1 and equal dims
+        x2 = torch.cat([x, x], 0)
+        dims = {0: torch.export.Dim("N", min=1, max=64)}
+        for d in _dynamic_spatial(net, x):  # S = 16 * k keeps every stride-2 / pool size an integer formula
+            dims[d] = 16 * torch.export.Dim(f"K{d}", min=1, max=64)
+        torch.onnx.export(net, (x2,), str(path), dynamo=True, verbose=False,
+                          dynamic_shapes={"x": dims}, **kw)
     elif variant == "ts13_fp16":
         torch.onnx.export(net.half(), (x.half(),), str(path), dynamo=False, opset_version=13,
                           dynamic_axes={"x": {0: "N"}, "y": {0: "N"}}, **kw)
