@@ -474,7 +474,7 @@ class ValidationResult:
             [
                 r["output"], r["suite"], f"{r['error']:.3g}",
                 "-" if r["noise_floor"] is None else f"{r['noise_floor']:.3g}",
-                "-" if r["ratio"] is None else f"{r['ratio']:.2g}x", f"{r['allowed']:.3g}", "ok" if r["passed"] else "FAIL",
+                "-" if r["ratio"] is None else f"{r['ratio']:.2g}x" if np.isfinite(r["ratio"]) else "inf", f"{r['allowed']:.3g}", "ok" if r["passed"] else "FAIL",
             ]
             for r in self.per_output()
         ]
@@ -492,7 +492,7 @@ class ValidationResult:
         verdict = "passed" if self.passed else "FAILED"
         failed = self.failed_nodes
         if not self.passed and not w.passed and not failed and not w.note:
-            return f"validation FAILED: {_drift(w, bool(self.nodes))}{_unchecked(self.unchecked_nodes)}"
+            return f"validation FAILED: {_drift(w, self.nodes)}{_unchecked(self.unchecked_nodes)}"
         detail = w.note or f"max abs error {w.max_abs_error:.3g}, {w.rel_error:.3g} of max |reference|, {w.ulp_error:.3g} ulp"
         if not w.note and w.noise_floor:
             detail += f", {w.noise_ratio:.2g}x the network's own rounding noise ({w.noise_floor:.3g})"
@@ -527,9 +527,10 @@ def _margin(c: OutputComparison) -> float:
     return c.max_abs_error / c.allowed if c.allowed > 0 else float("inf")
 
 
-def _drift(w: OutputComparison, nodes_checked: bool) -> str:
+def _drift(w: OutputComparison, nodes: Sequence["NodeCheck"]) -> str:
     """Why outputs failed when no node did: how far past the network's own noise."""
-    lead = "every node matches; " if nodes_checked else ""
+    checked = [n for n in nodes if n.passed is not None]
+    lead = "every node matches; " if checked and len(checked) == len(nodes) else f"{len(checked)} node(s) checked alone match; " if checked else ""
     where = f"output '{w.output}' on {w.suite} inputs: max abs error {w.max_abs_error:.3g} ({w.rel_error:.3g} of max |reference|)"
     if w.noise_floor:
         return (

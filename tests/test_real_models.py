@@ -14,7 +14,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+import bugs
 import realistic
+from rewriter import rewrite_model
+from rewriter.validate import validate_models
 
 NOISE_FACTOR = 4.0  # an independent encoding of the allowance: 4x the optimizer noise
 
@@ -100,3 +103,27 @@ def test_the_tools_own_output_passes_compare(deployed):
     _, model, src, out, _ = deployed
     run = _cli("--compare", str(src), str(out), *realistic.overwrite_input_shape_args(model))
     assert run.returncode == 0, run.stderr
+
+
+@pytest.mark.parametrize("case", bugs.CASES, ids=[c.id for c in bugs.CASES])
+def test_subtly_wrong_candidates_are_refused_naming_the_node(case, tmp_path):
+    original, candidate = case.build()
+    src, cand = tmp_path / "original.onnx", tmp_path / "candidate.onnx"
+    onnx.save(original, src)
+    onnx.save(candidate, cand)
+    run = _cli("--compare", str(src), str(cand))
+    assert run.returncode == 1, run.stderr
+    line = run.stderr.strip()
+    assert len(line.splitlines()) == 1 and f"'{case.node}'" in line, line
+
+
+@pytest.mark.parametrize("case", [c for c in bugs.CASES if c.mutator is bugs.pool_on_wrong_tensor], ids=lambda c: c.id)
+def test_a_rewritten_pool_fed_from_the_wrong_tensor_is_refused(case, tmp_path):
+    """The same bug inside our own output: the subgraph of a rewritten pool reads another tensor."""
+    original = realistic.BUILDERS[case.builder](**case.kwargs)
+    rewritten, _ = rewrite_model(original)
+    wrong = bugs.pool_on_wrong_tensor(original, case.node)
+    source = next(n for n in wrong.graph.node if n.name == case.node).input[0]
+    candidate = bugs.rewire_rewritten_pool(rewritten, case.node, source)
+    result = validate_models(original, candidate)
+    assert not result.passed and f"'{case.node}'" in result.summary(), result.summary()
