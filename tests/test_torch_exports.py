@@ -32,8 +32,18 @@ CASES = {
     "resnet18.ts13_dynhw.onnx": "dynamic H and W",
     "squeezenet.ts13.onnx": "MaxPool ceil_mode",
     "dilated.dynamo_dyn.onnx": "dilated MaxPool, dynamic batch",
+    "ocr_se.ts13_dynhw.onnx": "SE blocks, dynamic batch and width, fixed for deployment",
+    "ocr_se.dynamo_dynhw.onnx": "SE blocks as ReduceMean, dynamic batch and width, fixed for deployment",
+    "yolo_sppf.ts13_dynhw.onnx": "SPPF detector, dynamic batch, height and width, fixed for deployment",
+    "yolo_sppf.dynamo_dynhw.onnx": "dynamo SPPF detector, dynamic batch, height and width, fixed for deployment",
 }
-EXTRA_ARGS = {"resnet18.ts13_dynhw.onnx": ["--input-shape", "x:2,3,40,36"]}
+EXTRA_ARGS = {
+    "resnet18.ts13_dynhw.onnx": ["--input-shape", "x:2,3,40,36"],
+    "ocr_se.ts13_dynhw.onnx": ["--overwrite-input-shape", "x:1,3,32,96"],
+    "ocr_se.dynamo_dynhw.onnx": ["--overwrite-input-shape", "x:1,3,32,96"],
+    "yolo_sppf.ts13_dynhw.onnx": ["--overwrite-input-shape", "images:1,3,64,64"],
+    "yolo_sppf.dynamo_dynhw.onnx": ["--overwrite-input-shape", "images:1,3,64,64"],
+}
 KEPT = {  # export -> words every kept node's reason must contain
     "segnet.dynamo.onnx": "Indices output is used",
     "resnet18.ts13_dynhw.onnx": "dynamic spatial dims",
