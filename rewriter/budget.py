@@ -61,8 +61,8 @@ def _cgroup_room() -> Optional[int]:
 
 
 def gib(n_bytes: float) -> str:
-    """``n_bytes`` in GiB, for messages."""
-    return f"{n_bytes / GIB:.3g} GiB"
+    """``n_bytes`` in GiB (MiB below 0.01 GiB), for messages."""
+    return f"{n_bytes / GIB:.3g} GiB" if n_bytes >= GIB / 100 else f"{n_bytes / (1 << 20):.3g} MiB"
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,8 @@ class MemoryEstimate:
         return self.feeds + self.working + self.recorded
 
     def describe(self) -> str:
-        return f"{gib(self.feeds)} of inputs, {gib(self.working)} of activations, {gib(self.recorded)} of recorded outputs"
+        parts = [(self.feeds, "inputs"), (self.working, "activations"), (self.recorded, "recorded outputs")]
+        return ", ".join(f"{gib(n)} of {what}" for n, what in parts if n >= 1 << 20)
 
 
 def estimate_validation_memory(

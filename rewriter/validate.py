@@ -112,15 +112,17 @@ def _tie_heavy(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype
 
 
 def _wide_range(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """Signed magnitudes spread evenly over decades: 10**u, u uniform in [-decades, decades)."""
+    """Signed magnitudes spread evenly over decades: ±10**e, e uniform in [-decades, decades)."""
     decades = 3 if dtype == np.float16 else 6  # float16 overflows past 65504
     work = suite_precision(dtype)
-    x = rng.random(shape, dtype=work)
+    v = rng.random(shape, dtype=work)
+    v *= 2
+    v -= 1  # uniform in [-1, 1): its sign and its magnitude are independent, one draw for both
+    x = np.abs(v)
     x *= 2 * decades
     x -= decades
     np.power(work.type(10), x, out=x)
-    np.negative(x, out=x, where=rng.random(shape, dtype=np.float32) < 0.5)
-    return x
+    return np.copysign(x, v, out=x)
 
 
 SIGNED_NORMAL = InputSuite("signed-normal", _signed_normal)
@@ -204,7 +206,7 @@ def _smaller_shape_hint(inputs: Sequence[InputDescription]) -> str:
         return ""
     dims = ",".join(f"D{i}" for i in range(len(biggest.shape)))
     now = "x".join(map(str, biggest.shape)) or "a scalar"
-    return f"; validate at a smaller deployed shape with --overwrite-input-shape {biggest.name}:{dims} ({biggest.name} is {now} here)"
+    return f"; {biggest.name} is {now} here: validate at a smaller deployed shape with --overwrite-input-shape {biggest.name}:{dims}"
 
 
 def load_user_inputs(path: str | os.PathLike, model: onnx.ModelProto) -> dict[str, np.ndarray]:
