@@ -697,7 +697,11 @@ def _inferred_tensors(model: onnx.ModelProto, inputs: Sequence[InputDescription]
         types[v.name] = tt.elem_type
         dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
         if tt.HasField("shape") and None not in dims and tt.elem_type not in (0, onnx.TensorProto.STRING):
-            sizes[v.name] = int(np.prod(dims, dtype=np.int64)) * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)).itemsize
+            try:
+                itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)).itemsize
+            except (KeyError, TypeError, ValueError):  # a type numpy cannot hold: size unknown
+                continue
+            sizes[v.name] = int(np.prod(dims, dtype=np.int64)) * itemsize
     types.update({t.name: t.data_type for t in model.graph.initializer})
     return types, sizes
 
