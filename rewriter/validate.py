@@ -18,6 +18,7 @@ the original really produces there. A failure names the node.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import time
@@ -32,7 +33,7 @@ from onnx import numpy_helper
 
 from .columns import format_columns
 from .graphs import weightless_copy
-from . import io, wire
+from . import budget, io, wire
 from .io import InputError, first_line
 from .lower import POOL_OPS, SITE_OPS
 from .noise import METHOD as NOISE_METHOD, NOISE_FACTOR, NOISE_OPTIMIZATION, OutputNoise, allowed_by_noise, noise_of_run
@@ -58,30 +59,78 @@ class ValidationSetupError(ValueError):
 # -- data loader ----------------------------------------------------------------
 
 
+# Suites fill an input a block of this many values at a time, so the temporaries
+# of a suite's formula stay small however big the input is.
+SUITE_BLOCK_VALUES = 1 << 20
+
+
 @dataclass(frozen=True)
 class InputSuite:
-    """A named way to fill float inputs; integers and bools get their own values."""
+    """A named way to fill float inputs; integers and bools get their own values.
+
+    ``make_float(rng, shape, dtype)`` returns the values of one block, of shape
+    ``(n,)``, for an input of float ``dtype``; they must not depend on their
+    position in the input. Compute them in :func:`suite_precision` ``(dtype)``."""
 
     name: str
     make_float: Callable[[np.random.Generator, tuple[int, ...], np.dtype], np.ndarray]
 
     def make(self, rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        if dtype == np.bool_:
-            return rng.random(shape) < 0.5
-        if np.issubdtype(dtype, np.integer):
-            return rng.integers(0, 8, shape).astype(dtype)  # small non-negative: ids, indices, lengths
-        return self.make_float(rng, shape, dtype).astype(dtype)
+        """An ``np.ndarray`` of ``shape`` and ``dtype`` (also for a scalar, shape ``()``),
+        filled block by block in the input's own precision (no float64 copy of a float32 input)."""
+        dtype = np.dtype(dtype)
+        out = np.empty(shape, dtype)
+        flat = out.reshape(-1)  # a view: ``out`` is fresh and contiguous
+        for start in range(0, flat.size, SUITE_BLOCK_VALUES):
+            count = min(SUITE_BLOCK_VALUES, flat.size - start)
+            if dtype == np.bool_:
+                flat[start : start + count] = rng.random(count, dtype=np.float32) < 0.5
+            elif np.issubdtype(dtype, np.integer):
+                flat[start : start + count] = rng.integers(0, 8, count)  # small non-negative: ids, indices, lengths
+            else:
+                flat[start : start + count] = self.make_float(rng, (count,), dtype)
+        return out
+
+
+def suite_precision(dtype: np.dtype) -> np.dtype:
+    """The dtype suites compute in for an input of ``dtype``: float64 for float64, float32
+    otherwise (numpy draws no float16; float32 rounds once more to float16 or bfloat16)."""
+    return np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)
+
+
+def _signed_normal(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    return rng.standard_normal(shape, dtype=suite_precision(dtype))
+
+
+def _all_negative(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    x = rng.standard_normal(shape, dtype=suite_precision(dtype))
+    np.abs(x, out=x)
+    np.negative(x, out=x)
+    x -= 0.25  # strictly negative: a zero pad would win every border window
+    return x
+
+
+def _tie_heavy(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    return rng.integers(-10, 11, shape).astype(suite_precision(dtype))
 
 
 def _wide_range(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """Signed magnitudes spread evenly over decades: ±10**e, e uniform in [-decades, decades)."""
     decades = 3 if dtype == np.float16 else 6  # float16 overflows past 65504
-    sign = np.where(rng.random(shape) < 0.5, -1.0, 1.0)
-    return sign * 10.0 ** rng.uniform(-decades, decades, shape)
+    work = suite_precision(dtype)
+    v = rng.random(shape, dtype=work)
+    v *= 2
+    v -= 1  # uniform in [-1, 1): its sign and its magnitude are independent, one draw for both
+    x = np.abs(v)
+    x *= 2 * decades
+    x -= decades
+    np.power(work.type(10), x, out=x)
+    return np.copysign(x, v, out=x)
 
 
-SIGNED_NORMAL = InputSuite("signed-normal", lambda rng, s, d: rng.standard_normal(s))
-ALL_NEGATIVE = InputSuite("all-negative", lambda rng, s, d: -np.abs(rng.standard_normal(s)) - 0.25)
-TIE_HEAVY = InputSuite("tie-heavy-int", lambda rng, s, d: rng.integers(-10, 11, s).astype(np.float64))
+SIGNED_NORMAL = InputSuite("signed-normal", _signed_normal)
+ALL_NEGATIVE = InputSuite("all-negative", _all_negative)
+TIE_HEAVY = InputSuite("tie-heavy-int", _tie_heavy)
 WIDE_RANGE = InputSuite("wide-range", _wide_range)
 DEFAULT_SUITES: tuple[InputSuite, ...] = (SIGNED_NORMAL, ALL_NEGATIVE, TIE_HEAVY, WIDE_RANGE)
 
@@ -138,8 +187,31 @@ def _dims_text(tt: onnx.TypeProto.Tensor) -> str:
 
 
 def make_feeds(inputs: Sequence[InputDescription], suite: InputSuite, seed: int = 0) -> dict[str, np.ndarray]:
+    """One suite's values for ``inputs``, the same for the same seed (so a suite can be
+    regenerated instead of kept). Raises :class:`ValidationSetupError` when they
+    cannot fit in the memory available, before allocating them."""
+    needed = sum(feed_bytes(i) for i in inputs)
+    available = budget.available_memory_bytes()
+    if available is not None and needed > available:
+        raise ValidationSetupError(
+            f"the {suite.name} inputs need {budget.gib(needed)} of memory, {budget.gib(available)} is available{_smaller_shape_hint(inputs)}"
+        )
     rng = np.random.default_rng(seed)
     return {i.name: suite.make(rng, i.shape, i.dtype) for i in inputs}
+
+
+def feed_bytes(description: InputDescription) -> int:
+    """Size of one generated input."""
+    return int(np.prod(description.shape, dtype=np.int64)) * description.dtype.itemsize
+
+
+def _smaller_shape_hint(inputs: Sequence[InputDescription]) -> str:
+    biggest = max(inputs, key=feed_bytes, default=None)
+    if biggest is None:
+        return ""
+    dims = ",".join(f"D{i}" for i in range(len(biggest.shape)))
+    now = "x".join(map(str, biggest.shape)) or "a scalar"
+    return f"; {biggest.name} is {now} here: validate at a smaller deployed shape with --overwrite-input-shape {biggest.name}:{dims}"
 
 
 def load_user_inputs(path: str | os.PathLike, model: onnx.ModelProto) -> dict[str, np.ndarray]:
@@ -219,6 +291,9 @@ class OrtRunner:
         # Prepacking keeps a second, reordered copy of every Conv/MatMul weight: a few
         # runs do not need the speed, and peak memory is at least a copy smaller.
         options.add_session_config_entry("session.disable_prepacking", "1")
+        # The memory pattern plans one block for a run's intermediates, about twice what
+        # the arena reuses without it (measured on a rewritten MaxPool); a few runs need no plan.
+        options.enable_mem_pattern = False
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, optimization)
         if not wire.has_weights_on_disk(model) and wire.serialized_size(model) < SESSION_FROM_FILE_MIN_BYTES:
             data = _serialize_with_outputs(model, expose, elem_types or {})
@@ -290,26 +365,7 @@ def _save_with_outputs(model: onnx.ModelProto, names: Sequence[str], elem_types:
 
 def elem_types(model: onnx.ModelProto) -> dict[str, int]:
     """Element type of every tensor shape inference can type; weights are not copied."""
-    return {name: t.tensor_type.elem_type for name, t in _inferred_types(model).items()}
-
-
-def _inferred_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
-    light = weightless_copy(model, keep_below_bytes=0)
-    try:
-        inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False)
-    except Exception:
-        inferred = light
-    ig = inferred.graph
-    types = {v.name: v.type for v in list(ig.input) + list(ig.value_info) + list(ig.output)}
-    for t in model.graph.initializer:
-        types[t.name] = onnx.helper.make_tensor_type_proto(t.data_type, list(t.dims))
-    return types
-
-
-def _rank(type_proto: Optional[onnx.TypeProto]) -> Optional[int]:
-    if type_proto is None or not type_proto.tensor_type.HasField("shape"):
-        return None
-    return len(type_proto.tensor_type.shape.dim)
+    return _inferred_tensors(model, [])[0]
 
 
 # -- comparator -------------------------------------------------------------------
@@ -377,17 +433,11 @@ class ToleranceComparator:
         if not np.issubdtype(ref.dtype, np.floating):
             equal = np.array_equal(ref, cand)
             return OutputComparison(output, suite, equal, 0.0 if equal else float("inf"), 0.0, 0.0, "" if equal else "values differ")
-        ref64, cand64 = ref.astype(np.float64), cand.astype(np.float64)
-        finite = np.isfinite(ref64)
-        if not np.array_equal(finite, np.isfinite(cand64)):
-            where = np.argwhere(finite != np.isfinite(cand64))[0].tolist()
-            return fail(f"non-finite values in different places (first at index {where})")
-        if not np.array_equal(ref64[~finite], cand64[~finite], equal_nan=True):
-            return fail("different non-finite values")
-        if not finite.any():
+        note, diff, scale, any_finite = _finite_difference(ref, cand)
+        if note:
+            return fail(note)
+        if not any_finite:
             return OutputComparison(output, suite, True, 0.0, 0.0, 0.0)
-        diff = float(np.max(np.abs(ref64[finite] - cand64[finite])))
-        scale = float(np.max(np.abs(ref64[finite])))
         ulp = float(np.spacing(ref.dtype.type(scale))) if scale > 0 else float(np.finfo(ref.dtype).smallest_subnormal)
         rel = diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
         if self.ulps is not None:
@@ -402,6 +452,35 @@ class ToleranceComparator:
             output, suite, diff <= allowed, diff, rel, diff / ulp, noise.note if floor is not None and noise else "",
             allowed=allowed, strict_allowed=strict, noise_floor=floor, noise_ratio=ratio,
         )
+
+
+def _finite_difference(ref: np.ndarray, cand: np.ndarray) -> tuple[str, float, float, bool]:
+    """``(failure note or "", max|ref - cand|, max|ref|, any finite value)`` over the
+    finite values; NaN and inf must match in place and value. In float64, a block
+    at a time: no float64 copy of a whole output."""
+    r, c = ref.reshape(-1), cand.reshape(-1)
+    diff = scale = 0.0
+    any_finite = False
+    for start in range(0, r.size, SUITE_BLOCK_VALUES):
+        r64 = r[start : start + SUITE_BLOCK_VALUES].astype(np.float64)
+        c64 = c[start : start + SUITE_BLOCK_VALUES].astype(np.float64)
+        finite = np.isfinite(r64)
+        moved = finite != np.isfinite(c64)
+        if moved.any():
+            where = [int(i) for i in np.unravel_index(start + int(np.argmax(moved)), ref.shape)]
+            return f"non-finite values in different places (first at index {where})", 0.0, 0.0, False
+        if not np.array_equal(r64[~finite], c64[~finite], equal_nan=True):
+            return "different non-finite values", 0.0, 0.0, False
+        if finite.all():
+            np.subtract(r64, c64, out=c64)
+        elif finite.any():
+            r64, c64 = r64[finite], r64[finite] - c64[finite]
+        else:
+            continue
+        any_finite = True
+        diff = max(diff, float(np.max(np.abs(c64))))
+        scale = max(scale, float(np.max(np.abs(r64))))
+    return "", diff, scale, any_finite
 
 
 # Models at least this big reach onnxruntime as a file with external data (see OrtRunner).
@@ -552,19 +631,105 @@ def _unchecked(nodes: list[NodeCheck]) -> str:
 
 @dataclass
 class ReferenceRun:
-    """What the original computed on every suite, kept as plain arrays (Polygraphy's
-    saved run results). Recorded once and compared with any number of candidates,
-    so the original's weights need not stay in memory while a candidate runs."""
+    """What the original computed on every suite (Polygraphy's saved run results).
+    Recorded once and compared with any number of candidates, so the original's
+    weights need not stay in memory while a candidate runs.
+
+    Nothing big is held for all suites at once: a suite's inputs are regenerated
+    from its seed when asked for (:meth:`suite_feeds`; the user's inputs are kept
+    as given), an exposed tensor that is a graph input is that run's input, and
+    recorded arrays of :data:`budget.SPILL_MIN_BYTES` or more wait in a temporary
+    folder, loaded one at a time (:meth:`recorded_output`)."""
 
     skeleton: onnx.ModelProto  # the original's graph without its large weights
     suites: list[InputSuite]
     seed: int
-    feeds: list[tuple[str, dict[str, np.ndarray]]]  # (suite name, inputs)
-    outputs: list[dict[str, np.ndarray]]  # per suite: graph outputs and pool inputs
+    inputs: list[InputDescription]  # what every suite fills
+    user_inputs: Optional[dict[str, np.ndarray]]
+    recorded: list[dict[str, Any]]  # per run: graph outputs and exposed tensors, arrays or files of ``spill``
     exposed: list[str]  # the pool inputs recorded for localization
     types: dict[str, int]
+    spill: budget.SpillFolder = field(default_factory=budget.SpillFolder)
     # Per suite, each graph output's rounding noise (empty when not measured).
     noise: list[dict[str, OutputNoise]] = field(default_factory=list)
+
+    @property
+    def run_names(self) -> list[str]:
+        """One name per run: the suites', then ``"user"`` for the user's inputs."""
+        return [s.name for s in self.suites] + (["user"] if self.user_inputs else [])
+
+    def suite_feeds(self, index: int) -> dict[str, np.ndarray]:
+        """The inputs of run ``index`` (see :attr:`run_names`), made anew for a suite."""
+        if 0 <= index < len(self.suites):
+            return make_feeds(self.inputs, self.suites[index], self.seed)
+        if self.user_inputs and index == len(self.suites):
+            return dict(self.user_inputs)
+        raise IndexError(f"run {index} of {len(self.run_names)}")
+
+    def recorded_output(self, index: int, name: str) -> np.ndarray:
+        """What the original computed for ``name`` (a graph output or an exposed tensor) on run ``index``."""
+        kept = self.recorded[index].get(name)
+        if kept is not None:
+            return budget.SpillFolder.load(kept)
+        if name in self.exposed:  # a graph input: the run's own input
+            return self.suite_feeds(index)[name]
+        raise KeyError(name)
+
+    @property
+    def feeds(self) -> Sequence[tuple[str, dict[str, np.ndarray]]]:
+        """``(run name, inputs)`` per run, made when indexed (a lazy sequence: keep one at a time)."""
+        return _LazySequence(len(self.run_names), lambda i: (self.run_names[i], self.suite_feeds(i)))
+
+    @property
+    def outputs(self) -> Sequence[Mapping[str, np.ndarray]]:
+        """Per run, a mapping of what :meth:`recorded_output` gives, loaded on first lookup."""
+        return _LazySequence(len(self.recorded), lambda i: _RecordedRun(self, i))
+
+    def held_bytes(self) -> int:
+        """Bytes of arrays this object holds in memory (not counting files)."""
+        arrays = [v for run in self.recorded for v in run.values() if isinstance(v, np.ndarray)]
+        return sum(a.nbytes for a in arrays + list((self.user_inputs or {}).values()))
+
+    def close(self) -> None:
+        """Remove the recorded files now (they also go when this object is collected)."""
+        self.spill.close()
+
+
+class _LazySequence(Sequence):
+    def __init__(self, length: int, make: Callable[[int], Any]) -> None:
+        self._length, self._make = length, make
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._length))]
+        if index < 0:
+            index += self._length
+        if not 0 <= index < self._length:
+            raise IndexError(index)
+        return self._make(index)
+
+
+class _RecordedRun(Mapping):
+    """One run's recorded tensors, each loaded on first lookup and kept while this object lives."""
+
+    def __init__(self, reference: ReferenceRun, index: int) -> None:
+        self._reference, self._index, self._loaded = reference, index, {}
+        inputs = [n for n in reference.exposed if n not in reference.recorded[index]]
+        self._names = list(reference.recorded[index]) + inputs
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._loaded:
+            self._loaded[name] = self._reference.recorded_output(self._index, name)
+        return self._loaded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 def record_reference(
@@ -584,62 +749,130 @@ def record_reference(
     (default: every pool node); their inputs are recorded too.
     ``measure_noise`` also runs the original with all graph optimizations, to
     measure each output's own rounding noise (:mod:`rewriter.noise`).
-    Raises :class:`ValidationSetupError` when the original does not run.
+    Raises :class:`ValidationSetupError` when the original does not run, or when
+    validation would need more memory than is available (checked before anything
+    big is allocated, see :func:`budget.estimate_validation_memory`).
     """
     suites = list(suites)
+    user_inputs = dict(user_inputs) if user_inputs else None
     user_shapes = {k: v.shape for k, v in (user_inputs or {}).items()}
     inputs = describe_inputs(original, {**user_shapes, **dict(input_shapes or {})}) if suites else []
-    inferred = _inferred_types(original) if _has_site_ops(original) else {}
-    nodes = _localizable_nodes(original, None, localize, ranks={k: _rank(v) for k, v in inferred.items()})
+    types, sizes, ranks = _inferred_tensors(original, inputs)
+    nodes = _localizable_nodes(original, None, localize, ranks=ranks)
     producer = NonNegativity.of_graphs([original.graph]).producer if nodes else None
     # Each pool's input, and where a chain of "same" MaxPools leading to it starts
     # (compare_with_reference checks a pool of pools from there).
     expose = sorted({n.input[0] for n in nodes} | {max_window_source(n.input[0], producer) for n in nodes if producer})
-    types = {name: t.tensor_type.elem_type for name, t in inferred.items()} if expose else {}
+    graph_inputs = set(_needed_inputs(original))
+    to_record = [name for name in expose if name not in graph_inputs]  # a graph input is each run's own input
+    runs = len(suites) + bool(user_inputs)
+    _check_memory(inputs, user_inputs, sizes, [o.name for o in original.graph.output] + to_record, runs)
     try:
-        runner = OrtRunner(original, expose=expose, elem_types=types)
+        runner = OrtRunner(original, expose=to_record, elem_types=types)
     except Exception as err:  # onnxruntime raises several unrelated types
         raise ValidationSetupError(f"the original model does not load in onnxruntime: {first_line(err)}") from err
-    feeds_by_suite = [(s.name, make_feeds(inputs, s, seed)) for s in suites]
-    if user_inputs:
-        feeds_by_suite.append(("user", dict(user_inputs)))
-    outputs = []
-    for index, (suite_name, feeds) in enumerate(feeds_by_suite):
+    reference = ReferenceRun(weightless_copy(original), suites, seed, inputs, user_inputs, [], expose, types)
+    for index, suite_name in enumerate(reference.run_names):
         if progress:
-            progress(f"validating: the original on {suite_name} inputs ({index + 1}/{len(feeds_by_suite)})")
+            progress(f"validating: the original on {suite_name} inputs ({index + 1}/{runs})")
+        feeds = reference.suite_feeds(index)
         try:
-            outputs.append(runner.run(feeds))
+            outputs = runner.run(feeds)
         except Exception as err:
             raise ValidationSetupError(f"the original model fails on {suite_name} inputs: {first_line(err)}") from err
+        del feeds
+        reference.recorded.append({name: reference.spill.keep(outputs.pop(name)) for name in list(outputs)})
+        del outputs
     del runner
     io.release_freed_memory()
-    noise = _measure_noise(original, feeds_by_suite, outputs, progress) if measure_noise else []
-    return ReferenceRun(weightless_copy(original), suites, seed, feeds_by_suite, outputs, expose, types, noise)
+    if measure_noise:
+        reference.noise = _measure_noise(original, reference, progress)
+    return reference
 
 
-def _measure_noise(
-    original: onnx.ModelProto,
-    feeds_by_suite: Sequence[tuple[str, Mapping[str, np.ndarray]]],
-    outputs: Sequence[Mapping[str, np.ndarray]],
-    progress: Optional[Callable[[str], None]],
-) -> list[dict[str, OutputNoise]]:
-    """Each graph output's gap between the original optimized and as written, per suite."""
+def _measure_noise(original: onnx.ModelProto, reference: "ReferenceRun", progress: Optional[Callable[[str], None]]) -> list[dict[str, OutputNoise]]:
+    """Each graph output's gap between the original optimized and as written, per run."""
     names = [o.name for o in original.graph.output]
     try:
         runner = OrtRunner(original, optimization=NOISE_OPTIMIZATION)
     except Exception:  # an optimizer failure is onnxruntime's problem: no floor, strict tolerance
         return []
     noise = []
-    for index, ((suite_name, feeds), expected) in enumerate(zip(feeds_by_suite, outputs)):
+    for index, run_name in enumerate(reference.run_names):
         if progress:
-            progress(f"validating: the original's own rounding noise on {suite_name} inputs ({index + 1}/{len(feeds_by_suite)})")
+            progress(f"validating: the original's own rounding noise on {run_name} inputs ({index + 1}/{len(reference.run_names)})")
         try:
-            noise.append(noise_of_run(expected, runner.run(feeds), names))
+            optimized = runner.run(reference.suite_feeds(index))
         except Exception:
             noise.append({})
+            continue
+        expected = {name: reference.recorded_output(index, name) for name in names}
+        noise.append(noise_of_run(expected, optimized, names))
+        del optimized, expected
     del runner
     io.release_freed_memory()
     return noise
+
+
+def _inferred_tensors(
+    model: onnx.ModelProto, inputs: Sequence[InputDescription]
+) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """Element type, size in bytes where the shape is static, and rank, of every
+    tensor shape inference resolves with the inputs at the shapes validation feeds."""
+    light = weightless_copy(model)
+    fixed = {i.name: i.shape for i in inputs}
+    for value in light.graph.input:
+        if value.name in fixed:
+            shape = value.type.tensor_type.shape
+            shape.ClearField("dim")
+            for d in fixed[value.name]:
+                shape.dim.add().dim_value = d
+    try:
+        inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False)
+    except Exception:
+        inferred = light
+    ig = inferred.graph
+    types, sizes, ranks = {}, {}, {}
+    for v in list(ig.input) + list(ig.value_info) + list(ig.output):
+        tt = v.type.tensor_type
+        types[v.name] = tt.elem_type
+        if tt.HasField("shape"):
+            ranks[v.name] = len(tt.shape.dim)
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        if tt.HasField("shape") and None not in dims and tt.elem_type not in (0, onnx.TensorProto.STRING):
+            try:
+                itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)).itemsize
+            except (KeyError, TypeError, ValueError):  # a type numpy cannot hold: size unknown
+                continue
+            sizes[v.name] = int(np.prod(dims, dtype=np.int64)) * itemsize
+    types.update({t.name: t.data_type for t in model.graph.initializer})
+    return types, sizes, ranks
+
+
+def _check_memory(
+    inputs: Sequence[InputDescription],
+    user_inputs: Optional[Mapping[str, np.ndarray]],
+    sizes: Mapping[str, int],
+    recorded: Sequence[str],
+    runs: int,
+) -> None:
+    """Refuse, before allocating anything big, a validation that cannot fit in memory."""
+    available = budget.available_memory_bytes()
+    if available is None:
+        return
+    suite_bytes = sum(feed_bytes(i) for i in inputs)
+    estimate = budget.estimate_validation_memory(
+        suite_bytes,
+        sum(a.nbytes for a in (user_inputs or {}).values()),
+        max([*sizes.values(), *(feed_bytes(i) for i in inputs)], default=0),
+        [sizes.get(name, 0) for name in recorded],
+        runs,
+    )
+    if estimate.total > available:
+        raise ValidationSetupError(
+            f"validation would need about {budget.gib(estimate.total)} of memory ({estimate.describe()}), "
+            f"{budget.gib(available)} is available{_smaller_shape_hint(inputs)}"
+        )
 
 
 def compare_with_reference(
@@ -676,11 +909,14 @@ def compare_with_reference(
         result.comparisons.append(_failure(missing[0], "-", f"candidate lacks graph output(s) {missing}"))
         result.passed = False
 
-    for index, ((suite_name, feeds), expected) in enumerate(zip(reference.feeds, reference.outputs)):
+    for index, suite_name in enumerate(reference.run_names):
+        feeds = expected = actual = None  # the previous run's arrays go before this run's are made
+        feeds, expected = reference.suite_feeds(index), reference.outputs[index]
         if progress:
-            progress(f"validating: the candidate on {suite_name} inputs ({index + 1}/{len(reference.feeds)})")
+            progress(f"validating: the candidate on {suite_name} inputs ({index + 1}/{len(reference.run_names)})")
         try:
             actual = tested.run({input_map.get(k, k): v for k, v in feeds.items()})
+            feeds = None
         except Exception as err:  # the candidate does not run: that is a failed validation
             result.comparisons.append(_failure("<run>", suite_name, f"candidate fails to run: {first_line(err)}"))
             result.passed = False
@@ -697,6 +933,7 @@ def compare_with_reference(
                 comparison = comparator.compare(name, suite_name, expected[name], actual[output_map[name]], floors.get(name))
                 result.comparisons.append(comparison)
                 result.passed &= comparison.passed
+    feeds = expected = actual = None
 
     del tested  # peak memory: the candidate's session is done before the node checks start theirs
     io.release_freed_memory()
@@ -705,7 +942,8 @@ def compare_with_reference(
     if progress and site_nodes:
         progress(f"validating: {len(site_nodes)} node(s) one by one")
     if site_nodes:
-        activations = [(name, {x: out[x] for x in reference.exposed}) for (name, _), out in zip(reference.feeds, reference.outputs)]
+        # Loaded one run at a time when a node check gets to it.
+        activations = [(name, functools.partial(reference.recorded_output, index)) for index, name in enumerate(reference.run_names)]
         original_paths, candidate_paths = _Paths(original, reference.types), _Paths(candidate, reference.types)
         nonnegative = NonNegativity.of_graphs([original.graph])
 
@@ -827,15 +1065,11 @@ def _pooling_reduce(node: onnx.NodeProto, initializers: Mapping[str, onnx.Tensor
     return rank >= 3 and sorted(int(a) % rank for a in axes) == list(range(2, rank))
 
 
-def _has_site_ops(model: onnx.ModelProto) -> bool:
-    return any(n.op_type in SITE_OPS for n in model.graph.node)
-
-
 def _check_node(
     node: onnx.NodeProto,
     original: "_Paths",
     candidate: "_Paths",
-    activations: list[tuple[str, dict[str, np.ndarray]]],
+    activations: Sequence[tuple[str, Callable[[str], np.ndarray]]],
     comparator: ToleranceComparator,
     candidate_runner: Callable[..., Any],
     suites: Sequence[InputSuite] = (),
@@ -844,9 +1078,11 @@ def _check_node(
     source: Optional[str] = None,
 ) -> NodeCheck:
     """The node alone against the candidate's computation between the same tensors:
-    on the activations the original really produces there, and on the adversarial
-    suites fed straight into the node (upstream layers can hide all-negative windows).
-    ``source`` moves the start back from the node's input (to a chain's start)."""
+    on the activations the original really produces there (``activations``: per
+    run, its name and a loader of a tensor by name), and on the adversarial suites
+    fed straight into the node (upstream layers can hide all-negative windows).
+    ``source`` moves the start back from the node's input (to a chain's start).
+    One input of the node is in memory at a time."""
     check = NodeCheck(node.name, node.op_type, node.output[0], passed=None)
     x_name, y_name = source or node.input[0], node.output[0]
     try:
@@ -858,26 +1094,38 @@ def _check_node(
     except Exception as err:
         check.passed, check.note = False, f"does not load: {first_line(err)}"
         return check
+    # Fed from a graph input, the activations already are the suites, fed straight in.
+    direct_suites = () if x_name in {i.name for i in original.model.graph.input} else suites
+
+    def node_inputs() -> Iterator[tuple[str, np.ndarray]]:
+        at_node: Optional[InputDescription] = None
+        for suite_name, load in activations:
+            x = load(x_name)
+            at_node = InputDescription(x_name, x.shape, x.dtype)
+            yield suite_name, x
+            del x
+        for suite in direct_suites if at_node else ():
+            x = make_feeds([at_node], suite, seed)[x_name]
+            if input_nonnegative:
+                np.abs(x, out=x)
+            yield f"{suite.name} at the node", x
+            del x
+
     worst: Optional[OutputComparison] = None
-    direct = []
-    if activations:
-        sample = activations[0][1][x_name]
-        at_node = [InputDescription(x_name, sample.shape, sample.dtype)]
-        for suite in suites:
-            feeds = make_feeds(at_node, suite, seed)
-            direct.append((f"{suite.name} at the node", {k: np.abs(v) for k, v in feeds.items()} if input_nonnegative else feeds))
-    for suite_name, tensors in [(name, {x_name: t[x_name]}) for name, t in activations] + direct:
-        feeds = {x_name: tensors[x_name]}
-        if suite_name != "user" and not _all_finite([feeds[x_name]]):
-            continue  # the rewrite is exact for finite inputs only (see README)
-        try:
-            expected, actual = ref_runner.run(feeds)[y_name], cand_runner.run(feeds)[y_name]
-        except Exception as err:
-            check.passed, check.note, check.worst_suite = False, f"fails to run: {first_line(err)}", suite_name
-            return check
-        c = comparator.compare(y_name, suite_name, expected, actual)
-        if worst is None or (not c.passed, c.rel_error) > (not worst.passed, worst.rel_error):
-            worst = c
+    for suite_name, x in node_inputs():
+        if suite_name == "user" or _all_finite([x]):  # the rewrite is exact for finite inputs only (see README)
+            try:
+                expected = ref_runner.run({x_name: x})[y_name]
+                actual = cand_runner.run({x_name: x})[y_name]
+            except Exception as err:
+                check.passed, check.note, check.worst_suite = False, f"fails to run: {first_line(err)}", suite_name
+                return check
+            del x  # before the comparison's own temporaries
+            c = comparator.compare(y_name, suite_name, expected, actual)
+            del expected, actual
+            if worst is None or (not c.passed, c.rel_error) > (not worst.passed, worst.rel_error):
+                worst = c
+        x = None  # released before the next input is made
     if worst is not None:
         check.passed = worst.passed
         check.max_abs_error, check.rel_error, check.ulp_error = worst.max_abs_error, worst.rel_error, worst.ulp_error
