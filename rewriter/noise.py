@@ -16,10 +16,13 @@ comparison, and only by :data:`NOISE_FACTOR` times what was measured.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Optional
+from typing import Iterable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
+import onnx
+from onnx import helper
 
 # Another legitimate execution of the original: every fusion onnxruntime has.
 NOISE_OPTIMIZATION = "ORT_ENABLE_ALL"
@@ -62,3 +65,68 @@ def noise_of_run(expected: Mapping[str, np.ndarray], other: Mapping[str, np.ndar
 def allowed_by_noise(floor: Optional[OutputNoise], factor: float) -> float:
     """The error the floor allows (0 when nothing was measured)."""
     return 0.0 if floor is None else factor * floor.max_abs
+
+
+# -- the rewritten pools' own rounding, carried to the outputs -------------------------
+#
+# The optimizer's floor misses rounding the optimizer never changes: a global
+# average over a wide-range map sums in another order in its conv than in
+# onnxruntime's pool, and an SE gate and a softmax carry that to the outputs
+# while no fusion touches it. The second floor measures exactly that: each
+# rewritten node's output, in the candidate, is moved by the error its own
+# check measured there (at least 1 ulp of its magnitude), with random signs and
+# then all in one direction, and the outputs' movement is taken as the floor.
+# Measured only when the optimizer's floor alone would refuse a candidate whose
+# every checked node matches.
+
+PERTURBATION_METHOD = "each rewritten node's output moved by its own measured error (random signs, then one sign)"
+
+
+@dataclass(frozen=True)
+class PerturbedTarget:
+    """One tensor to move: its name and ONNX element type; its inputs are scalars."""
+
+    tensor: str
+    elem_type: int
+
+    @property
+    def spread(self) -> str:  # scale of the random-sign part
+        return f"{self.tensor}/poolrewrite_noise_spread"
+
+    @property
+    def shift(self) -> str:  # the one-direction part
+        return f"{self.tensor}/poolrewrite_noise_shift"
+
+
+@contextmanager
+def perturbed(model: onnx.ModelProto, targets: Sequence[PerturbedTarget]) -> Iterator[onnx.ModelProto]:
+    """``model`` with ``t = t' + spread * sign(uniform(-1, 1)) + shift`` at every target
+    (``spread`` and ``shift`` are new scalar inputs), restored on exit (no copy of the weights)."""
+    graph = model.graph
+    producers = {o: (n, i) for n in graph.node for i, o in enumerate(n.output)}
+    targets = [t for t in targets if t.tensor in producers]
+    added_nodes: list[onnx.NodeProto] = []
+    for index, t in enumerate(targets):
+        node, slot = producers[t.tensor]
+        before = f"{t.tensor}/poolrewrite_unperturbed"
+        node.output[slot] = before
+        names = [f"{t.tensor}/poolrewrite_{part}" for part in ("uniform", "sign", "scaled", "spread_added")]
+        added_nodes += [
+            helper.make_node("RandomUniformLike", [before], [names[0]], low=-1.0, high=1.0, seed=float(index + 1)),
+            helper.make_node("Sign", [names[0]], [names[1]]),
+            helper.make_node("Mul", [names[1], t.spread], [names[2]]),
+            helper.make_node("Add", [before, names[2]], [names[3]]),
+            helper.make_node("Add", [names[3], t.shift], [t.tensor]),
+        ]
+    graph.node.extend(added_nodes)
+    for t in targets:
+        graph.input.extend([helper.make_tensor_value_info(name, t.elem_type, []) for name in (t.spread, t.shift)])
+    try:
+        yield model
+    finally:
+        del graph.node[len(graph.node) - len(added_nodes):]
+        if targets:
+            del graph.input[len(graph.input) - 2 * len(targets):]
+        for t in targets:
+            node, slot = producers[t.tensor]
+            node.output[slot] = t.tensor

@@ -127,3 +127,42 @@ def test_cli_report_shows_floor_error_ratio_and_verdict_per_output(deep_pair, tm
     strict = subprocess.run([sys.executable, "-m", "rewriter.cli", str(src), str(tmp_path / "x.onnx"), "--rtol", "1e-5"], capture_output=True, text=True)
     assert strict.returncode == 1 and "every node matches" in strict.stderr and not (tmp_path / "x.onnx").exists()
     assert len(strict.stderr.strip().splitlines()) == 1
+
+
+def _cancelling_pools() -> onnx.ModelProto:
+    """y = GlobalAveragePool(x) - ReduceMean(x): zero up to rounding, so any rounding of the
+    rewritten average is the whole output, and no graph optimization changes either op."""
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["x"], ["a"], name="A"),
+        helper.make_node("ReduceMean", ["x"], ["b"], name="B", axes=[2, 3], keepdims=1),
+        helper.make_node("Sub", ["a", "b"], ["y"], name="cancel"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 24, 40])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 1, 1])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_rounding_the_optimizer_never_changes_is_measured_by_moving_the_rewritten_nodes():
+    original = _cancelling_pools()
+    candidate, report = rewrite_model(original, exclude=["B"])
+    assert [n.status for n in report.nodes] == ["rewritten", "kept"]
+    result = validate_models(original, candidate)
+    assert result.passed, result.summary()
+    wide = next(c for c in result.comparisons if c.suite == "wide-range")
+    assert wide.max_abs_error > 0 and wide.pool_noise is not None and wide.pool_noise >= wide.max_abs_error / NOISE_FACTOR
+    assert "pool_noise_floor" in result.to_dict()["tolerance"]
+    assert not validate_models(original, candidate, comparator=ToleranceComparator.explicit(atol=0.0)).passed
+
+
+def test_moving_the_rewritten_nodes_does_not_excuse_a_real_drift():
+    """Every node matches, but the candidate adds a constant after the pool: no floor covers it."""
+    original = _cancelling_pools()
+    candidate, _ = rewrite_model(original, exclude=["B"])
+    sub = next(n for n in candidate.graph.node if n.name == "cancel")
+    sub.output[0] = "y_exact"
+    candidate.graph.initializer.append(numpy_helper.from_array(np.array(1e-3, np.float32), "drift"))
+    candidate.graph.node.append(helper.make_node("Add", ["y_exact", "drift"], ["y"], name="drift"))
+    result = validate_models(original, candidate)
+    assert not result.passed and result.summary().startswith("validation FAILED: every node matches;"), result.summary()
