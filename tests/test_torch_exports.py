@@ -41,8 +41,8 @@ EXTRA_ARGS = {
     "resnet18.ts13_dynhw.onnx": ["--input-shape", "x:2,3,40,36"],
     "ocr_se.ts13_dynhw.onnx": ["--overwrite-input-shape", "x:1,3,32,96"],
     "ocr_se.dynamo_dynhw.onnx": ["--overwrite-input-shape", "x:1,3,32,96"],
-    "yolo_sppf.ts13_dynhw.onnx": ["--overwrite-input-shape", "images:1,3,64,64"],
-    "yolo_sppf.dynamo_dynhw.onnx": ["--overwrite-input-shape", "images:1,3,64,64"],
+    "yolo_sppf.ts13_dynhw.onnx": ["--overwrite-input-shape", "x:1,3,64,64"],
+    "yolo_sppf.dynamo_dynhw.onnx": ["--overwrite-input-shape", "x:1,3,64,64"],
 }
 KEPT = {  # export -> words every kept node's reason must contain
     "segnet.dynamo.onnx": "Indices output is used",
