@@ -32,7 +32,7 @@ from .graphs import all_graphs, functions_containing
 from .lower import SITE_OPS
 from .passes import PoolRewritePass
 from .report import dumps
-from .shapes import ShapeError, graph_inputs, overwrite_input_shapes, parse_shape_options, shapes_for
+from .shapes import ShapeError, declared_dims, graph_inputs, overwrite_input_shapes, parse_shape_options, shapes_for, suggested_dims
 from .columns import format_columns
 from .selection import SelectionError, kept_by_request
 
@@ -262,6 +262,21 @@ def _verbose_rows(validation) -> str:
     return "\n".join(lines)
 
 
+def _static_shape_hint(model, report) -> Optional[str]:
+    """A ready-made ``--overwrite-input-shape`` when pools were kept for dynamic dims."""
+    if not any("--overwrite-input-shape" in (n.reason or "") for n in report.kept):
+        return None
+    dynamic = [v for v in graph_inputs(model).values() if "<" in suggested_dims(v) or _has_dynamic_dim(v)]
+    if not dynamic:
+        return None
+    flags = " ".join(f"--overwrite-input-shape {v.name}:{suggested_dims(v)}" for v in dynamic)
+    return f"pools kept for dynamic dims can be rewritten at static shapes: {flags} (your deployment's sizes)"
+
+
+def _has_dynamic_dim(value) -> bool:
+    return any(d is None for d in (declared_dims(value) or []))
+
+
 def _kept_failure(report) -> Optional[str]:
     """``--fail-on-kept``: the one-line complaint when a pool node was kept, else None."""
     kept = [n for n in report.kept if not kept_by_request(n.reason)]
@@ -346,6 +361,10 @@ def _rewrite(args: argparse.Namespace, loaded: LoadedModel, console: _Console) -
         bad = report.invalid[0]
         raise InputError(f"node '{bad.name or bad.output}' ({bad.op_type}): {bad.reason}")
     console.out(report.table() if report.nodes else "no pool nodes found")
+    hint = _static_shape_hint(model, report)
+    if hint:
+        report.notes.append(hint)
+        console.out(f"note: {hint}")
 
     final = result.model
     if args.flip_kernels:

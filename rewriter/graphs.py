@@ -71,10 +71,17 @@ def weightless_copy(model: onnx.ModelProto, keep_below_bytes: int = 1024) -> onn
 
 def clear_negative_dims(model: onnx.ModelProto) -> None:
     """Make negative dim_values (Paddle writes -1 for "dynamic") unknown dims, in the
-    main graph's inputs, outputs and value_info, so shape inference never computes with them."""
+    main graph's inputs, outputs and value_info, so shape inference never computes with
+    them; a graph that had any loses its value_info (it may have been computed from them)."""
     g = model.graph
+    negative = False
     for value in list(g.input) + list(g.output) + list(g.value_info):
         if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
             for dim in value.type.tensor_type.shape.dim:
                 if dim.HasField("dim_value") and dim.dim_value < 0:
                     dim.ClearField("dim_value")
+                    negative = True
+    if negative:
+        # Intermediate shapes computed from a -1 taken literally (1 + (-1 - 3) // 2 = -1, then 0 ...)
+        # look static and are wrong: let inference derive them again.
+        del g.value_info[:]

@@ -127,3 +127,28 @@ def test_a_rewritten_pool_fed_from_the_wrong_tensor_is_refused(case, tmp_path):
     candidate = bugs.rewire_rewritten_pool(rewritten, case.node, source)
     result = validate_models(original, candidate)
     assert not result.passed and f"'{case.node}'" in result.summary(), result.summary()
+
+
+def test_without_static_shapes_the_tool_says_which_flag_to_add(tmp_path):
+    model = realistic.paddle_det(dynamic=True)
+    src, out = tmp_path / "model.onnx", tmp_path / "out.onnx"
+    onnx.save(model, src)
+    run = _cli(str(src), "--dry-run")
+    assert run.returncode == 0, run.stderr
+    hint = next(line for line in run.stdout.splitlines() if line.startswith("note: pools kept for dynamic dims"))
+    flag = hint.split("--overwrite-input-shape ")[1].split()[0]
+    assert flag == "x:1,3,<H>,<W>"
+    side = str(realistic.deploy_shapes(model)["x"][2])
+    again = _cli(str(src), str(out), "--overwrite-input-shape", flag.replace("<H>", side).replace("<W>", side), "--fail-on-kept")
+    assert again.returncode == 0, again.stderr
+
+
+@pytest.mark.parametrize("dim_style", ["minus_one", "question"])
+def test_intermediate_shapes_computed_from_minus_one_are_not_trusted(dim_style):
+    """An export's value_info computed with -1 taken literally looks static (sizes 0 and 1):
+    a global pool lowered for it would be silently wrong at any real size."""
+    model = realistic.paddle_det(dynamic=True, dim_style=dim_style)
+    _, report = rewrite_model(model)
+    rows = {n.name: n for n in report.nodes}
+    assert all(rows[n].status == "kept" and "dynamic" in rows[n].reason for n in ("se_pool_1", "se_pool_2"))
+    assert all("empty output" not in (n.reason or "") for n in report.nodes)
