@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -33,7 +34,7 @@ from .lower import SITE_OPS
 from .passes import PoolRewritePass
 from .report import dumps
 from .shapes import ShapeError, declared_dims, graph_inputs, overwrite_input_shapes, parse_shape_options, shapes_for, suggested_dims
-from .columns import format_columns
+from .columns import NOTE_WIDTH, format_columns
 from .selection import SelectionError, kept_by_request
 
 EXIT_OK, EXIT_VALIDATION_FAILED, EXIT_USAGE, EXIT_KEPT = 0, 1, 2, 3
@@ -364,7 +365,7 @@ def _rewrite(args: argparse.Namespace, loaded: LoadedModel, console: _Console) -
     hint = _static_shape_hint(model, report)
     if hint:
         report.notes.append(hint)
-        console.out(f"note: {hint}")
+        console.out(textwrap.fill(f"note: {hint}", NOTE_WIDTH, subsequent_indent="      ", break_long_words=False, break_on_hyphens=False))
 
     final = result.model
     if args.flip_kernels:
