@@ -40,15 +40,10 @@ from .selection import SelectionError, kept_by_request
 EXIT_OK, EXIT_VALIDATION_FAILED, EXIT_USAGE, EXIT_KEPT = 0, 1, 2, 3
 
 DESCRIPTION = """\
-Replace every MaxPool, AveragePool, GlobalMaxPool and GlobalAveragePool node
-by an exact subgraph of Conv, Relu, Add and Concat (depthwise convs only), for
-accelerators that have convolutions but no pooling.
-
-The result is validated against the original with onnxruntime on signed
-normal, all-negative, tie-heavy integer and wide-range inputs, output by output
-and node by node; OUT is written only if validation passes. Nodes that cannot be rewritten exactly (a used Indices
-output, int8/uint8, LpPool, dynamic spatial dims, ...) are kept, and the
-table says why."""
+Replace every MaxPool, AveragePool, GlobalMaxPool and GlobalAveragePool node by
+an exact subgraph of depthwise Conv, Relu, Add and Concat, validated against the
+original with onnxruntime. Nodes that cannot be rewritten exactly are kept, and
+the table says why. The table goes to stdout; progress and errors to stderr."""
 
 EPILOG = """\
 exit codes:
@@ -58,12 +53,6 @@ exit codes:
      in --only/--exclude that matches no pool node, or an unknown op in --allow
   3  --fail-on-kept and some pool node was kept (not for nodes --only/--exclude
      leave out); OUT is not written, the table and --report say which and why
-
-input suites (each seeded): signed-normal, all-negative, tie-heavy-int (-10..10),
-wide-range (mixed signs over many decades), plus --inputs if given. Every
-graph output must match in shape, dtype and non-finite positions, and within
-tolerance; each rewritten node is also checked alone on the activations the
-original produces at its input, so a failure names the node.
 
 examples:
   onnx-poolrewrite model.onnx model.conv.onnx
@@ -89,9 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,  # --flip must not quietly mean --flip-kernels
     )
-    p.add_argument("input", metavar="IN", help="the ONNX model to rewrite (never modified)")
-    p.add_argument("output", metavar="OUT", nargs="?", help="where to write the rewritten model (not needed with --dry-run)")
-    p.add_argument("--report", metavar="FILE.json", help="write a JSON report: per-node results, totals, validation")
+    p.add_argument("input", metavar="IN", help="the ONNX model to rewrite; it is never modified")
+    p.add_argument(
+        "output", metavar="OUT", nargs="?",
+        help="where the rewritten model goes (not needed with --dry-run): written atomically, and only if "
+        "validation passes; may not be IN unless --in-place. A model with external data is written the same way, "
+        "its weights in OUT.data beside OUT",
+    )
+    p.add_argument(
+        "--report", metavar="FILE.json",
+        help="write the JSON report: per-node results, totals, notes, audit, validation (also with --dry-run)",
+    )
     p.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison (not recommended)")
     p.add_argument(
         "--rewrite-double", action="store_true",
@@ -99,61 +96,75 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--only", metavar="NAMES", action="append", default=None,
-        help="rewrite only these nodes: comma-separated node names, output tensor names or op types (repeatable)",
+        help="rewrite only these nodes: comma-separated node names, output tensor names or op types (repeatable). "
+        "A name that matches no pool node (in the main graph, subgraphs or inlined functions) is an error listing them",
     )
     p.add_argument(
         "--exclude", metavar="NAMES", action="append", default=None,
-        help="never rewrite these nodes: node names, output tensor names or op types (repeatable)",
+        help="never rewrite these nodes (the same names, and the same check, as --only)",
     )
     p.add_argument("--dry-run", action="store_true", help="print the plan and write no model (--report is still written)")
     p.add_argument(
         "--fail-on-kept", action="store_true",
-        help="exit 3 and write no OUT when any pool node is kept (nodes left out by --only/--exclude do not count)",
+        help="exit 3 and write no OUT when any pool node is kept (nodes left out by --only/--exclude do not count); "
+        "the table and --report say which and why. Works with --dry-run",
     )
     p.add_argument("--in-place", action="store_true", help="allow OUT to be IN (still written atomically, and only after validation)")
     p.add_argument(
         "--overwrite-input-shape", metavar="NAME:D0,D1,...", action="append",
         help="give an input static dims, e.g. images:1,3,640,640, for the rewrite and in OUT (repeatable; -1 keeps the "
-        "model's dim, a dynamic batch becomes 1): pools kept for dynamic dims can then be rewritten; shapes are re-inferred",
+        "model's dim, a dynamic batch becomes 1): pools kept for dynamic dims can then be rewritten. Shapes are "
+        "re-inferred: stale value_info and output dims are replaced, unresolved ones left dynamic. Validation uses "
+        "these shapes (with --compare, both models get them)",
     )
     t = p.add_argument_group("target")
     t.add_argument(
         "--allow", metavar="OPS", action="append",
-        help="ops the target has beyond Conv/Relu/Add/Concat, comma-separated (repeatable); the lowering then uses "
-        "Max (bit-exact pairwise max), Pad (edge padding), Div or Mul (average divisors) where allowed",
+        help="ops the target has beyond Conv/Relu/Add/Concat, comma-separated, case-sensitive (repeatable); the "
+        "lowering then uses Max (bit-exact pairwise max), Pad (edge padding), Div or Mul (average divisors) where "
+        "allowed; other ONNX ops may be listed for --audit. A name that is no ONNX op is an error",
     )
-    t.add_argument("--audit", action="store_true", help="list every op of the output model outside the target set")
+    t.add_argument(
+        "--audit", action="store_true",
+        help="list every op type of the output model outside the target set, with counts and node names (the "
+        "report always has it as \"audit\"); works on models with nothing to rewrite",
+    )
     t.add_argument(
         "--flip-kernels", action="store_true",
         help="for true-convolution backends: store every Conv/ConvTranspose kernel reversed, record "
-        "conv_semantics=convolution in metadata, and validate with a numpy true-convolution reference",
+        "conv_semantics=convolution in metadata, and validate with a numpy true-convolution reference (with "
+        "--compare: check the candidate on that reference)",
     )
     p.add_argument(
         "--compare", action="store_true",
-        help="validate only: IN is the original, OUT an existing candidate made by any tool; nothing is rewritten or written",
+        help="validate only: IN is the original, OUT an existing candidate made by any tool; nothing is rewritten or "
+        "written except --report",
     )
     v = p.add_argument_group("validation inputs and tolerance")
     v.add_argument(
         "--inputs", metavar="PATH",
-        help="also validate on your own inputs: .npz (name -> array), .npy, a TensorProto .pb, or a test_data_set_N/ folder",
+        help="also validate on your own inputs: .npz (name -> array), .npy (single-input models), a TensorProto .pb, "
+        "or a test_data_set_N/ folder of input_*.pb; unnamed tensors map to the inputs in order",
     )
     v.add_argument(
         "--input-shape", metavar="NAME:D0,D1,...", action="append",
         help="fix an input's dynamic dims for validation only, e.g. images:1,3,224,224 (repeatable; -1 keeps the model's "
-        "dim, a dynamic batch defaults to 1); to rewrite and write static dims, use --overwrite-input-shape",
+        "dim, a dynamic batch defaults to 1); any other dynamic dim without it is an error. To rewrite and write "
+        "static dims, use --overwrite-input-shape",
     )
     v.add_argument(
         "--rtol", type=float,
-        help="a fixed relative tolerance, of max |reference| per output and node (default 1e-5 float32, 1e-2 float16, "
-        "outputs also allowed 4x the original's own rounding noise; any of --rtol/--atol/--ulps turns that off)",
+        help="a fixed tolerance per output and node: max abs error <= ATOL + RTOL * max |reference| (default 1e-5 "
+        "float32, 1e-2 float16, and outputs also allowed 4x the original's own rounding noise; any of "
+        "--rtol/--atol/--ulps turns that floor off)",
     )
     v.add_argument("--atol", type=float, help="absolute tolerance added to the relative one (default 0)")
     v.add_argument("--ulps", type=float, help="instead of --rtol: tolerance in ulps of max |reference| per output and node")
     v.add_argument("--seed", type=int, default=0, help="seed of the generated input suites (default 0)")
     verbosity = p.add_mutually_exclusive_group()
     verbosity.add_argument("-q", "--quiet", action="store_true", help="print only errors")
-    verbosity.add_argument("-v", "--verbose", action="store_true", help="also print every validation comparison")
-    p.add_argument("--debug", action="store_true", help="show a traceback on unexpected errors")
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="also print every validation comparison and node check")
+    p.add_argument("--debug", action="store_true", help="show a traceback on an unexpected internal error")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
