@@ -44,6 +44,7 @@ Usage:
     python scripts/bench.py --only sppf,gap --skip-scaling --repeats 200
     python scripts/bench.py --skip-steps          # no part D
     python scripts/bench.py --skip-network        # no part E
+    python scripts/bench.py --write-docs docs/performance.md   # also regenerate that file's tables
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -823,6 +825,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--opt-level", choices=list(OPT_LEVELS), default="all", help="onnxruntime graph optimization level")
     p.add_argument("--repeats", type=int, default=None, help="interleaved timing rounds per case (default 50; 5 with --quick)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up runs per session (default 5; 1 with --quick)")
+    p.add_argument("--write-docs", metavar="PATH", help="also write the tables into PATH (docs/performance.md), stamped")
     return p.parse_args(argv)
 
 
@@ -849,7 +852,26 @@ def environment() -> dict[str, Any]:
     }
 
 
+# Text above this line in the --write-docs file is hand-written and kept; the tables below are replaced.
+DOCS_MARKER = "<!-- scripts/bench.py --write-docs replaces everything below this line -->"
+
+
+def write_docs(path: Path, sections: Sequence[str], env: dict[str, Any], argv: Sequence[str]) -> None:
+    """Put the rendered tables below :data:`DOCS_MARKER` in ``path``, stamped with
+    the date, the machine and the command that measured them."""
+    old = path.read_text() if path.exists() else ""
+    head = old.split(DOCS_MARKER)[0] if DOCS_MARKER in old else "# Performance\n\n"
+    stamp = (
+        f"Measured on {time.strftime('%Y-%m-%d')} with `{shlex.join(['python', 'scripts/bench.py', *argv])}` on "
+        f"{env['platform']}, {env['cpu_count']} CPUs: Python {env['python']}, onnxruntime {env['onnxruntime']}, "
+        f"onnx {env['onnx']}, numpy {env['numpy']}."
+    )
+    tables = "\n\n".join(f"```\n{section}\n```" for section in sections)
+    path.write_text(f"{head}{DOCS_MARKER}\n\n## Latest run\n\n{stamp}\n\n{tables}\n")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     repeats = args.repeats if args.repeats is not None else (5 if args.quick else 50)
     if args.quick:
@@ -876,19 +898,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     results["part_c"] = run_part_c(cli_runs, log)
     results["total_seconds"] = time.perf_counter() - start
 
+    sections = [render_part_a(results["part_a"], args.opt_level, repeats)]
+    if results["part_b"] is not None:
+        sections.append(render_part_b(results["part_b"]))
+    if results["part_d"] is not None:
+        sections.append(render_part_d(results["part_d"]))
+    if results["part_e"] is not None:
+        sections.append(render_part_e(results["part_e"]))
+    sections.append(render_part_c(results["part_c"]))
+    sections.append(f"total: {results['total_seconds']:.1f} s")
     if args.json:
         print(json.dumps(results, indent=2))
     else:
-        sections = [render_part_a(results["part_a"], args.opt_level, repeats)]
-        if results["part_b"] is not None:
-            sections.append(render_part_b(results["part_b"]))
-        if results["part_d"] is not None:
-            sections.append(render_part_d(results["part_d"]))
-        if results["part_e"] is not None:
-            sections.append(render_part_e(results["part_e"]))
-        sections.append(render_part_c(results["part_c"]))
-        sections.append(f"total: {results['total_seconds']:.1f} s")
         print("\n\n".join(sections))
+    if args.write_docs:
+        write_docs(Path(args.write_docs), sections, results["environment"], argv)
     return 1 if results["part_a"]["errors"] else 0
 
 

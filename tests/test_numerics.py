@@ -1,4 +1,4 @@
-"""The README's numerics claims, measured against onnxruntime's native pools.
+"""The numerics claims of docs/lowering.md, measured against onnxruntime's native pools.
 
 MaxPool: at most 1 ulp of the window's magnitude per relu level (pairwise max or nested level).
 AveragePool: a few ulps of the window's magnitude.
