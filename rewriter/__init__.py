@@ -8,10 +8,15 @@ The Python API:
 * :func:`overwrite_input_shapes` gives a model's inputs static dims first.
 """
 
+from .check_starts import pool_check_starts
 from .passes import PoolRewritePass, RewriteResult, rewrite_model
 from .report import NodeResult, Report
 from .shapes import overwrite_input_shapes
 from .spec import AxisSpec, PoolSpec, SpecError, pool_spec_from_attributes
+from .validate import set_default_check_starts
+
+# The validator knows no lowering: it checks each node from where the pass's analysis says.
+set_default_check_starts(pool_check_starts)
 
 __all__ = [
     "AxisSpec",

@@ -11,6 +11,7 @@ from typing import Iterable
 import onnx
 
 from .builder import STRICT_OPS
+from .ops import ONNX_DOMAINS
 
 
 def audit_ops(model: onnx.ModelProto, allowed: Iterable[str] = ()) -> dict[str, dict]:
@@ -22,7 +23,7 @@ def audit_ops(model: onnx.ModelProto, allowed: Iterable[str] = ()) -> dict[str, 
 
     def visit(nodes: Iterable[onnx.NodeProto], where: str) -> None:
         for node in nodes:
-            key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+            key = node.op_type if node.domain in ONNX_DOMAINS else f"{node.domain}.{node.op_type}"
             if key not in target:
                 entry = found.setdefault(key, {"count": 0, "nodes": []})
                 entry["count"] += 1

@@ -33,7 +33,8 @@ from .graphs import all_graphs, functions_containing
 from .lower import SITE_OPS
 from .passes import PoolRewritePass
 from .report import dumps
-from .shapes import ShapeError, declared_dims, graph_inputs, overwrite_input_shapes, parse_shape_options, shapes_for, suggested_dims
+from .input_dims import declared_dims, graph_inputs, suggested_dims
+from .shapes import ShapeError, overwrite_input_shapes, parse_shape_options, shapes_for
 from .columns import NOTE_WIDTH, format_columns
 from .selection import SelectionError, kept_by_request
 
@@ -257,6 +258,13 @@ def _compare(args: argparse.Namespace, reference, candidate, console: _Console, 
     return validation
 
 
+def _check_starts(report):
+    """The rewritten nodes to check, each from where the pass says its check starts."""
+    from .validate import NodeCheckStart
+
+    return {n.output: NodeCheckStart(n.checked_from, n.checked_nonnegative) for n in report.rewritten}
+
+
 def _verbose_rows(validation) -> str:
     """``-v``: every output comparison, then every node check, as aligned columns."""
     outputs = [
@@ -421,7 +429,7 @@ def _rewrite(args: argparse.Namespace, loaded: LoadedModel, console: _Console) -
         if reference_error is not None and (report.rewritten or args.flip_kernels):
             raise reference_error
         if report.rewritten:
-            validation = _compare(args, reference, result.model, console, localize=[n.output for n in report.rewritten])
+            validation = _compare(args, reference, result.model, console, localize=_check_starts(report))
             report.validation = validation.to_dict()
             if not validation.passed:
                 print(f"onnx-poolrewrite: {validation.summary()}; {args.output} not written", file=sys.stderr)

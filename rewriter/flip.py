@@ -23,7 +23,8 @@ import onnx
 import onnx.inliner
 from onnx import numpy_helper
 
-from .graphs import all_graphs, functions_containing
+from .graphs import all_graphs, functions_containing, producers
+from .ops import ONNX_DOMAINS
 
 CONV_OPS = ("Conv", "ConvTranspose")
 SEMANTICS_KEY = "conv_semantics"
@@ -54,7 +55,7 @@ def flip_conv_kernels(model: onnx.ModelProto) -> tuple[onnx.ModelProto, FlipRepo
     graphs = list(all_graphs(out.graph))
     initializers = {t.name: t for g in graphs for t in g.initializer}
     constant_nodes = {n.output[0]: n for g in graphs for n in g.node if n.op_type == "Constant"}
-    producers = {o: n for g in graphs for n in g.node for o in n.output}
+    made_by = producers(graphs)
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for g in graphs:
         for n in g.node:
@@ -64,9 +65,9 @@ def flip_conv_kernels(model: onnx.ModelProto) -> tuple[onnx.ModelProto, FlipRepo
     done: set[str] = set()
     for g in graphs:
         for node in g.node:
-            if node.op_type not in CONV_OPS or node.domain not in ("", "ai.onnx"):
+            if node.op_type not in CONV_OPS or node.domain not in ONNX_DOMAINS:
                 continue
-            chain = _constant_chain(node.input[1], producers, initializers, constant_nodes)
+            chain = _constant_chain(node.input[1], made_by, initializers, constant_nodes)
             source = chain[-1] if chain else None
             if source is None:
                 raise FlipError(

@@ -6,6 +6,8 @@ from typing import Iterable
 
 import onnx
 
+from .ops import ONNX_DOMAINS
+
 
 def all_graphs(graph: onnx.GraphProto) -> Iterable[onnx.GraphProto]:
     """``graph`` and every If/Loop/Scan body below it, outermost first."""
@@ -16,6 +18,11 @@ def all_graphs(graph: onnx.GraphProto) -> Iterable[onnx.GraphProto]:
                 yield from all_graphs(sub)
 
 
+def producers(graphs: Iterable[onnx.GraphProto]) -> dict[str, onnx.NodeProto]:
+    """The node that produces each named tensor of ``graphs`` (a graph and its bodies, say)."""
+    return {o: n for g in graphs for n in g.node for o in n.output if o}
+
+
 def functions_containing(model: onnx.ModelProto, op_types: Iterable[str]) -> list[tuple[str, str]]:
     """Model-local functions whose body holds one of ``op_types`` (default domain),
     directly or through a function they call, as ``(domain, name)``."""
@@ -24,7 +31,7 @@ def functions_containing(model: onnx.ModelProto, op_types: Iterable[str]) -> lis
 
     def holds(key: tuple[str, str], seen: frozenset) -> bool:
         for node in bodies[key].node:
-            if node.op_type in wanted and node.domain in ("", "ai.onnx"):
+            if node.op_type in wanted and node.domain in ONNX_DOMAINS:
                 return True
             callee = (node.domain, node.op_type)
             if callee in bodies and callee not in seen and holds(callee, seen | {callee}):

@@ -45,13 +45,9 @@ class LoadedModel:
     external_files: list[Path] = field(default_factory=list)  # resolved paths of its external data
 
 
-def load_model(path: str | os.PathLike) -> onnx.ModelProto:
-    """Read and check an ONNX model, turning every failure into an :class:`InputError`."""
-    return load_model_with_sources(path).model
-
-
 def load_model_with_sources(path: str | os.PathLike, *, weights_on_disk: bool = False) -> LoadedModel:
-    """Like :func:`load_model`, also telling which external data files were read.
+    """Read and check an ONNX model, turning every failure into an :class:`InputError`;
+    also tell which external data files were read.
 
     ``weights_on_disk``: main-graph initializers of at least :data:`ON_DISK_MIN_BYTES`
     stay in their file, whether external data or inside the model file itself (see

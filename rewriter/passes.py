@@ -20,16 +20,16 @@ import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
 from .builder import SubgraphBuilder
-from .graphs import all_graphs, clear_negative_dims, functions_containing, weightless_copy
+from .graphs import all_graphs, functions_containing
 from .wire import tensor_value
-from .lower import POOL_OPS, SITE_OPS, max_pool, rule_for
-from .lower.checks import STATIC_SHAPE_HINT, attribute_support
+from .lower import max_pool, rule_for
+from .lower.checks import STATIC_SHAPE_HINT
+from .ops import ONNX_DOMAINS, POOL_OPS, SITE_OPS, onnx_opset
 from .report import KEPT, REWRITTEN, NodeResult, Report
 from .selection import EXCLUDED, NOT_SELECTED, check_allow, check_selection
-from .site import NonNegativity, PoolSite, comes_out_of_conv, max_window_reach
-from .spec import SpecError, pool_spec_from_attributes
+from .site import NonNegativity, PoolSite, comes_out_of_conv, max_window_reach, max_window_source
+from .tensor_types import shape_and_dtype, types_from_runtime, unresolved_pool_inputs, value_types
 
-ONNX_DOMAINS = ("", "ai.onnx")
 # The first opset version at which onnxruntime implements each op we may emit.
 ORT_FIRST_VERSION = {"Conv": 1, "Pad": 2, "Concat": 4, "Relu": 6, "Max": 6, "Add": 7, "Mul": 7, "Div": 7}
 
@@ -118,6 +118,7 @@ class PoolRewritePass:
                     result.reason = f"dynamic spatial dims: the lowering would depend on the extent; {STATIC_SHAPE_HINT}"
                     return result, None
         result.status, result.became = REWRITTEN, builder.summary()
+        _record_check_start(result, site)
         result.nodes_added = len(builder.nodes)
         result.op_counts = dict(builder.op_counts())
         return result, builder
@@ -157,6 +158,7 @@ class PoolRewritePass:
         for i, site in enumerate(group):
             result = NodeResult(name=site.name, op_type=site.op_type, output=site.output_name, status=REWRITTEN)
             result.attributes = site.spec.describe()  # type: ignore[union-attr]
+            _record_check_start(result, site)
             result.became = f"one ladder shared by {names}: {builder.summary()}" if i == 0 else f"shares the ladder of {group[0].display_name}"
             result.nodes_added = len(builder.nodes) if i == 0 else 0
             result.op_counts = dict(builder.op_counts()) if i == 0 else {}
@@ -206,10 +208,10 @@ class PoolRewritePass:
         else:
             out = onnx.ModelProto()
             out.CopyFrom(model)
-        opset = _onnx_opset(out.opset_import)
-        types = _value_types(model)
-        unresolved = _unresolved_pool_inputs(model, types)
-        if unresolved and _types_from_runtime(model, unresolved, types):
+        opset = onnx_opset(out.opset_import)
+        types = value_types(model)
+        unresolved = unresolved_pool_inputs(model, types)
+        if unresolved and types_from_runtime(model, unresolved, types):
             report.notes.append(
                 f"shapes of {len(unresolved)} pool input(s) taken from an onnxruntime run: shape inference could not resolve them"
             )
@@ -227,6 +229,7 @@ class PoolRewritePass:
                         site.input_nonnegative = nonnegative(site.input_name)
                         site.input_from_conv = comes_out_of_conv(site.input_name, nonnegative.producer)
                         site.input_reach = max_window_reach(site.input_name, nonnegative.producer)
+                        site.input_chain_start = max_window_source(site.input_name, nonnegative.producer)
                         site.allow_double = self.rewrite_double
                         site.between_qdq = index.between_qdq(site)
                         sites[position] = site
@@ -325,6 +328,7 @@ class PoolRewritePass:
             site.input_nonnegative = nonnegative(x.name)
             site.input_from_conv = comes_out_of_conv(x.name, producer)
             site.input_reach = max_window_reach(x.name, producer)
+            site.input_chain_start = max_window_source(x.name, producer)
             site.allow_double = self.rewrite_double
             site.between_qdq = (
                 bool(x.inputs) and x.inputs[0].op == "DequantizeLinear" and bool(y.outputs)
@@ -378,6 +382,12 @@ def _is_pool(site: PoolSite) -> bool:
     return is_pool is None or is_pool(site)
 
 
+def _record_check_start(result: NodeResult, site: PoolSite) -> None:
+    """Where the validator must check a rewritten node (see :mod:`rewriter.check_starts`)."""
+    result.checked_from = site.input_chain_start or site.input_name
+    result.checked_nonnegative = site.input_nonnegative
+
+
 def _fingerprint(builder: SubgraphBuilder) -> bytes:
     nodes = b"".join(OnnxExporter.export_node(n).SerializeToString() for n in builder.nodes)
     return nodes + b"".join(OnnxExporter.export_tensor_proto(c).SerializeToString() for c in builder.constants)
@@ -417,131 +427,6 @@ def _raw_attributes(op_type: str, attrs: dict) -> str:
 
 def _prefixes_of(names: Iterable[str]) -> set[str]:
     return {name.rsplit("/", 1)[0] for name in names if "/" in name}
-
-
-def _onnx_opset(imports: Sequence[onnx.OperatorSetIdProto]) -> int:
-    for imp in imports:
-        if imp.domain in ONNX_DOMAINS:
-            return int(imp.version)
-    return 1
-
-
-def _value_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
-    """Tensor types after shape inference, corrected where inference and the runtime disagree.
-
-    Before opset 22, onnx shape inference keeps a ceil_mode window that starts
-    in the end padding; onnxruntime drops it. We pin such pool outputs to the
-    runtime's shape and infer again, so that pools downstream see real shapes.
-    """
-    pinned: dict[str, tuple] = {}
-    types: dict[str, onnx.TypeProto] = {}
-    for _ in range(len(model.graph.node) + 1):
-        types = _infer_types(model, pinned, types)
-        corrections = {}
-        for node in model.graph.node:
-            if node.op_type in ("MaxPool", "AveragePool") and node.domain in ONNX_DOMAINS:
-                shape, _, _ = _shape_and_dtype(types.get(node.input[0]))
-                declared, _, _ = _shape_and_dtype(types.get(node.output[0]))
-                runtime = _runtime_pool_shape(node, shape, _onnx_opset(model.opset_import))
-                if runtime is not None and declared != runtime:
-                    corrections[node.output[0]] = runtime
-        if all(pinned.get(k) == v for k, v in corrections.items()):
-            return types
-        pinned.update(corrections)
-    return types
-
-
-def _unresolved_pool_inputs(model: onnx.ModelProto, types: dict[str, onnx.TypeProto]) -> list[str]:
-    """Main-graph pool inputs whose dtype, channels or spatial dims inference left unknown."""
-    names = []
-    for node in model.graph.node:
-        if node.op_type in SITE_OPS and node.domain in ONNX_DOMAINS and node.input:
-            shape, _, dtype_name = _shape_and_dtype(types.get(node.input[0]))
-            if not dtype_name or shape is None or not all(isinstance(d, int) for d in shape[1:]):
-                names.append(node.input[0])
-    return sorted(set(names))
-
-
-def _types_from_runtime(model: onnx.ModelProto, names: list[str], types: dict[str, onnx.TypeProto]) -> bool:
-    """Fill ``types`` for ``names`` from one onnxruntime run of the original model
-    (signed-normal inputs, a dynamic batch set to 1). False when it cannot run."""
-    from .validate import SIGNED_NORMAL, OrtRunner, describe_inputs, make_feeds
-
-    try:
-        feeds = make_feeds(describe_inputs(model), SIGNED_NORMAL)
-        values = OrtRunner(model, expose=names).run(feeds)
-    except Exception:  # dynamic inputs, or a model onnxruntime cannot run: the nodes stay unresolved
-        return False
-    for name in names:
-        if name in values:
-            types[name] = onnx.helper.make_tensor_type_proto(
-                onnx.helper.np_dtype_to_tensor_dtype(values[name].dtype), list(values[name].shape)
-            )
-    return True
-
-
-def _infer_types(
-    model: onnx.ModelProto, pinned: dict[str, tuple], previous: Optional[dict[str, onnx.TypeProto]] = None
-) -> dict[str, onnx.TypeProto]:
-    source = weightless_copy(model)
-    clear_negative_dims(source)
-    if pinned:
-        keep = [v for v in source.graph.value_info if v.name not in pinned]
-        del source.graph.value_info[:]
-        source.graph.value_info.extend(keep)
-        elem_types = {name: t.tensor_type.elem_type for name, t in (previous or {}).items() if t.HasField("tensor_type")}
-        elem_types.update({v.name: v.type.tensor_type.elem_type for v in model.graph.value_info})
-        for name, shape in pinned.items():
-            elem = elem_types.get(name) or onnx.TensorProto.FLOAT
-            source.graph.value_info.append(onnx.helper.make_tensor_value_info(name, elem, list(shape)))
-    inferred = source
-    # Data propagation resolves Reshape targets computed from Shape; some models trip it, so retry without.
-    for data_prop in (True, False):
-        try:
-            inferred = onnx.shape_inference.infer_shapes(source, check_type=False, strict_mode=False, data_prop=data_prop)
-            break
-        except Exception:  # inference is advisory: unknown shapes just mean "kept"
-            continue
-    types = {}
-    for g in all_graphs(inferred.graph):
-        types.update({v.name: v.type for v in list(g.input) + list(g.value_info) + list(g.output)})
-    for init in model.graph.initializer:
-        t = onnx.TypeProto()
-        t.tensor_type.elem_type = init.data_type
-        for d in init.dims:
-            t.tensor_type.shape.dim.add().dim_value = d
-        types.setdefault(init.name, t)
-    return types
-
-
-def _runtime_pool_shape(node: onnx.NodeProto, input_shape: Optional[tuple], opset: int) -> Optional[tuple]:
-    """The output shape onnxruntime gives a ceil_mode pool, when it can be computed."""
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-    if not attrs.get("ceil_mode") or input_shape is None or len(input_shape) < 3:
-        return None
-    spatial = input_shape[2:]
-    if not all(isinstance(d, int) for d in spatial):
-        return None
-    try:
-        spec = pool_spec_from_attributes("max", attrs, spatial, **attribute_support(node.op_type, opset))
-    except SpecError:
-        return None
-    return tuple(input_shape[:2]) + spec.out_shape
-
-
-def _shape_and_dtype(type_proto: Optional[onnx.TypeProto]) -> tuple[Optional[tuple], Optional[np.dtype], str]:
-    if type_proto is None or not type_proto.HasField("tensor_type"):
-        return None, None, ""
-    tt = type_proto.tensor_type
-    dtype_name = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name if tt.elem_type else ""
-    if tt.elem_type == onnx.TensorProto.BFLOAT16:
-        dtype_name = "bfloat16"
-    dtype = np.dtype(dtype_name) if dtype_name in ("float32", "float16", "float64") else None
-    if not tt.HasField("shape"):
-        return None, dtype, dtype_name
-    # A negative dim_value (Paddle writes -1) is as dynamic as a dim_param.
-    dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else (d.dim_param or None) for d in tt.shape.dim)
-    return dims, dtype, dtype_name
 
 
 @dataclass
@@ -590,7 +475,7 @@ class _ProtoIndex:
 
 
 def _site_from_proto(node: onnx.NodeProto, opset: int, types: dict[str, onnx.TypeProto], index: _ProtoIndex) -> PoolSite:
-    shape, dtype, dtype_name = _shape_and_dtype(types.get(node.input[0]))
+    shape, dtype, dtype_name = shape_and_dtype(types.get(node.input[0]))
     indices = node.output[1] if len(node.output) > 1 else ""
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     if len(node.input) > 1 and node.input[1] and "axes" not in attrs:  # Reduce*-18 axes

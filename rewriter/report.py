@@ -28,6 +28,10 @@ class NodeResult:
     nodes_added: int = 0
     op_counts: dict[str, int] = field(default_factory=dict)
     invalid: bool = False  # the node itself is invalid ONNX (the CLI exits 2)
+    # Rewritten nodes: the tensor the validator checks the node from (its input, or the
+    # start of the chain of "same" MaxPools it is lowered through), and whether that is >= 0.
+    checked_from: str = ""
+    checked_nonnegative: bool = False
 
 
 @dataclass

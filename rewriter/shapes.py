@@ -20,11 +20,12 @@ from typing import Mapping, Optional, Sequence
 import onnx
 
 from .graphs import all_graphs, clear_negative_dims, weightless_copy
+from .input_dims import declared_dims, dims_text, graph_inputs, suggested_dims
 from .io import InputError
+from .tensor_types import value_types
 
 KEEP = -1  # in a dims list: keep the model's static dim (a dynamic batch becomes 1)
 _PLACEHOLDER = re.compile(r"^<[^<>]*>$")
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class ShapeError(InputError):
@@ -62,62 +63,6 @@ def parse_shape_options(values: Optional[Sequence[str]], option: str = "--overwr
             raise ShapeError(f"{option}: input '{name}' is given twice")
         shapes[name] = dims
     return shapes
-
-
-def declared_dims(value: onnx.ValueInfoProto) -> Optional[list[Optional[int]]]:
-    """An input's dims, None where dynamic (a dim_param, no value, or negative); None without a shape."""
-    tt = value.type.tensor_type
-    if not value.type.HasField("tensor_type") or not tt.HasField("shape"):
-        return None
-    return [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None for d in tt.shape.dim]
-
-
-def dims_text(value: onnx.ValueInfoProto) -> str:
-    """The declared shape as the user sees it, e.g. ``[N,3,?,?]``."""
-    tt = value.type.tensor_type
-    if not tt.HasField("shape"):
-        return "[unknown rank]"
-    return "[" + ",".join(
-        str(d.dim_value) if d.HasField("dim_value") and d.dim_value >= 0 else (d.dim_param or "?") for d in tt.shape.dim
-    ) + "]"
-
-
-def suggested_dims(value: onnx.ValueInfoProto, given: Optional[Sequence[Optional[int]]] = None) -> str:
-    """``D0,D1,...`` for an input: known values as numbers, a dynamic batch as 1,
-    ``<name>`` placeholders for the rest (``<H>``, ``<W>`` for image layouts).
-
-    ``given`` (optional, as resolved so far) overrides the declared dims.
-    """
-    dims = list(given) if given is not None else (declared_dims(value) or [])
-    params = [d.dim_param for d in value.type.tensor_type.shape.dim]
-    unknown = [axis for axis, d in enumerate(dims) if d is None and axis > 0]
-    names = _placeholder_names(dims, params, unknown)
-    parts = []
-    for axis, d in enumerate(dims):
-        parts.append(str(d) if d is not None else ("1" if axis == 0 else f"<{names[axis]}>"))
-    return ",".join(parts)
-
-
-def _placeholder_names(dims: Sequence[Optional[int]], params: Sequence[str], unknown: list[int]) -> dict[int, str]:
-    """Image layouts get H and W; otherwise the model's own dim_param when it is a
-    distinct name (one model calls both H and W ``?``), else ``d<axis>``."""
-    if len(dims) == 4 and set(unknown) <= {2, 3} and dims[1] is not None:
-        return {2: "H", 3: "W"}  # NCHW
-    if len(dims) == 4 and set(unknown) <= {1, 2} and dims[3] is not None:
-        return {1: "H", 2: "W"}  # NHWC
-    if len(dims) == 3 and unknown == [2] and dims[1] is not None:
-        return {2: "L"}  # NCL
-    own = [params[a] if a < len(params) else "" for a in unknown]
-    return {
-        axis: param if _IDENTIFIER.match(param or "") and own.count(param) == 1 else f"d{axis}"
-        for axis, param in zip(unknown, own)
-    }
-
-
-def graph_inputs(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
-    """The main graph's inputs that need a value (initializers excluded), by name."""
-    initializers = {t.name for t in model.graph.initializer}
-    return {v.name: v for v in model.graph.input if v.name not in initializers}
 
 
 def resolve_shapes(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]) -> dict[str, list[int]]:
@@ -176,8 +121,6 @@ def overwrite_input_shapes(
     saves a copy of the weights). Raises :class:`ShapeError` (see
     :func:`resolve_shapes`).
     """
-    from .passes import _value_types  # the pass's inference, ceil_mode corrections included
-
     resolved = resolve_shapes(model, shapes)
     if in_place:
         out = model
@@ -198,7 +141,7 @@ def overwrite_input_shapes(
     for output in light.graph.output:
         if output.type.HasField("tensor_type"):
             output.type.tensor_type.ClearField("shape")
-    types = _value_types(light)
+    types = value_types(light)  # the pass's inference, ceil_mode corrections included
 
     for graph in all_graphs(out.graph):
         produced = [o for node in graph.node for o in node.output if o]

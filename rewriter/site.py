@@ -39,6 +39,7 @@ class PoolSite:
     # Per spatial axis, (left, right): the input is already a max over that reach of
     # some tensor (it comes out of "same" stride-1 MaxPools, as in SPPF); None if not.
     input_reach: Optional[tuple[tuple[int, int], ...]] = None
+    input_chain_start: str = ""  # where that chain of "same" MaxPools starts ("": the input itself)
     invalid: bool = False  # set by a check: the node is invalid ONNX, not merely unsupported
     between_qdq: bool = False  # input from DequantizeLinear, output only into QuantizeLinear
     allow_double: bool = False  # the user asked for float64 pools (and gave up validation)

@@ -77,11 +77,6 @@ class AxisSpec:
             return self.pad_end
         return self.used_end_pad
 
-    @property
-    def is_identity_free(self) -> bool:
-        """True when no window touches padding (no pads used, no overhang)."""
-        return self.pad_begin == 0 and self.used_end_pad == 0
-
 
 @dataclass(frozen=True)
 class PoolSpec:

@@ -40,6 +40,7 @@ from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 
 from .graphs import all_graphs
+from .ops import ONNX_DOMAINS
 
 __all__ = [
     "true_convolution",
@@ -419,7 +420,7 @@ class TrueConvolutionHybridEvaluator:
         values.update({k: np.asarray(v) for k, v in feeds.items()})
         for index, node in enumerate(self.model.graph.node):
             inputs = [values[name] if name else None for name in node.input]
-            if node.op_type in ("Conv", "ConvTranspose") and node.domain in ("", "ai.onnx"):
+            if node.op_type in ("Conv", "ConvTranspose") and node.domain in ONNX_DOMAINS:
                 attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
                 function = true_convolution if node.op_type == "Conv" else true_conv_transpose
                 results = [function(*inputs, **attrs)]

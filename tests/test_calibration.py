@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from rewriter import rewrite_model
-from rewriter.noise import NOISE_FACTOR, output_noise
+from rewriter.validate.noise import NOISE_FACTOR, output_noise
 from rewriter.validate import ToleranceComparator, record_reference, validate_models
 
 

@@ -121,7 +121,7 @@ def test_models_past_the_protobuf_limit_go_through_files(tmp_path, monkeypatch):
     from rewriter import rewrite_model
     from rewriter.validate import validate_models
 
-    from rewriter import validate
+    from rewriter.validate import runners as validate
 
     monkeypatch.setattr(rio, "SINGLE_FILE_LIMIT", 1000)
     monkeypatch.setattr(validate, "SESSION_FROM_FILE_MIN_BYTES", 1000)

@@ -13,7 +13,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from rewriter import budget, rewrite_model
+from rewriter import rewrite_model
+from rewriter.validate import memory as budget
 from rewriter.validate import (
     ALL_NEGATIVE,
     DEFAULT_SUITES,

@@ -12,6 +12,7 @@ from typing import Optional, Protocol
 import onnx_graphsurgeon as gs
 
 from ..builder import SubgraphBuilder
+from ..ops import POOL_OPS, SITE_OPS
 from ..site import PoolSite
 from .average_pool import AveragePoolRule
 from .global_pool import GlobalPoolRule
@@ -29,9 +30,6 @@ class Rule(Protocol):
 
 
 RULES: tuple[Rule, ...] = (MaxPoolRule(), AveragePoolRule(), GlobalPoolRule(), LpPoolRule(), ReducePoolRule())
-# Ops the pass looks at. Reduces count only when they pool (ReducePoolRule.is_pool).
-SITE_OPS: frozenset[str] = frozenset(op for rule in RULES for op in rule.op_types)
-POOL_OPS: frozenset[str] = SITE_OPS - frozenset(ReducePoolRule.op_types)
 
 
 def rule_for(op_type: str) -> Rule:

@@ -24,6 +24,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from ..graphs import producers
+
 # Another legitimate execution of the original: every fusion onnxruntime has.
 NOISE_OPTIMIZATION = "ORT_ENABLE_ALL"
 
@@ -103,11 +105,12 @@ def perturbed(model: onnx.ModelProto, targets: Sequence[PerturbedTarget]) -> Ite
     """``model`` with ``t = t' + spread * sign(uniform(-1, 1)) + shift`` at every target
     (``spread`` and ``shift`` are new scalar inputs), restored on exit (no copy of the weights)."""
     graph = model.graph
-    producers = {o: (n, i) for n in graph.node for i, o in enumerate(n.output)}
-    targets = [t for t in targets if t.tensor in producers]
+    made_by = producers([graph])
+    targets = [t for t in targets if t.tensor in made_by]
+    slots = {t.tensor: (made_by[t.tensor], list(made_by[t.tensor].output).index(t.tensor)) for t in targets}
     added_nodes: list[onnx.NodeProto] = []
     for index, t in enumerate(targets):
-        node, slot = producers[t.tensor]
+        node, slot = slots[t.tensor]
         before = f"{t.tensor}/poolrewrite_unperturbed"
         node.output[slot] = before
         names = [f"{t.tensor}/poolrewrite_{part}" for part in ("uniform", "sign", "scaled", "spread_added")]
@@ -128,5 +131,5 @@ def perturbed(model: onnx.ModelProto, targets: Sequence[PerturbedTarget]) -> Ite
         if targets:
             del graph.input[len(graph.input) - 2 * len(targets):]
         for t in targets:
-            node, slot = producers[t.tensor]
+            node, slot = slots[t.tensor]
             node.output[slot] = t.tensor

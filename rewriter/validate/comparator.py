@@ -1,0 +1,141 @@
+"""Validation's comparator: what "equal" means for one output under one suite."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional
+
+import numpy as np
+
+from .inputs import SUITE_BLOCK_VALUES
+from .noise import METHOD as NOISE_METHOD, NOISE_FACTOR, OutputNoise, allowed_by_noise
+
+
+# atol + rtol * max |reference| of that output. A correct rewrite differs by
+# rounding only (a few ulps per pairwise max or per sum); every known bug class
+# (zero pads, wrong divisor, dropped ceil window, flipped kernel) is off by far
+# more than 1e-3 of the output's magnitude.
+DEFAULT_RTOL = {"float32": 1e-5, "float16": 1e-2, "bfloat16": 5e-2, "float64": 1e-12}
+
+
+@dataclass
+class OutputComparison:
+    """One output (or one node's output) under one input suite."""
+
+    output: str
+    suite: str
+    passed: bool
+    max_abs_error: float
+    rel_error: float  # max_abs_error / max |reference|
+    ulp_error: float  # max_abs_error in ulps of max |reference|
+    note: str = ""
+    allowed: float = 0.0  # the largest max_abs_error that passes
+    strict_allowed: float = 0.0  # what the fixed tolerance alone allows
+    noise_floor: Optional[float] = None  # the original's own rounding noise there (see rewriter.validate.noise)
+    noise_ratio: Optional[float] = None  # max_abs_error / noise_floor
+    pool_noise: Optional[float] = None  # the rewritten nodes' own rounding carried here, when measured
+
+    @classmethod
+    def failure(cls, output: str, suite: str, note: str) -> "OutputComparison":
+        """A comparison that could not even measure an error (shape, dtype, a run that failed)."""
+        return cls(output, suite, False, float("inf"), float("inf"), float("inf"), note)
+
+
+@dataclass
+class ToleranceComparator:
+    """Equal means: same shape and dtype, NaN and inf in the same places with the
+    same values, and ``max|Δ| <= atol + rtol * max|reference|`` over the finite
+    values (with ``ulps`` set instead: ``max|Δ| <= ulps`` ulps of ``max|reference|``).
+    ``rtol=None`` picks the default for the output's dtype.
+
+    Given the network's own rounding noise on an output (``noise``, see
+    :mod:`rewriter.validate.noise`), the bound is also at least ``noise_factor`` times that
+    floor; ``noise_factor=None`` turns the floor off (explicit tolerances do).
+    Node checks never pass a floor: they stay within a few ulps."""
+
+    rtol: Optional[float] = None
+    atol: float = 0.0
+    ulps: Optional[float] = None
+    noise_factor: Optional[float] = NOISE_FACTOR
+
+    @classmethod
+    def explicit(cls, rtol: Optional[float] = None, atol: Optional[float] = None, ulps: Optional[float] = None) -> "ToleranceComparator":
+        """The command line's choice: any explicit tolerance replaces the calibrated default."""
+        calibrated = rtol is None and atol is None and ulps is None
+        return cls(rtol=rtol, atol=atol or 0.0, ulps=ulps, noise_factor=NOISE_FACTOR if calibrated else None)
+
+    def describe(self) -> dict[str, Any]:
+        """The tolerance as the JSON report records it."""
+        if self.ulps is not None:
+            fixed: dict[str, Any] = {"ulps_of_max_reference": self.ulps, "atol": self.atol}
+        else:
+            fixed = {"rtol": self.rtol if self.rtol is not None else DEFAULT_RTOL, "atol": self.atol}
+        if self.noise_factor is None:
+            return {**fixed, "noise_floor": None}
+        return {**fixed, "noise_floor": {"method": NOISE_METHOD, "factor": self.noise_factor}}
+
+    def compare(
+        self, output: str, suite: str, ref: np.ndarray, cand: np.ndarray, noise: Optional[OutputNoise] = None
+    ) -> OutputComparison:
+        """``cand`` against ``ref`` for ``output`` on ``suite``, given the output's noise floor there if measured."""
+        if ref.shape != cand.shape:
+            return OutputComparison.failure(output, suite, f"shape {cand.shape} != reference {ref.shape}")
+        if ref.dtype != cand.dtype:
+            return OutputComparison.failure(output, suite, f"dtype {cand.dtype} != reference {ref.dtype}")
+        if not np.issubdtype(ref.dtype, np.floating):
+            equal = np.array_equal(ref, cand)
+            return OutputComparison(output, suite, equal, 0.0 if equal else float("inf"), 0.0, 0.0, "" if equal else "values differ")
+        note, diff, scale, any_finite = _finite_difference(ref, cand)
+        if note:
+            return OutputComparison.failure(output, suite, note)
+        if not any_finite:
+            return OutputComparison(output, suite, True, 0.0, 0.0, 0.0)
+        ulp = float(np.spacing(ref.dtype.type(scale))) if scale > 0 else float(np.finfo(ref.dtype).smallest_subnormal)
+        rel = diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
+        if self.ulps is not None:
+            strict = self.atol + self.ulps * ulp
+        else:
+            rtol = self.rtol if self.rtol is not None else DEFAULT_RTOL.get(ref.dtype.name, 1e-5)
+            strict = self.atol + rtol * scale
+        floor = noise.max_abs if noise is not None and self.noise_factor is not None else None
+        allowed = max(strict, allowed_by_noise(noise, self.noise_factor)) if floor is not None else strict
+        ratio = None if floor is None else (diff / floor if floor > 0 else (0.0 if diff == 0 else float("inf")))
+        return OutputComparison(
+            output, suite, diff <= allowed, diff, rel, diff / ulp, noise.note if floor is not None and noise else "",
+            allowed=allowed, strict_allowed=strict, noise_floor=floor, noise_ratio=ratio,
+        )
+
+
+def _finite_difference(ref: np.ndarray, cand: np.ndarray) -> tuple[str, float, float, bool]:
+    """``(failure note or "", max|ref - cand|, max|ref|, any finite value)`` over the
+    finite values; NaN and inf must match in place and value. In float64, a block
+    at a time: no float64 copy of a whole output."""
+    r, c = ref.reshape(-1), cand.reshape(-1)
+    diff = scale = 0.0
+    any_finite = False
+    for start in range(0, r.size, SUITE_BLOCK_VALUES):
+        r64 = r[start : start + SUITE_BLOCK_VALUES].astype(np.float64)
+        c64 = c[start : start + SUITE_BLOCK_VALUES].astype(np.float64)
+        finite = np.isfinite(r64)
+        moved = finite != np.isfinite(c64)
+        if moved.any():
+            where = [int(i) for i in np.unravel_index(start + int(np.argmax(moved)), ref.shape)]
+            return f"non-finite values in different places (first at index {where})", 0.0, 0.0, False
+        if not np.array_equal(r64[~finite], c64[~finite], equal_nan=True):
+            return "different non-finite values", 0.0, 0.0, False
+        if finite.all():
+            np.subtract(r64, c64, out=c64)
+        elif finite.any():
+            r64, c64 = r64[finite], r64[finite] - c64[finite]
+        else:
+            continue
+        any_finite = True
+        diff = max(diff, float(np.max(np.abs(c64))))
+        scale = max(scale, float(np.max(np.abs(r64))))
+    return "", diff, scale, any_finite
+
+
+
+def all_finite(arrays: Iterable[np.ndarray]) -> bool:
+    """No NaN or inf in any float array of ``arrays``."""
+    return all(bool(np.isfinite(a).all()) for a in arrays if np.issubdtype(a.dtype, np.floating))

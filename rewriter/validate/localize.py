@@ -1,0 +1,287 @@
+"""Validation's localization: each original pool node alone against what the
+candidate computes between the same two tensor names, on the activations the
+original really produces there and on the adversarial suites fed straight in.
+A failure names the node.
+
+Where a node's check starts is a fact about the lowering, which this package
+does not know: a :class:`NodeCheckStart` per node says it (the pass records one
+per rewritten node), and :func:`default_check_starts` gives them for a model
+when no caller does (the ``rewriter`` package installs its own analysis).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from ..graphs import producers
+from ..io import first_line
+from ..ops import ONNX_DOMAINS, POOL_OPS, REDUCE_POOL_OPS
+from .comparator import OutputComparison, ToleranceComparator, all_finite
+from .inputs import InputDescription, InputSuite, make_feeds
+from .runners import OrtRunner
+
+
+@dataclass(frozen=True)
+class NodeCheckStart:
+    """Where a node's check starts (its own input, or an earlier tensor its lowering
+    reads through, such as an SPPF chain's start) and whether that tensor is
+    provably >= 0 (then the suites fed straight in are made non-negative too)."""
+
+    start: str
+    nonnegative: bool = False
+
+
+# Where the checks of a model's nodes start, by node output; a node left out starts at its own input.
+CheckStarts = Callable[[onnx.ModelProto], Mapping[str, NodeCheckStart]]
+# Which nodes to check: their output names, or a mapping to where each check starts.
+Localize = Union[Sequence[str], Mapping[str, NodeCheckStart]]
+
+
+def own_inputs(model: onnx.ModelProto) -> dict[str, NodeCheckStart]:
+    """Every node checked from its own input, taken as signed."""
+    return {}
+
+
+_default_check_starts: list[CheckStarts] = [own_inputs]
+
+
+def set_default_check_starts(check_starts: CheckStarts) -> None:
+    """Install where checks start when a caller says nothing (``rewriter`` installs the pass's analysis)."""
+    _default_check_starts[0] = check_starts
+
+
+def default_check_starts() -> CheckStarts:
+    """What :func:`set_default_check_starts` installed (:func:`own_inputs` until then)."""
+    return _default_check_starts[0]
+
+
+def check_starts_for(
+    original: onnx.ModelProto, localize: Optional[Localize], check_starts: Optional[CheckStarts] = None
+) -> dict[str, NodeCheckStart]:
+    """Where the check of each node of ``localize`` starts (None: every node of
+    ``original``), by node output: as ``localize`` maps it, else as ``check_starts``
+    (default: :func:`default_check_starts`) says, else at the node's own input."""
+    if isinstance(localize, Mapping):
+        return dict(localize)
+    given = (check_starts or default_check_starts())(original)
+    made_by = producers([original.graph])
+    names = made_by if localize is None else [name for name in localize if name in made_by]
+    return {name: given.get(name) or NodeCheckStart(made_by[name].input[0] if made_by[name].input else "") for name in names}
+
+
+@dataclass
+class NodeCheck:
+    """One original pool node against the candidate's computation between the same tensors."""
+
+    name: str
+    op_type: str
+    output: str
+    passed: Optional[bool]  # None: could not be localized
+    max_abs_error: float = 0.0
+    rel_error: float = 0.0
+    ulp_error: float = 0.0
+    worst_suite: str = ""
+    note: str = ""
+    # Per run of the real activations: (max abs error, max |reference|) at the node.
+    errors_by_run: dict[str, tuple[float, float]] = field(default_factory=dict, repr=False)
+
+
+def localizable_nodes(
+    original: onnx.ModelProto,
+    candidate: Optional[onnx.ModelProto],
+    only: Optional[Sequence[str]],
+    ranks: Optional[Mapping[str, Optional[int]]] = None,
+) -> list[onnx.NodeProto]:
+    """Original pool nodes whose input and output tensors the candidate also has
+    (with no candidate yet: every pool node of the original, or those in ``only``).
+    Reduces count as pools when they reduce every axis after the channel axis
+    (by ``ranks``, when known) and the candidate computes them otherwise."""
+    source = candidate if candidate is not None else original
+    producer_op = {o: n.op_type for o, n in producers([source.graph]).items()}
+    initializers = {t.name: t for t in original.graph.initializer}
+    produced = set(producer_op)
+    available = produced | {i.name for i in source.graph.input}
+    wanted = set(only) if only is not None else None
+    nodes = []
+    for node in original.graph.node:
+        if node.domain not in ONNX_DOMAINS or not node.output:
+            continue
+        if wanted is not None and node.output[0] not in wanted:
+            continue
+        if wanted is None and node.op_type not in POOL_OPS:
+            rank = (ranks or {}).get(node.input[0]) if node.input else None
+            if not _pooling_reduce(node, initializers, rank):
+                continue
+            if candidate is not None and producer_op.get(node.output[0]) == node.op_type:
+                continue  # the candidate still reduces there: nothing rewritten to check
+        if node.output[0] in produced and node.input[0] in available:
+            nodes.append(node)
+    return nodes
+
+
+def _pooling_reduce(node: onnx.NodeProto, initializers: Mapping[str, onnx.TensorProto], rank: Optional[int]) -> bool:
+    """A ReduceMean/ReduceMax over axes 2.. with keepdims (the pass's global pools in disguise)."""
+    if node.op_type not in REDUCE_POOL_OPS:
+        return False
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    axes = attrs.get("axes")
+    if axes is None and len(node.input) > 1 and node.input[1] in initializers:
+        axes = numpy_helper.to_array(initializers[node.input[1]]).reshape(-1).tolist()
+    if not axes or not attrs.get("keepdims", 1):
+        return False
+    if rank is None:
+        return all(a >= 2 or a < 0 for a in axes)
+    return rank >= 3 and sorted(int(a) % rank for a in axes) == list(range(2, rank))
+
+
+def recorded_starts(
+    original: onnx.ModelProto, localize: Optional[Localize], ranks: Optional[Mapping[str, Optional[int]]] = None
+) -> list[str]:
+    """The tensors of ``original`` to record for the node checks of ``localize``: the
+    starts a mapping gives; else the input of every pool node and of every node named
+    (a chain's start is a pool's input, so any check can start where it must)."""
+    if isinstance(localize, Mapping):
+        available = set(producers([original.graph])) | {i.name for i in original.graph.input}
+        return sorted({s.start for s in localize.values() if s.start in available})
+    nodes = localizable_nodes(original, None, None, ranks) + (localizable_nodes(original, None, localize, ranks) if localize else [])
+    return sorted({n.input[0] for n in nodes})
+
+
+def nodes_to_check(
+    original: onnx.ModelProto,
+    candidate: onnx.ModelProto,
+    localize: Optional[Localize],
+    check_starts: Optional[CheckStarts],
+    recorded: set[str],
+) -> list[tuple[onnx.NodeProto, NodeCheckStart]]:
+    """The original's nodes to check against ``candidate`` (``localize``, default every
+    rewritten pool node) and where each check starts: at a ``recorded`` tensor, the
+    node's own input when its start was not recorded; nodes with neither are left out."""
+    starts = check_starts_for(original, localize, check_starts)
+    chosen = []
+    for node in localizable_nodes(original, candidate, None if localize is None else list(starts)):
+        start = starts.get(node.output[0]) or NodeCheckStart(node.input[0])
+        if start.start not in recorded:
+            start = NodeCheckStart(node.input[0], start.nonnegative)
+        if start.start in recorded:
+            chosen.append((node, start))
+    return chosen
+
+
+def check_node(
+    node: onnx.NodeProto,
+    original: "Paths",
+    candidate: "Paths",
+    activations: Sequence[tuple[str, Callable[[str], np.ndarray]]],
+    comparator: ToleranceComparator,
+    candidate_runner: Callable[..., Any],
+    suites: Sequence[InputSuite] = (),
+    seed: int = 0,
+    start: Optional[NodeCheckStart] = None,
+) -> NodeCheck:
+    """The node alone against the candidate's computation between the same tensors:
+    on the activations the original really produces there (``activations``: per
+    run, its name and a loader of a tensor by name), and on the adversarial suites
+    fed straight into the node (upstream layers can hide all-negative windows).
+    ``start`` (default: the node's input, signed) says where the check starts.
+    One input of the node is in memory at a time."""
+    check = NodeCheck(node.name, node.op_type, node.output[0], passed=None)
+    start = start or NodeCheckStart(node.input[0])
+    x_name, y_name = start.start, node.output[0]
+    try:
+        ref_runner = OrtRunner(original.between(x_name, y_name))
+        cand_runner = candidate_runner(candidate.between(x_name, y_name))
+    except _NotLocalizable as err:
+        check.note = str(err)
+        return check
+    except Exception as err:
+        check.passed, check.note = False, f"does not load: {first_line(err)}"
+        return check
+    # Fed from a graph input, the activations already are the suites, fed straight in.
+    direct_suites = () if x_name in {i.name for i in original.model.graph.input} else suites
+
+    def node_inputs() -> Iterator[tuple[str, np.ndarray]]:
+        at_node: Optional[InputDescription] = None
+        for suite_name, load in activations:
+            x = load(x_name)
+            at_node = InputDescription(x_name, x.shape, x.dtype)
+            yield suite_name, x
+            del x
+        for suite in direct_suites if at_node else ():
+            x = make_feeds([at_node], suite, seed)[x_name]
+            if start.nonnegative:
+                np.abs(x, out=x)
+            yield f"{suite.name} at the node", x
+            del x
+
+    worst: Optional[OutputComparison] = None
+    for suite_name, x in node_inputs():
+        if suite_name == "user" or all_finite([x]):  # the rewrite is exact for finite inputs only (see README)
+            try:
+                expected = ref_runner.run({x_name: x})[y_name]
+                actual = cand_runner.run({x_name: x})[y_name]
+            except Exception as err:
+                check.passed, check.note, check.worst_suite = False, f"fails to run: {first_line(err)}", suite_name
+                return check
+            del x  # before the comparison's own temporaries
+            c = comparator.compare(y_name, suite_name, expected, actual)
+            if not suite_name.endswith(" at the node") and np.issubdtype(expected.dtype, np.floating) and expected.size:
+                check.errors_by_run[suite_name] = (c.max_abs_error, float(np.max(np.abs(expected[np.isfinite(expected)]), initial=0.0)))
+            del expected, actual
+            if worst is None or (not c.passed, c.rel_error) > (not worst.passed, worst.rel_error):
+                worst = c
+        x = None  # released before the next input is made
+    if worst is not None:
+        check.passed = worst.passed
+        check.max_abs_error, check.rel_error, check.ulp_error = worst.max_abs_error, worst.rel_error, worst.ulp_error
+        check.worst_suite, check.note = worst.suite, worst.note
+    return check
+
+
+class _NotLocalizable(Exception):
+    """The node's output cannot be cut out as a function of its check's start alone."""
+
+
+class Paths:
+    """Cuts single-input pieces out of one model: what computes ``y`` from ``x`` alone
+    (``elem_types``: the element types of the tensors, where known)."""
+
+    def __init__(self, model: onnx.ModelProto, elem_types: Mapping[str, int]) -> None:
+        self.model = model
+        self.producers = producers([model.graph])
+        self.order = {id(n): i for i, n in enumerate(model.graph.node)}
+        self.initializers = {t.name: t for t in model.graph.initializer}
+        self.elem_types = elem_types
+
+    def between(self, x_name: str, y_name: str) -> onnx.ModelProto:
+        """A model of input ``x_name`` and output ``y_name``; raises when ``y`` needs more than ``x``."""
+        keep: dict[int, onnx.NodeProto] = {}
+        seen: set[str] = set()
+        stack = [y_name]
+        while stack:
+            name = stack.pop()
+            if name in seen or name == x_name or name in self.initializers or not name:
+                continue
+            seen.add(name)
+            node = self.producers.get(name)
+            if node is None:
+                raise _NotLocalizable(f"'{y_name}' depends on '{name}', not only on '{x_name}'")
+            if node.op_type in ("If", "Loop", "Scan") or len(keep) > 10000:
+                raise _NotLocalizable(f"'{y_name}' is computed through control flow or too many nodes")
+            keep[id(node)] = node
+            stack.extend(node.input)
+        nodes = sorted(keep.values(), key=lambda n: self.order[id(n)])
+        used = {i for n in nodes for i in n.input}
+
+        def info(name: str) -> onnx.ValueInfoProto:
+            return onnx.helper.make_tensor_value_info(name, self.elem_types.get(name, onnx.TensorProto.FLOAT), None)
+
+        inits = [t for name, t in self.initializers.items() if name in used]
+        graph = onnx.helper.make_graph(nodes, "localized", [info(x_name)], [info(y_name)], inits)
+        return onnx.helper.make_model(graph, opset_imports=list(self.model.opset_import), ir_version=self.model.ir_version)
+
