@@ -28,6 +28,7 @@ class NodeResult:
     nodes_added: int = 0
     op_counts: dict[str, int] = field(default_factory=dict)
     invalid: bool = False  # the node itself is invalid ONNX (the CLI exits 2)
+    strategy: str = ""  # a rewritten max pool's strategy per axis, e.g. "nested-chain x anchored-ladder"
 
 
 @dataclass
@@ -73,13 +74,14 @@ class Report:
     def to_json(self) -> str:
         return dumps(self.to_dict())
 
-    def table(self) -> str:
-        """A fixed-width table, one row per pool node, then totals.
+    def table(self, strategies: bool = False) -> str:
+        """A fixed-width table, one row per pool node, then totals; with ``strategies``,
+        a last column names each max pool's strategy per axis.
 
         A reason or a "became" too long for its column is never cut: the cell
         says ``see [N]`` and the text follows the totals in full, as note N.
         """
-        headers = ["name", "op", "attributes", "status", "became / reason", "added"]
+        headers = ["name", "op", "attributes", "status", "became / reason", "added"] + (["strategy"] if strategies else [])
         rows, details = [], []
         for n in self.nodes:
             label = n.name or f"<-> {n.output}"
@@ -87,7 +89,7 @@ class Report:
             if len(text) > CELL_WIDTH:
                 details.append(numbered_note(len(details) + 1, f"{label}: {text}"))
                 text = f"see [{len(details)}]"
-            rows.append([label, n.op_type, n.attributes, n.status, text, str(n.nodes_added)])
+            rows.append([label, n.op_type, n.attributes, n.status, text, str(n.nodes_added)] + ([n.strategy] if strategies else []))
         out = format_columns(headers, rows, right=(5,))
         t = self.totals()
         out.append(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import numpy as np
@@ -147,11 +148,30 @@ def test_max_window_reach_follows_a_chain_of_same_pools():
     assert max_window_reach("y0", NonNegativity.of_graphs([strided.graph]).producer) is None
 
 
-def test_validation_checks_a_pool_of_pools_from_the_chain_start(monkeypatch):
+class OverstatedReach:
+    """A MaxPool strategy that grows from one tap more reach, each side, than the input has."""
+
+    name = "overstated-reach"
+
+    def plan(self, a, context):
+        from rewriter.lower.max_strategies import GrowFromReach
+
+        if context.reach == (0, 0):
+            return "the input is no max over a reach"
+        left, right = context.reach
+        return GrowFromReach().plan(a, dataclasses.replace(context, reach=(left + 1, right + 1)))
+
+    def build(self, b, x, axis, a, plan):
+        from rewriter.lower.max_strategies import GrowFromReach
+
+        return GrowFromReach().build(b, x, axis, a, plan)
+
+
+def test_validation_checks_a_pool_of_pools_from_the_chain_start():
     """The node check feeds its adversarial suites at the start of the chain, where any
     input is fair: a lowering that assumed more reach than the input has is caught
     and named, and the correct one passes."""
-    from rewriter import passes
+    from rewriter.lower.max_strategies import STRATEGY_NAMES
     from rewriter.validate import validate_models
 
     shape = [1, 3, 12, 11]
@@ -160,14 +180,7 @@ def test_validation_checks_a_pool_of_pools_from_the_chain_start(monkeypatch):
     result = validate_models(model, good)
     assert result.passed and [n.passed for n in result.nodes] == [True, True]
 
-    real = passes.max_window_reach
-
-    def overstated(tensor, producer):
-        reach = real(tensor, producer)
-        return tuple((left + 1, right + 1) for left, right in reach) if reach else None
-
-    monkeypatch.setattr(passes, "max_window_reach", overstated)
-    bad, _ = rewrite_model(model)
+    bad, _ = rewrite_model(model, strategies=[OverstatedReach(), *STRATEGY_NAMES])
     result = validate_models(model, bad)
     assert not result.passed
     assert [n.name for n in result.failed_nodes] == ["pool1"]
