@@ -223,3 +223,44 @@ def test_validating_one_pool_of_pools_records_its_chain_start():
     new, _ = rewrite_model(model)
     result = validate_models(model, new, localize=["y2"])
     assert result.passed and [(n.name, n.passed) for n in result.nodes] == [("pool2", True)]
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["signed", "after-relu"])
+def test_sppf_written_with_same_upper_is_a_chain_too(relu):
+    """auto_pad=SAME_UPPER on a stride-1 5x5 pool is pads 2,2,2,2: the SPPF chain adds
+    exactly as many nodes as with explicit pads, grows from its reach, and matches."""
+    shape = [1, 4, 11, 9]
+    explicit = pools_in_a_chain(shape, SPPF, relu=relu)
+    same = pools_in_a_chain(shape, [dict(kernel_shape=[5, 5], auto_pad="SAME_UPPER")] * 3, relu=relu)
+    _, explicit_report = rewrite_model(explicit)
+    new, report = rewrite_model(same)
+    assert report.totals()["nodes_added"] == explicit_report.totals()["nodes_added"]
+    assert [n.strategy for n in report.nodes] == [n.strategy for n in explicit_report.nodes]
+    assert report.nodes[2].strategy == "grow-from-reach x grow-from-reach"
+    for x in input_suites(shape).values():
+        for e, a in zip(run(same, {"x": x}), run(new, {"x": x})):
+            np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-6)
+
+
+def test_report_names_the_strategy_of_every_rewritten_max_pool():
+    """Each rewritten MaxPool's JSON row names its strategy per axis; shared ones too."""
+    _, report = rewrite_model(pools_on_one_input([1, 4, 15, 13], SPP))
+    assert all(n.strategy for n in report.nodes)
+    assert all(n["strategy"] for n in report.to_dict()["nodes"])
+    _, chain = rewrite_model(pools_in_a_chain([1, 4, 15, 13], SPPF))
+    assert chain.nodes[0].strategy == "anchored-ladder x anchored-ladder"
+
+
+def test_strategies_are_chosen_by_name():
+    """Without the anchored ladder a signed "same" pool takes a padded copy; an
+    unknown name is a SelectionError with a suggestion; excluding every fallback
+    keeps the pool with the reasons."""
+    from rewriter.selection import SelectionError
+
+    model = pools_on_one_input([1, 4, 15, 13], SPP[:1])
+    _, report = rewrite_model(model, exclude_strategies=["anchored-ladder"])
+    assert report.nodes[0].strategy == "padded-copy x padded-copy" and report.nodes[0].op_counts["Concat"] == 2
+    with pytest.raises(SelectionError, match="did you mean 'anchored-ladder'"):
+        rewrite_model(model, exclude_strategies=["anchored_ladder"])
+    _, report = rewrite_model(model, strategies=["ladder"])
+    assert report.nodes[0].status == "kept" and "ladder: signed input with padding" in report.nodes[0].reason
