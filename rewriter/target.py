@@ -40,10 +40,9 @@ DTYPE_REASONS = {
 class Target:
     """The ops, opset, dtypes and limits a replacement subgraph must keep to.
 
-    The numeric limits are None when the target has none. ``max_kernel_taps`` is
-    enforced by the MaxPool strategies (a strategy whose conv would need more
-    taps along one axis is skipped); the others have their home here for the
-    target profiles that will set them.
+    The numeric limits are None when the target has none. They have their home
+    here for the target profiles that will set them; no strategy enforces them
+    yet (docs/architecture.md says where that goes).
     """
 
     allowed: frozenset[str] = STRICT_OPS
@@ -92,9 +91,3 @@ class Target:
             f"opset {self.opset}: onnxruntime has no kernel for {', '.join(old)} at this version, "
             "so the rewrite could not be validated (convert the model to opset 7 or later)"
         )
-
-    def taps_refusal(self, taps: int) -> Optional[str]:
-        """Why a conv with ``taps`` taps along one axis is too long for the target, or None."""
-        if self.max_kernel_taps is not None and taps > self.max_kernel_taps:
-            return f"needs a conv of {taps} taps along one axis; the target allows {self.max_kernel_taps}"
-        return None

@@ -49,8 +49,6 @@ class PoolPlan:
         return " x ".join(choice.strategy.name for choice in self.axes)
 
 
-Outcome = Union[Refusal, PoolPlan]
-
 
 def refuse_site(site: PoolSite, target: Target) -> Optional[Refusal]:
     """Why this node cannot be lowered whatever its op, or None."""

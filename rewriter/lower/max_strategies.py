@@ -2,7 +2,7 @@
 
 Each strategy has ``plan(a, context)``, which returns a plan, or a string: the
 reason it does not apply to that axis; and ``build(b, x, axis, a, plan)``. The
-first strategy of the table that plans builds the axis (:func:`max_along_axis`).
+first strategy of the table that plans builds the axis (:func:`choose`).
 The order is what the measurements with scripts/bench.py chose: the cheapest
 exact lowering first (docs/lowering.md has the math and the numbers).
 
@@ -156,31 +156,37 @@ class ProfilePaddedCopy:
         return ladder(b, replicate_pad(b, x, axis, a), axis, a, conv_pads=(0, 0))
 
 
-def _border_fix_refusal(a: AxisSpec, context: AxisContext, min_values: int) -> Optional[str]:
-    # Measured on large strided pools: convs at the output positions with a thin fix
-    # of the border outputs beat the anchored ladder, whose steps run at full
-    # resolution (an odd-sized ResNet stem: 4.5 -> 2.6 of native); on small ones the
-    # fix's dozen thin nodes cost more than they save, and with stride 1 the anchored
-    # ladder wins.
-    if context.values < min_values:
-        return f"{context.values} values: border fixes pay off from {min_values}"
-    if a.stride == 1:
-        return "stride 1: the anchored ladder is faster"
-    return None
-
-
 @dataclass(frozen=True)
-class NestedBorderFix:
-    """Padding on both sides of a large strided pool: the nested chain, exact on one
-    side and zero-padded on the other, then that side's border outputs fixed."""
+class _BorderFix:
+    """Convs at the output positions, exact except at the borders, then those border
+    outputs recomputed on thin slices and fixed in place, from ``min_values`` values."""
 
-    name: ClassVar[str] = "nested-border-fix"
     min_values: int = 1 << 18
 
     def plan(self, a: AxisSpec, context: AxisContext) -> Union[str, Plan]:
-        why = _border_fix_refusal(a, context, self.min_values)
-        if why:
-            return why
+        # Measured on large strided pools: convs at the output positions with a thin fix
+        # of the border outputs beat the anchored ladder, whose steps run at full
+        # resolution (an odd-sized ResNet stem: 4.5 -> 2.6 of native); on small ones the
+        # fix's dozen thin nodes cost more than they save, and with stride 1 the anchored
+        # ladder wins.
+        if context.values < self.min_values:
+            return f"{context.values} values: border fixes pay off from {self.min_values}"
+        if a.stride == 1:
+            return "stride 1: the anchored ladder is faster"
+        return self.plan_fix(a)
+
+    def plan_fix(self, a: AxisSpec) -> Union[str, Plan]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class NestedBorderFix(_BorderFix):
+    """Padding on both sides: the nested chain, exact on one side and zero-padded on
+    the other, then that side's border outputs fixed."""
+
+    name: ClassVar[str] = "nested-border-fix"
+
+    def plan_fix(self, a: AxisSpec) -> Union[str, Plan]:
         plans = []
         for side in ("end", "begin"):
             nested = plan_nested(a, zero_padding_exact=False, zero_side=side)
@@ -197,17 +203,13 @@ class NestedBorderFix:
 
 
 @dataclass(frozen=True)
-class LadderBorderFix:
-    """A large strided pool: the zero-padded ladder, then the border outputs on both
-    sides fixed (exact except where a border window's real elements are all negative)."""
+class LadderBorderFix(_BorderFix):
+    """The zero-padded ladder, then the border outputs on both sides fixed (it is exact
+    except where a border window's real elements are all negative)."""
 
     name: ClassVar[str] = "ladder-border-fix"
-    min_values: int = 1 << 18
 
-    def plan(self, a: AxisSpec, context: AxisContext) -> Union[str, Plan]:
-        why = _border_fix_refusal(a, context, self.min_values)
-        if why:
-            return why
+    def plan_fix(self, a: AxisSpec) -> Union[str, Plan]:
         return True if fixable(a, ("begin", "end")) else "a window touches both ends"
 
     def build(self, b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec, plan: Plan) -> gs.Tensor:
@@ -284,15 +286,6 @@ def choose(a: AxisSpec, context: AxisContext, strategies: Sequence[MaxStrategy] 
             return AxisChoice(strategy, plan)
         reasons.append(f"{strategy.name}: {plan}")
     raise NoStrategyError("no selected MaxPool strategy applies (" + "; ".join(reasons) + ")")
-
-
-def max_along_axis(
-    b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec, context: AxisContext, strategies: Sequence[MaxStrategy] = MAX_STRATEGIES
-) -> tuple[gs.Tensor, str]:
-    """1-D max pool with -inf padding semantics along one spatial axis, by the first
-    strategy that applies; returns the result and that strategy's name."""
-    choice = choose(a, context, strategies)
-    return choice.build(b, x, axis, a), choice.strategy.name
 
 
 def select_strategies(
