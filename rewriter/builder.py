@@ -2,24 +2,23 @@
 
 The strict op set is depthwise Conv, Relu, Add and Concat. Every conv maps C
 channels to C channels with ``group = C`` and weights of shape ``[C, 1, *k]``:
-cost and weight size grow with C, never with C squared. A target profile may
-allow more ops (``allowed``); lowerings ask :meth:`SubgraphBuilder.can` before
-using one, and the builder refuses any op outside the profile.
+cost and weight size grow with C, never with C squared. A target
+(:class:`~rewriter.target.Target`) may allow more ops; lowerings ask
+:meth:`SubgraphBuilder.can` before using one, and the builder refuses any op
+outside the target.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from .target import PROFILE_OPS, STRICT_OPS, Target
 
-STRICT_OPS = frozenset({"Conv", "Relu", "Add", "Concat"})
-# Ops a profile may add, each used by some lowering when allowed: the one list of
-# them (``can`` refuses any other, and ``--allow`` names them in its errors).
-PROFILE_OPS = frozenset({"Max", "Pad", "Mul", "Div"})
+__all__ = ["PROFILE_OPS", "STRICT_OPS", "SubgraphBuilder"]
 
 
 class SubgraphBuilder:
@@ -28,6 +27,8 @@ class SubgraphBuilder:
     ``rank`` is the number of spatial axes; spatial axis ``i`` is tensor axis
     ``i + 2``. Names start with ``prefix`` and are unique within the builder;
     the caller picks a prefix that no tensor of the graph already uses.
+    ``target`` says what may be emitted; without one, the strict op set plus
+    ``allowed`` at ``opset``.
     """
 
     def __init__(
@@ -40,13 +41,15 @@ class SubgraphBuilder:
         allowed: Iterable[str] = (),
         opset: int = 22,
         conv_layout_inputs: Iterable[str] = (),
+        target: Optional[Target] = None,
     ) -> None:
         self.prefix = prefix
         self.channels = channels
         self.dtype = np.dtype(dtype)
         self.rank = rank
-        self.allowed = frozenset(STRICT_OPS) | frozenset(allowed)
-        self.opset = opset
+        self.target = target if target is not None else Target.of(allowed, opset)
+        self.allowed = self.target.allowed
+        self.opset = self.target.opset
         self.conv_layout_inputs = frozenset(conv_layout_inputs)  # graph tensors that come out of a conv
         self.nodes: list[gs.Node] = []
         self.constants: list[gs.Constant] = []
@@ -64,10 +67,8 @@ class SubgraphBuilder:
         return t.name.startswith(self.prefix + "/") or t.name in self.conv_layout_inputs
 
     def can(self, op: str) -> bool:
-        """Whether the target profile allows ``op`` (Pad-1 spells its pads differently: not used)."""
-        if op not in PROFILE_OPS | STRICT_OPS:
-            raise ValueError(f"{op} is not in PROFILE_OPS: list it there, so that --allow knows it")
-        return op in self.allowed and not (op == "Pad" and self.opset < 2)
+        """Whether the target allows ``op`` at this opset (:meth:`Target.can`)."""
+        return self.target.can(op)
 
     def _constant(self, hint: str, values: np.ndarray) -> gs.Constant:
         c = gs.Constant(self._name(hint), np.asarray(values))

@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=int, default=0, help="seed of the generated input suites (default 0)")
     verbosity = p.add_mutually_exclusive_group()
     verbosity.add_argument("-q", "--quiet", action="store_true", help="print only errors")
-    verbosity.add_argument("-v", "--verbose", action="store_true", help="also print every validation comparison and node check")
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="also print each MaxPool's strategy per axis, every validation comparison and node check")
     p.add_argument("--debug", action="store_true", help="show a traceback on an unexpected internal error")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
@@ -380,7 +380,7 @@ def _rewrite(args: argparse.Namespace, loaded: LoadedModel, console: _Console) -
     if report.invalid:
         bad = report.invalid[0]
         raise InputError(f"node '{bad.name or bad.output}' ({bad.op_type}): {bad.reason}")
-    console.out(report.table() if report.nodes else "no pool nodes found")
+    console.out(report.table(strategies=args.verbose) if report.nodes else "no pool nodes found")
     hint = _static_shape_hint(model, report)
     if hint:
         report.notes.append(hint)

@@ -32,6 +32,7 @@ class NodeResult:
     # start of the chain of "same" MaxPools it is lowered through), and whether that is >= 0.
     checked_from: str = ""
     checked_nonnegative: bool = False
+    strategy: str = ""  # a rewritten max pool's strategy per axis, e.g. "nested-chain x anchored-ladder"
 
 
 @dataclass
@@ -77,13 +78,14 @@ class Report:
     def to_json(self) -> str:
         return dumps(self.to_dict())
 
-    def table(self) -> str:
-        """A fixed-width table, one row per pool node, then totals.
+    def table(self, strategies: bool = False) -> str:
+        """A fixed-width table, one row per pool node, then totals; with ``strategies``,
+        a last column names each max pool's strategy per axis.
 
         A reason or a "became" too long for its column is never cut: the cell
         says ``see [N]`` and the text follows the totals in full, as note N.
         """
-        headers = ["name", "op", "attributes", "status", "became / reason", "added"]
+        headers = ["name", "op", "attributes", "status", "became / reason", "added"] + (["strategy"] if strategies else [])
         rows, details = [], []
         for n in self.nodes:
             label = n.name or f"<-> {n.output}"
@@ -91,7 +93,7 @@ class Report:
             if len(text) > CELL_WIDTH:
                 details.append(numbered_note(len(details) + 1, f"{label}: {text}"))
                 text = f"see [{len(details)}]"
-            rows.append([label, n.op_type, n.attributes, n.status, text, str(n.nodes_added)])
+            rows.append([label, n.op_type, n.attributes, n.status, text, str(n.nodes_added)] + ([n.strategy] if strategies else []))
         out = format_columns(headers, rows, right=(5,))
         t = self.totals()
         out.append(

@@ -1,21 +1,22 @@
 """What a rule needs to know about one pool node, independent of the graph API.
 
-A :class:`PoolSite` is built either from an ``onnx.GraphProto`` or from an
+A :class:`PoolSite` is built by :func:`build_site` from a :class:`NodeFacts` and
+a :class:`GraphFacts`, which the pass adapts from an ``onnx.GraphProto`` or an
 onnx-graphsurgeon ``Graph``; the rules never touch either directly.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from dataclasses import dataclass
+from typing import Callable, Mapping, Optional, Protocol, Sequence
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
 from .wire import tensor_value
-from .spec import PoolSpec
+from .spec import RawPool
 
 Dim = Optional[object]  # int when static, a str or None when dynamic
 
@@ -40,11 +41,12 @@ class PoolSite:
     # some tensor (it comes out of "same" stride-1 MaxPools, as in SPPF); None if not.
     input_reach: Optional[tuple[tuple[int, int], ...]] = None
     input_chain_start: str = ""  # where that chain of "same" MaxPools starts ("": the input itself)
-    invalid: bool = False  # set by a check: the node is invalid ONNX, not merely unsupported
     between_qdq: bool = False  # input from DequantizeLinear, output only into QuantizeLinear
-    allow_double: bool = False  # the user asked for float64 pools (and gave up validation)
-    surrogate_variant: int = 0  # with dynamic spatial dims: which stand-in extents the spec uses
-    spec: Optional[PoolSpec] = field(default=None, repr=False)  # set by a rule's check
+
+    @property
+    def raw(self) -> RawPool:
+        """The node's attributes, decoded without a shape."""
+        return RawPool(self.op_type, self.attrs, self.opset)
 
     @property
     def display_name(self) -> str:
@@ -52,6 +54,77 @@ class PoolSite:
 
     def spatial_is_dynamic(self) -> bool:
         return self.input_shape is not None and not all(isinstance(d, int) and d >= 0 for d in self.input_shape[2:])
+
+
+Producer = Callable[[str], Optional[tuple[str, Sequence[str], dict]]]
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    """A node as every graph API can give it: names of its tensors, decoded attributes."""
+
+    name: str
+    op_type: str
+    attrs: Mapping[str, object]
+    inputs: Sequence[str]
+    outputs: Sequence[str]
+
+
+class GraphFacts(Protocol):
+    """What a site needs to know about the graph around a node."""
+
+    def producer(self, name: str) -> Optional[tuple[str, Sequence[str], dict]]:
+        """``(op_type, input names, attributes)`` of the node writing ``name``; None for inputs and initializers."""
+
+    def constant(self, name: str) -> Optional[np.ndarray]:
+        """The value of a constant tensor; None when ``name`` is computed."""
+
+    def reader_ops(self, name: str) -> list[str]:
+        """The op types of the nodes reading ``name``."""
+
+    def is_graph_output(self, name: str) -> bool: ...
+
+    def tensor_type(self, name: str) -> tuple[Optional[tuple[Dim, ...]], Optional[np.dtype], str]:
+        """Shape (None when unknown), numpy dtype (None when not one we lower) and dtype name."""
+
+
+def build_site(
+    node: NodeFacts, opset: int, facts: GraphFacts, nonnegative: Callable[[str], bool], is_pool: Callable[[PoolSite], bool]
+) -> Optional[PoolSite]:
+    """The site of ``node`` with the facts about its surroundings; None when the node is
+    no pool (``is_pool``: a Reduce over other axes)."""
+    shape, dtype, dtype_name = facts.tensor_type(node.inputs[0])
+    attrs = dict(node.attrs)
+    if len(node.inputs) > 1 and node.inputs[1] and "axes" not in attrs:  # Reduce*-18 axes
+        axes = facts.constant(node.inputs[1])
+        if axes is not None:
+            attrs["axes"] = [int(v) for v in axes.reshape(-1)]
+    x, y = node.inputs[0], node.outputs[0]
+    indices = node.outputs[1] if len(node.outputs) > 1 else ""
+    site = PoolSite(
+        name=node.name,
+        op_type=node.op_type,
+        attrs=attrs,
+        opset=opset,
+        input_name=x,
+        output_name=y,
+        input_shape=shape,
+        dtype=dtype,
+        dtype_name=dtype_name,
+        indices_used=bool(indices) and (bool(facts.reader_ops(indices)) or facts.is_graph_output(indices)),
+    )
+    if not is_pool(site):
+        return None
+    feeder, readers = facts.producer(x), facts.reader_ops(y)
+    site.input_nonnegative = nonnegative(x)
+    site.input_from_conv = comes_out_of_conv(x, facts.producer)
+    site.input_reach = max_window_reach(x, facts.producer)
+    site.input_chain_start = max_window_source(x, facts.producer)
+    site.between_qdq = (
+        feeder is not None and feeder[0] == "DequantizeLinear" and bool(readers)
+        and all(op == "QuantizeLinear" for op in readers) and not facts.is_graph_output(y)
+    )
+    return site
 
 
 # Ops whose output is >= 0 whatever their input (NaN aside).
@@ -69,8 +142,6 @@ SIGN_PRESERVING_OPS = {
 BLOCKED_AFTER_CONV = frozenset(
     {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Add", "BatchNormalization", "MaxPool", "AveragePool"}
 )
-
-Producer = Callable[[str], Optional[tuple[str, Sequence[str], dict]]]
 
 
 def comes_out_of_conv(tensor: str, producer: Producer, max_depth: int = 16) -> bool:
@@ -95,43 +166,19 @@ def comes_out_of_conv(tensor: str, producer: Producer, max_depth: int = 16) -> b
     return False
 
 
-def _centred_max_pool(made_by: Optional[tuple[str, Sequence[str], dict]]) -> Optional[tuple[str, list[tuple[int, int]]]]:
-    """The input and per-axis (left, right) reach of a "same" MaxPool: stride 1, no
-    dilation, explicit pads summing to kernel - 1, so output q is the max over
-    ``[q - left, q + right]`` of its input, clipped to it. None for any other node."""
-    if made_by is None or made_by[0] != "MaxPool":
-        return None
-    _, inputs, attrs = made_by
-    kernel = list(attrs.get("kernel_shape") or [])
-    rank = len(kernel)
-    pads = list(attrs.get("pads") or [0] * (2 * rank))
-    auto_pad = attrs.get("auto_pad", "NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
-    same = (
-        rank > 0
-        and auto_pad in ("NOTSET", "")
-        and all(s == 1 for s in (attrs.get("strides") or [1] * rank))
-        and all(d == 1 for d in (attrs.get("dilations") or [1] * rank))
-        and len(pads) == 2 * rank
-        and all(k >= 1 for k in kernel)
-        and all(p >= 0 for p in pads)
-        and all(pads[i] + pads[i + rank] == kernel[i] - 1 for i in range(rank))
-    )
-    return (inputs[0], [(pads[i], kernel[i] - 1 - pads[i]) for i in range(rank)]) if same else None
-
-
 def _same_pool_chain(tensor: str, producer: Producer) -> tuple[str, Optional[tuple[tuple[int, int], ...]]]:
     """Walk back through a chain of "same" MaxPools ending in ``tensor``: where it starts,
     and the per-axis (left, right) reach the chain adds up to (None when ``tensor`` is
     no such pool's output)."""
-    reach: Optional[list[tuple[int, int]]] = None
+    reach: Optional[tuple[tuple[int, int], ...]] = None
     for _ in range(64):
-        pool = _centred_max_pool(producer(tensor))
-        if pool is None or (reach is not None and len(pool[1]) != len(reach)):
+        made_by = producer(tensor)
+        own = RawPool(made_by[0], made_by[2]).centred_reach() if made_by is not None else None
+        if own is None or (reach is not None and len(own) != len(reach)):
             break
-        tensor, own = pool
-        reach = own if reach is None else [(l1 + l2, r1 + r2) for (l1, r1), (l2, r2) in zip(reach, own)]
-    return tensor, tuple(reach) if reach is not None else None
+        tensor = made_by[1][0]  # type: ignore[index]
+        reach = own if reach is None else tuple((l1 + l2, r1 + r2) for (l1, r1), (l2, r2) in zip(reach, own))
+    return tensor, reach
 
 
 def max_window_reach(tensor: str, producer: Producer) -> Optional[tuple[tuple[int, int], ...]]:

@@ -1,15 +1,19 @@
-"""The one place that turns ONNX pool attributes into per-axis numbers.
+"""The one place that reads ONNX pool attributes.
 
-Every lowering reads a :class:`PoolSpec`; none of them looks at raw attributes.
-The semantics are onnxruntime's (the validator's ground truth), which agree
-with the ONNX spec except where noted in :func:`pool_spec_from_attributes`.
+:class:`RawPool` decodes a node's attributes without a shape (auto_pad, the
+attributes its opset version defines, a short description, a "same" pool's
+reach); :func:`pool_spec_from_attributes` resolves them against a static shape
+into per-axis numbers. Every lowering reads a :class:`PoolSpec`; none of them
+looks at raw attributes. The semantics are onnxruntime's (the validator's
+ground truth), which agree with the ONNX spec except where noted in
+:func:`pool_spec_from_attributes`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 
 class SpecError(ValueError):
@@ -76,6 +80,17 @@ class AxisSpec:
         if (self.size + self.pad_begin + self.pad_end - self.effective_kernel) // self.stride + 1 == self.out_size:
             return self.pad_end
         return self.used_end_pad
+
+    @property
+    def centred(self) -> bool:
+        """Stride 1, no dilation, as many outputs as inputs: output q's window is
+        ``[q - pad_begin, q + kernel - 1 - pad_begin]`` (a "same" pool)."""
+        return self.stride == 1 and self.dilation == 1 and self.out_size == self.size and self.pad_begin + self.pad_end == self.kernel - 1
+
+    @property
+    def reach(self) -> tuple[int, int]:
+        """How far left and right of output q a centred pool's window reaches."""
+        return self.pad_begin, self.kernel - 1 - self.pad_begin
 
 
 @dataclass(frozen=True)
@@ -173,9 +188,7 @@ def pool_spec_from_attributes(
         raise InvalidPoolError(f"strides {strides} and dilations {dilations} must be positive and pads {pads} non-negative")
     ceil_mode = bool(attrs.get("ceil_mode", 0)) if ceil_mode_supported else False
     cip = bool(attrs.get("count_include_pad", 0)) if count_include_pad_supported else False
-    auto_pad = attrs.get("auto_pad", "NOTSET")
-    if isinstance(auto_pad, bytes):
-        auto_pad = auto_pad.decode()
+    auto_pad = decode_auto_pad(attrs)
 
     axes = []
     for i, length in enumerate(spatial_shape):
@@ -228,3 +241,107 @@ def global_pool_spec(kind: str, spatial_shape: Sequence[int]) -> PoolSpec:
     """A global pool is a pool whose window is the whole (static) extent."""
     axes = tuple(AxisSpec(n, n, 1, 1, 0, 0, 1) for n in spatial_shape)
     return PoolSpec(kind=kind, axes=axes, count_include_pad=False)
+
+
+def decode_auto_pad(attrs: Mapping[str, object]) -> str:
+    """The auto_pad attribute as a str (protobuf gives bytes); "NOTSET" when absent."""
+    auto_pad = attrs.get("auto_pad", "NOTSET")
+    return auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad or "NOTSET")
+
+
+def attribute_support(op_type: str, opset: int) -> dict[str, bool]:
+    """Which optional attributes the op's version defines (others keep defaults)."""
+    if op_type == "MaxPool":
+        return dict(count_include_pad_supported=False, ceil_mode_supported=opset >= 10, dilations_supported=opset >= 10)
+    return dict(count_include_pad_supported=opset >= 7, ceil_mode_supported=opset >= 10, dilations_supported=opset >= 19)
+
+
+def surrogate_extent(effective_kernel: int, variant: int = 0) -> int:
+    """A stand-in for a dynamic extent; lowerings built for two of them must agree."""
+    return 4 * effective_kernel + 17 + variant
+
+
+@dataclass(frozen=True)
+class RawPool:
+    """A pool node's attributes as written, read without a shape."""
+
+    op_type: str
+    attrs: Mapping[str, object]
+    opset: int = 22
+
+    @property
+    def auto_pad(self) -> str:
+        return decode_auto_pad(self.attrs)
+
+    def effective_kernel(self, axis: int) -> int:
+        """The window's span along spatial ``axis`` (1 past the kernel's rank)."""
+        kernel = list(self.attrs.get("kernel_shape") or [])  # type: ignore[call-overload]
+        dilations = list(self.attrs.get("dilations") or [1] * len(kernel))  # type: ignore[call-overload]
+        return (kernel[axis] - 1) * dilations[axis] + 1 if axis < len(kernel) else 1
+
+    def extent_dependence(self, input_nonnegative: bool) -> Optional[str]:
+        """None when the exact lowering never looks at the spatial extents (floor-mode
+        pools whose padding is the conv's own zero padding); else what makes it look,
+        in parentheses ("" when it is the op itself)."""
+        attrs, auto_pad = self.attrs, self.auto_pad
+        if self.op_type not in ("MaxPool", "AveragePool") or auto_pad not in ("NOTSET", "VALID"):
+            return ""
+        if attrs.get("ceil_mode") and attribute_support(self.op_type, self.opset)["ceil_mode_supported"]:
+            return " (ceil_mode)"
+        padded = any(attrs.get("pads", [])) and auto_pad != "VALID"  # type: ignore[arg-type]
+        if padded and self.op_type == "MaxPool" and not input_nonnegative:
+            return " (-inf padding of a signed input)"
+        if padded and self.op_type == "AveragePool" and not attrs.get("count_include_pad"):
+            return " (count_include_pad=0 divisors at the borders)"
+        return None
+
+    def centred_reach(self) -> Optional[tuple[tuple[int, int], ...]]:
+        """Per axis, the (left, right) reach of a "same" MaxPool (:attr:`AxisSpec.centred`),
+        whose output q is the max over ``[q - left, q + right]`` of its input, clipped to
+        it; None for any other node. Stride 1 makes the answer the same for every extent."""
+        kernel = self.attrs.get("kernel_shape")
+        if self.op_type != "MaxPool" or not kernel:
+            return None
+        spatial = [surrogate_extent(self.effective_kernel(i)) for i in range(len(kernel))]  # type: ignore[arg-type]
+        try:
+            spec = pool_spec_from_attributes("max", self.attrs, spatial, **attribute_support(self.op_type, self.opset))
+        except SpecError:
+            return None
+        return tuple(a.reach for a in spec.axes) if all(a.centred for a in spec.axes) else None
+
+    def describe(self) -> str:
+        """The report's short attribute form for nodes refused before their spec was resolved."""
+        attrs = self.attrs
+        if self.op_type.startswith("Global"):
+            return "global"
+        if self.op_type.startswith("Reduce"):
+            return "global (axes " + ",".join(str(a) for a in attrs.get("axes", [])) + ")"  # type: ignore[union-attr]
+
+        def join(key: str, sep: str = "x") -> str:
+            return sep.join(str(v) for v in attrs[key])  # type: ignore[union-attr]
+
+        parts = []
+        if "kernel_shape" in attrs:
+            parts.append("k" + join("kernel_shape"))
+        if "strides" in attrs:
+            parts.append("s" + join("strides"))
+        if "pads" in attrs:
+            pads = list(attrs["pads"])  # type: ignore[call-overload]
+            half = len(pads) // 2
+            parts.append("p" + ",".join(map(str, pads[:half])) + "/" + ",".join(map(str, pads[half:])))
+        if "dilations" in attrs:
+            parts.append("d" + join("dilations"))
+        if "count_include_pad" in attrs:
+            parts.append(f"cip={attrs['count_include_pad']}")
+        if attrs.get("ceil_mode"):
+            parts.append("ceil")
+        if self.auto_pad != "NOTSET":
+            parts.append(self.auto_pad)
+        if "p" in attrs:
+            parts.append(f"L{attrs['p']}")  # LpPool's norm
+        return " ".join(parts)
+
+
+def surrogate_spatial(raw: RawPool, dims: Sequence[object], variant: int = 0) -> list[int]:
+    """The spatial extents, with a stand-in (:func:`surrogate_extent`) for each dynamic one."""
+    return [d if isinstance(d, int) and d >= 0 else surrogate_extent(raw.effective_kernel(i), variant) for i, d in enumerate(dims)]

@@ -14,9 +14,8 @@ import numpy as np
 import onnx
 
 from .graphs import all_graphs, clear_negative_dims, weightless_copy
-from .lower.checks import attribute_support
 from .ops import SITE_OPS, is_onnx_op, onnx_opset
-from .spec import SpecError, pool_spec_from_attributes
+from .spec import attribute_support, SpecError, pool_spec_from_attributes
 from .validate.inputs import SIGNED_NORMAL, describe_inputs, make_feeds
 from .validate.runners import OrtRunner
 

@@ -50,7 +50,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -74,7 +73,7 @@ from onnx import TensorProto, helper, numpy_helper
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 from rewriter import rewrite_model  # noqa: E402
-from rewriter.lower import max_pool  # noqa: E402
+from rewriter.lower import max_ladders, max_strategies  # noqa: E402
 
 OPSET = 17
 SEED = 0
@@ -259,12 +258,12 @@ def weight_bytes(model: onnx.ModelProto) -> int:
     return sum(numpy_helper.to_array(t).nbytes for t in model.graph.initializer)
 
 
-def bench_case(case: PoolCase, opt_level: str, warmup: int, repeats: int) -> dict[str, Any]:
-    """Rewrite one case, check it, time it against the native model."""
+def bench_case(case: PoolCase, opt_level: str, warmup: int, repeats: int, options: Optional[dict] = None) -> dict[str, Any]:
+    """Rewrite one case (``options``: more rewrite options), check it, time it against the native model."""
     row: dict[str, Any] = {"name": case.name, "op": case.op, "shape": list(case.shape), "attrs": case.attrs}
     native = build_pool_model(case)
     try:
-        rewritten, report = rewrite_model(native, share_ladders=case.share_ladders)
+        rewritten, report = rewrite_model(native, share_ladders=case.share_ladders, **(options or {}))
     except Exception as exc:  # report the rewriter's failure verbatim, go on with the other cases
         row["error"] = f"rewrite_model raised {type(exc).__name__}: {exc}"
         return row
@@ -335,28 +334,35 @@ def _chain_ladder(b: Any, x: Any, axis: int, a: Any, *, conv_pads: tuple[int, in
     """The pre-doubling lowering: each pairwise max grows the window by one tap."""
     m, width = x, 1
     while width + 1 < a.kernel:
-        m = max_pool.pairwise_max(b, m, axis, shift=a.dilation, stride=1, pads=conv_pads)
+        m = max_ladders.pairwise_max(b, m, axis, shift=a.dilation, stride=1, pads=conv_pads)
         conv_pads, width = (0, 0), width + 1
-    return max_pool.pairwise_max(b, m, axis, shift=(a.kernel - width) * a.dilation, stride=a.stride, pads=conv_pads)
+    return max_ladders.pairwise_max(b, m, axis, shift=(a.kernel - width) * a.dilation, stride=a.stride, pads=conv_pads)
 
 
-@contextlib.contextmanager
-def lowering_step(step: str):
-    """Temporarily turn the MaxPool lowering back into one of its earlier versions."""
-    saved = {name: getattr(max_pool, name) for name in ("ladder", "plan_anchored", "plan_nested", "BORDER_FIX_MIN_VALUES")}
-    if step != "default":
-        max_pool.plan_nested = lambda a, **options: None
-    if step in ("chain", "doubling", "anchored"):
-        max_pool.BORDER_FIX_MIN_VALUES = 1 << 62
-    if step in ("chain", "doubling"):
-        max_pool.plan_anchored = lambda a: None
-    if step == "chain":
-        max_pool.ladder = _chain_ladder
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(max_pool, name, value)
+class ChainLadder:
+    """A MaxPool strategy: the chain ladder, zero-padded where that is exact, else on a padded copy."""
+
+    name = "chain-ladder"
+
+    def plan(self, a: Any, context: Any) -> Any:
+        conv_pads = max_strategies.Ladder().plan(a, context)
+        return None if isinstance(conv_pads, str) else conv_pads  # None: on a padded copy
+
+    def build(self, b: Any, x: Any, axis: int, a: Any, plan: Any) -> Any:
+        if plan is None:
+            return _chain_ladder(b, max_ladders.replicate_pad(b, x, axis, a), axis, a, conv_pads=(0, 0))
+        return _chain_ladder(b, x, axis, a, conv_pads=plan)
+
+
+_NO_NESTED = ["nested-chain", "nested-border-fix"]
+# The rewrite options that turn the MaxPool lowering back into each of its earlier versions.
+STEP_OPTIONS: dict[str, dict[str, Any]] = {
+    "chain": dict(strategies=["single-tap", "grow-from-reach", ChainLadder()]),
+    "doubling": dict(exclude_strategies=_NO_NESTED + ["ladder-border-fix", "anchored-ladder"]),
+    "anchored": dict(exclude_strategies=_NO_NESTED + ["ladder-border-fix"]),
+    "border-fix": dict(exclude_strategies=_NO_NESTED),
+    "default": {},
+}
 
 
 LOWERING_STEPS = ("chain", "doubling", "anchored", "border-fix", "default")
@@ -370,8 +376,7 @@ def run_part_d(cases: Sequence[PoolCase], opt_level: str, warmup: int, repeats: 
         row: dict[str, Any] = {"name": case.name}
         for step in LOWERING_STEPS:
             log(f"part D: {case.name} {step}")
-            with lowering_step(step):
-                result = bench_case(case, opt_level, warmup, repeats)
+            result = bench_case(case, opt_level, warmup, repeats, STEP_OPTIONS[step])
             row[step] = {k: result.get(k) for k in ("ratio", "nodes_added", "error")}
         rows.append(row)
     return {"steps": list(LOWERING_STEPS), "cases": rows}

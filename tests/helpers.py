@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import Optional, Sequence
 
 import numpy as np
@@ -63,13 +65,27 @@ def op_types(model: onnx.ModelProto) -> set[str]:
     return {n.op_type for n in model.graph.node}
 
 
+class AssumesNonnegative:
+    """A MaxPool strategy with the classic bug: every axis lowered as if the input were
+    >= 0, so the convs' zero padding stands in for -inf padding."""
+
+    name = "assumes-nonnegative"
+
+    def plan(self, a, context):
+        from rewriter.lower.max_strategies import choose
+
+        return choose(a, dataclasses.replace(context, nonnegative=True))
+
+    def build(self, b, x, axis, a, plan):
+        return plan.build(b, x, axis, a)
+
+
+# Rewrite options (``strategies=``) that make MaxPool lowering make that mistake.
+ZERO_PADDING_BUG = (AssumesNonnegative(),)
+
+
 def inject_zero_padding_bug(monkeypatch) -> None:
-    """Make MaxPool lowering make the classic mistake: zero padding on a signed input."""
-    from rewriter.lower import max_pool
+    """Make the CLI's pass lower MaxPool with :data:`ZERO_PADDING_BUG`."""
+    from rewriter import cli
 
-    correct = max_pool.max_along_axis
-
-    def zero_padded(b, x, axis, a, **options):
-        return correct(b, x, axis, a, **{**options, "input_nonnegative": True})
-
-    monkeypatch.setattr(max_pool, "max_along_axis", zero_padded)
+    monkeypatch.setattr(cli, "PoolRewritePass", functools.partial(cli.PoolRewritePass, strategies=ZERO_PADDING_BUG))

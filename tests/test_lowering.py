@@ -18,15 +18,17 @@ from helpers import STRICT_OPS, input_suites, op_types, pool_model, run
 from onnx import TensorProto
 
 from rewriter import rewrite_model
-from rewriter.lower import max_pool
+from rewriter.lower import max_ladders
+from rewriter.lower.max_strategies import tuned
+from rewriter.spec import AxisSpec
 
 RTOL = {np.float32: 1e-6, np.float16: 4e-3}
 
 
-def assert_rewrite_matches(op: str, shape, attrs, *, opset=22, relu=False, dtype=np.float32, exact_on_ties=True):
+def assert_rewrite_matches(op: str, shape, attrs, *, opset=22, relu=False, dtype=np.float32, exact_on_ties=True, options=None):
     onnx_dtype = TensorProto.FLOAT16 if dtype == np.float16 else TensorProto.FLOAT
     model = pool_model(op, shape, attrs, opset=opset, prefix_relu=relu, dtype=onnx_dtype)
-    new, report = rewrite_model(model)
+    new, report = rewrite_model(model, **(options or {}))
     (node,) = report.nodes
     assert node.status == "rewritten", node.reason
     assert op_types(new) <= STRICT_OPS, op_types(new)
@@ -80,43 +82,46 @@ MAX_2D = [
 BORDER_STRATEGIES = ["default", "nested", "nested-fixed-borders", "anchored", "replicated", "fixed-borders"]
 
 
-def use_border_strategy(monkeypatch, strategy: str) -> None:
+NO_NESTED = ["nested-chain", "nested-border-fix"]
+
+
+def border_options(strategy: str) -> dict:
     """Signed MaxPool inputs: whatever the lowering picks; the nested relu chain
     wherever it applies (one-sided padding), also with the border fix of large
     strided pools (padding on both sides: the chain exact on one side, the other
     side's border outputs fixed); the anchored ladder wherever it applies; a padded
     copy of replicated elements; or the zero-padded ladder with its border outputs
-    fixed. The last three keep the nested chain out of the way."""
-    if strategy in ("nested", "nested-fixed-borders"):
-        monkeypatch.setattr(max_pool, "NESTED_EXTRA_CONVS", 1000)
-    elif strategy != "default":
-        monkeypatch.setattr(max_pool, "plan_nested", lambda a, **options: None)
-    if strategy == "replicated":
-        monkeypatch.setattr(max_pool, "plan_anchored", lambda a: None)
-    elif strategy in ("fixed-borders", "nested-fixed-borders"):
-        monkeypatch.setattr(max_pool, "BORDER_FIX_MIN_VALUES", 0)
+    fixed. The last three keep the nested chain out of the way. Returns the
+    rewrite options that pick it."""
+    return {
+        "default": {},
+        "nested": dict(strategies=tuned(max_extra_convs=None)),
+        "nested-fixed-borders": dict(strategies=tuned(max_extra_convs=None, min_values=0)),
+        "anchored": dict(exclude_strategies=NO_NESTED),
+        "replicated": dict(exclude_strategies=NO_NESTED + ["anchored-ladder"]),
+        "fixed-borders": dict(strategies=tuned(min_values=0), exclude_strategies=NO_NESTED),
+    }[strategy]
 
 
 @pytest.fixture(params=BORDER_STRATEGIES)
-def border_strategy(request, monkeypatch):
-    use_border_strategy(monkeypatch, request.param)
-    return request.param
+def border_strategy(request):
+    return border_options(request.param)
 
 
 @pytest.mark.parametrize(
     "variant", ["after-relu", "after-relu-ladder"] + [f"signed-{s}" for s in BORDER_STRATEGIES]
 )
 @pytest.mark.parametrize("kernel,strides,pads,ceil_mode,dilations", MAX_2D, ids=str)
-def test_max_pool_2d_grid(kernel, strides, pads, ceil_mode, dilations, variant, monkeypatch):
+def test_max_pool_2d_grid(kernel, strides, pads, ceil_mode, dilations, variant):
     """Signed inputs take one of the border strategies; after Relu the conv's zero
     padding, in the nested chain (the default on short windows) or the ladder."""
     after_relu = variant.startswith("after-relu")
     if variant == "after-relu-ladder":
-        monkeypatch.setattr(max_pool, "plan_nested", lambda a, **options: None)
-    elif not after_relu:
-        use_border_strategy(monkeypatch, variant.removeprefix("signed-"))
+        options = dict(exclude_strategies=NO_NESTED)
+    else:
+        options = {} if after_relu else border_options(variant.removeprefix("signed-"))
     attrs = dict(kernel_shape=list(kernel), strides=list(strides), pads=list(pads), ceil_mode=ceil_mode, dilations=list(dilations))
-    assert_rewrite_matches("MaxPool", [1, 3, 11, 10], attrs, relu=after_relu)
+    assert_rewrite_matches("MaxPool", [1, 3, 11, 10], attrs, relu=after_relu, options=options)
 
 
 @pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER", "VALID"])
@@ -141,7 +146,7 @@ def test_auto_pad(op, auto_pad, kernel, strides):
 )
 def test_max_pool_1d(kernel, strides, pads, ceil_mode, dilations, border_strategy):
     attrs = dict(kernel_shape=list(kernel), strides=list(strides), pads=list(pads), ceil_mode=ceil_mode, dilations=list(dilations))
-    assert_rewrite_matches("MaxPool", [1, 3, 17], attrs)
+    assert_rewrite_matches("MaxPool", [1, 3, 17], attrs, options=border_strategy)
 
 
 @pytest.mark.parametrize(
@@ -154,7 +159,7 @@ def test_pool_3d(op, kernel, strides, pads, ceil_mode, border_strategy):
     attrs = dict(kernel_shape=list(kernel), strides=list(strides), pads=list(pads), ceil_mode=ceil_mode)
     if op == "AveragePool":
         attrs["count_include_pad"] = 0
-    assert_rewrite_matches(op, [1, 2, 7, 6, 5], attrs)
+    assert_rewrite_matches(op, [1, 2, 7, 6, 5], attrs, options=border_strategy)
 
 
 # -- AveragePool: count_include_pad, ceil_mode overhang divisors, dilations (opset 19+)
@@ -365,7 +370,7 @@ def _axis_spec(k, s, d, pb, pe, n, ceil):
     out = (-(-span // s) if ceil else span // s) + 1
     if ceil and (out - 1) * s >= n + pb:  # the last window must start inside (ONNX, onnxruntime)
         out -= 1
-    return max_pool.AxisSpec(n, k, s, d, pb, pe, out)
+    return AxisSpec(n, k, s, d, pb, pe, out)
 
 
 @pytest.mark.parametrize("kernel,stride,dilation,pad_begin,pad_end,size,ceil_mode", NESTED_AXES)
@@ -423,7 +428,7 @@ def test_anchored_plan_reaches_exactly_each_window(kernel, stride, dilation, pad
     elements, and no step may drop an operand whose real elements it still needs."""
     a = _axis_spec(kernel, stride, dilation, pad_begin, pad_end, size, ceil_mode)
     out_size = a.out_size
-    plan = max_pool.plan_anchored(a)
+    plan = max_ladders.plan_anchored(a)
     windows = [{t for t in a.taps(o) if 0 <= t < size} for o in range(out_size)]
     if plan is None:
         assert any(not (0 <= a.window_start(o) + c * dilation < size) for c in range(kernel) for o in (0, out_size - 1))
@@ -482,13 +487,12 @@ RANDOM_CASES = [random_pool_case(random.Random(1000 + i)) for i in range(400)]
 
 
 @pytest.mark.parametrize("index", range(len(RANDOM_CASES)), ids=[f"random{i}" for i in range(len(RANDOM_CASES))])
-def test_random_attribute_combinations(index, monkeypatch):
+def test_random_attribute_combinations(index):
     """Seeded random corners of the attribute space (tiny extents, big pads, overhangs),
     each case with one of the border strategies in turn."""
     op, opset, shape, attrs, after_relu = RANDOM_CASES[index]
-    use_border_strategy(monkeypatch, BORDER_STRATEGIES[index % len(BORDER_STRATEGIES)])
     model = pool_model(op, shape, attrs, opset=opset, prefix_relu=after_relu)
-    new, report = rewrite_model(model)
+    new, report = rewrite_model(model, **border_options(BORDER_STRATEGIES[index % len(BORDER_STRATEGIES)]))
     (node,) = [n for n in report.nodes]
     if node.invalid:
         with pytest.raises(Exception):  # what we call invalid, onnxruntime refuses too

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import numpy as np
@@ -147,11 +148,30 @@ def test_max_window_reach_follows_a_chain_of_same_pools():
     assert max_window_reach("y0", NonNegativity.of_graphs([strided.graph]).producer) is None
 
 
-def test_validation_checks_a_pool_of_pools_from_the_chain_start(monkeypatch):
+class OverstatedReach:
+    """A MaxPool strategy that grows from one tap more reach, each side, than the input has."""
+
+    name = "overstated-reach"
+
+    def plan(self, a, context):
+        from rewriter.lower.max_strategies import GrowFromReach
+
+        if context.reach == (0, 0):
+            return "the input is no max over a reach"
+        left, right = context.reach
+        return GrowFromReach().plan(a, dataclasses.replace(context, reach=(left + 1, right + 1)))
+
+    def build(self, b, x, axis, a, plan):
+        from rewriter.lower.max_strategies import GrowFromReach
+
+        return GrowFromReach().build(b, x, axis, a, plan)
+
+
+def test_validation_checks_a_pool_of_pools_from_the_chain_start():
     """The node check feeds its adversarial suites at the start of the chain, where any
     input is fair: a lowering that assumed more reach than the input has is caught
     and named, and the correct one passes."""
-    from rewriter import passes
+    from rewriter.lower.max_strategies import STRATEGY_NAMES
     from rewriter.validate import validate_models
 
     shape = [1, 3, 12, 11]
@@ -160,14 +180,7 @@ def test_validation_checks_a_pool_of_pools_from_the_chain_start(monkeypatch):
     result = validate_models(model, good)
     assert result.passed and [n.passed for n in result.nodes] == [True, True]
 
-    real = passes.max_window_reach
-
-    def overstated(tensor, producer):
-        reach = real(tensor, producer)
-        return tuple((left + 1, right + 1) for left, right in reach) if reach else None
-
-    monkeypatch.setattr(passes, "max_window_reach", overstated)
-    bad, _ = rewrite_model(model)
+    bad, _ = rewrite_model(model, strategies=[OverstatedReach(), *STRATEGY_NAMES])
     result = validate_models(model, bad)
     assert not result.passed
     assert [n.name for n in result.failed_nodes] == ["pool1"]
@@ -210,3 +223,44 @@ def test_validating_one_pool_of_pools_records_its_chain_start():
     new, _ = rewrite_model(model)
     result = validate_models(model, new, localize=["y2"])
     assert result.passed and [(n.name, n.passed) for n in result.nodes] == [("pool2", True)]
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["signed", "after-relu"])
+def test_sppf_written_with_same_upper_is_a_chain_too(relu):
+    """auto_pad=SAME_UPPER on a stride-1 5x5 pool is pads 2,2,2,2: the SPPF chain adds
+    exactly as many nodes as with explicit pads, grows from its reach, and matches."""
+    shape = [1, 4, 11, 9]
+    explicit = pools_in_a_chain(shape, SPPF, relu=relu)
+    same = pools_in_a_chain(shape, [dict(kernel_shape=[5, 5], auto_pad="SAME_UPPER")] * 3, relu=relu)
+    _, explicit_report = rewrite_model(explicit)
+    new, report = rewrite_model(same)
+    assert report.totals()["nodes_added"] == explicit_report.totals()["nodes_added"]
+    assert [n.strategy for n in report.nodes] == [n.strategy for n in explicit_report.nodes]
+    assert report.nodes[2].strategy == "grow-from-reach x grow-from-reach"
+    for x in input_suites(shape).values():
+        for e, a in zip(run(same, {"x": x}), run(new, {"x": x})):
+            np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-6)
+
+
+def test_report_names_the_strategy_of_every_rewritten_max_pool():
+    """Each rewritten MaxPool's JSON row names its strategy per axis; shared ones too."""
+    _, report = rewrite_model(pools_on_one_input([1, 4, 15, 13], SPP))
+    assert all(n.strategy for n in report.nodes)
+    assert all(n["strategy"] for n in report.to_dict()["nodes"])
+    _, chain = rewrite_model(pools_in_a_chain([1, 4, 15, 13], SPPF))
+    assert chain.nodes[0].strategy == "anchored-ladder x anchored-ladder"
+
+
+def test_strategies_are_chosen_by_name():
+    """Without the anchored ladder a signed "same" pool takes a padded copy; an
+    unknown name is a SelectionError with a suggestion; excluding every fallback
+    keeps the pool with the reasons."""
+    from rewriter.selection import SelectionError
+
+    model = pools_on_one_input([1, 4, 15, 13], SPP[:1])
+    _, report = rewrite_model(model, exclude_strategies=["anchored-ladder"])
+    assert report.nodes[0].strategy == "padded-copy x padded-copy" and report.nodes[0].op_counts["Concat"] == 2
+    with pytest.raises(SelectionError, match="did you mean 'anchored-ladder'"):
+        rewrite_model(model, exclude_strategies=["anchored_ladder"])
+    _, report = rewrite_model(model, strategies=["ladder"])
+    assert report.nodes[0].status == "kept" and "ladder: signed input with padding" in report.nodes[0].reason

@@ -14,8 +14,7 @@ import pytest
 from helpers import pool_model, run
 from reference import reference_pool
 
-from rewriter.lower.checks import attribute_support
-from rewriter.spec import InvalidPoolError, SpecError, pool_spec_from_attributes
+from rewriter.spec import InvalidPoolError, SpecError, attribute_support, pool_spec_from_attributes
 
 
 def random_case(rng: random.Random):

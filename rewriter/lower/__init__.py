@@ -1,19 +1,23 @@
 """Lowering rules: one per pool op family.
 
-Each rule has ``check(site) -> reason | None`` (None means it applies; the
-reason is what the report shows for a kept node) and ``rewrite(site, builder)``
-which builds the replacement and returns its result tensor.
+Each rule has a pure ``check(site, lowering, variant=0)`` that returns a
+:class:`~rewriter.lower.checks.Refusal` (what the report shows for a kept node)
+or a :class:`~rewriter.lower.checks.PoolPlan`, and ``rewrite(site, plan,
+builder, x)`` which builds that plan and returns its result tensor. A rule may
+also have a group hook, ``shared_groups(candidates, lowering)`` with
+``rewrite_group``, for nodes that are cheaper built together (SPP's pools).
 """
 
 from __future__ import annotations
 
-from typing import Optional, Protocol
+from typing import Protocol, Union
 
 import onnx_graphsurgeon as gs
 
 from ..builder import SubgraphBuilder
 from ..ops import POOL_OPS, SITE_OPS
 from ..site import PoolSite
+from .checks import Lowering, PoolPlan, Refusal
 from .average_pool import AveragePoolRule
 from .global_pool import GlobalPoolRule
 from .lp_pool import LpPoolRule
@@ -24,9 +28,9 @@ from .reduce_pool import ReducePoolRule
 class Rule(Protocol):
     op_types: tuple[str, ...]
 
-    def check(self, site: PoolSite) -> Optional[str]: ...
+    def check(self, site: PoolSite, lowering: Lowering, variant: int = 0) -> Union[PoolPlan, Refusal]: ...
 
-    def rewrite(self, site: PoolSite, b: SubgraphBuilder, x: gs.Tensor) -> gs.Tensor: ...
+    def rewrite(self, site: PoolSite, plan: PoolPlan, b: SubgraphBuilder, x: gs.Tensor) -> gs.Tensor: ...
 
 
 RULES: tuple[Rule, ...] = (MaxPoolRule(), AveragePoolRule(), GlobalPoolRule(), LpPoolRule(), ReducePoolRule())

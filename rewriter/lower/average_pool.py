@@ -16,7 +16,7 @@ onnxruntime's divisor is a product of per-axis counts (see
 from __future__ import annotations
 
 from itertools import groupby
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Union
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -24,7 +24,7 @@ import onnx_graphsurgeon as gs
 from ..builder import SubgraphBuilder
 from ..site import PoolSite
 from ..spec import AxisSpec, PoolSpec
-from .checks import refuse_site, resolve_spec
+from .checks import Lowering, PoolPlan, Refusal, checked_spec
 from .windows import conv_window_run
 
 
@@ -192,15 +192,16 @@ class AveragePoolRule:
 
     op_types = ("AveragePool",)
 
-    def check(self, site: PoolSite) -> Optional[str]:
-        if site.opset < 7:
-            return "AveragePool-1: onnxruntime has no kernel for it, so the rewrite could not be validated"
+    def check(self, site: PoolSite, lowering: Lowering, variant: int = 0) -> Union[PoolPlan, Refusal]:
+        why = lowering.target.pool_refusal(site.op_type)
+        if why:
+            return Refusal(why)
         if site.between_qdq:
             # A window mean can land exactly on a rounding tie of QuantizeLinear; the conv's
             # different rounding order could then move the quantized result by one step.
-            return "AveragePool between DequantizeLinear and QuantizeLinear: the quantized output could differ at rounding ties"
-        return refuse_site(site) or resolve_spec(site, "average")
+            return Refusal("AveragePool between DequantizeLinear and QuantizeLinear: the quantized output could differ at rounding ties")
+        spec = checked_spec(site, "average", lowering, variant)
+        return spec if isinstance(spec, Refusal) else PoolPlan(spec)
 
-    def rewrite(self, site: PoolSite, b: SubgraphBuilder, x: gs.Tensor) -> gs.Tensor:
-        assert site.spec is not None
-        return lower_average_pool(b, x, site.spec)
+    def rewrite(self, site: PoolSite, plan: PoolPlan, b: SubgraphBuilder, x: gs.Tensor) -> gs.Tensor:
+        return lower_average_pool(b, x, plan.spec)

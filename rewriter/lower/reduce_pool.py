@@ -12,14 +12,14 @@ global pool, and which NPU compilers fuse as a LayerNorm only if it stays.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Union
 
 import onnx_graphsurgeon as gs
 
 from ..builder import SubgraphBuilder
 from ..site import PoolSite
-from .checks import refuse_site, resolve_spec
-from .global_pool import lower_global_pool
+from .checks import Lowering, PoolPlan, Refusal
+from .global_pool import lower_global_pool, plan_global_pool
 
 KIND = {"ReduceMean": "average", "ReduceMax": "max"}
 
@@ -46,9 +46,8 @@ class ReducePoolRule:
         normalised = [int(a) % rank for a in axes]
         return len(set(normalised)) == len(normalised) and sorted(normalised) == list(range(2, rank))
 
-    def check(self, site: PoolSite) -> Optional[str]:
-        return refuse_site(site) or resolve_spec(site, KIND[site.op_type])
+    def check(self, site: PoolSite, lowering: Lowering, variant: int = 0) -> Union[PoolPlan, Refusal]:
+        return plan_global_pool(site, KIND[site.op_type], lowering, variant)
 
-    def rewrite(self, site: PoolSite, b: SubgraphBuilder, x: gs.Tensor) -> gs.Tensor:
-        assert site.spec is not None
-        return lower_global_pool(b, x, site.spec, input_nonnegative=site.input_nonnegative)
+    def rewrite(self, site: PoolSite, plan: PoolPlan, b: SubgraphBuilder, x: gs.Tensor) -> gs.Tensor:
+        return lower_global_pool(b, x, plan)

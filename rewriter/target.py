@@ -1,0 +1,93 @@
+"""What the target can run: the one place the lowering asks.
+
+A :class:`Target` holds the op set (the strict Conv/Relu/Add/Concat plus what
+``--allow`` adds), the opset the subgraph is written at, the first opset
+version at which onnxruntime (the validator) implements each emitted op, Pad's
+modes, the dtype rules, and numeric limits on what the emitted Convs and
+Concats may look like. The builder refuses what the target cannot run, every
+MaxPool strategy asks it before planning, and the pass checks a planned
+subgraph against it once (:meth:`Target.refusal`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+STRICT_OPS = frozenset({"Conv", "Relu", "Add", "Concat"})
+# Ops a profile may add, each used by some lowering when allowed: the one list of
+# them (``can`` refuses any other, and ``--allow`` names them in its errors).
+PROFILE_OPS = frozenset({"Max", "Pad", "Mul", "Div"})
+# The first opset version at which onnxruntime implements each op we may emit.
+ORT_FIRST_VERSION = {"Conv": 1, "Pad": 2, "Concat": 4, "Relu": 6, "Max": 6, "Add": 7, "Mul": 7, "Div": 7}
+# Pools onnxruntime cannot run at every opset: the original could not be compared.
+ORT_POOL_FIRST_VERSION = {"AveragePool": 7}
+# Pad's modes the lowering uses, and the first opset that spells them as it does
+# (Pad-1 names its pads "paddings").
+PAD_MODES = {"edge": 2}
+
+SUPPORTED_DTYPES = ("float32", "float16")
+DTYPE_REASONS = {
+    "int8": "int8 pool: the strict op set has no exact integer max/average path",
+    "uint8": "uint8 pool: the strict op set has no exact integer max/average path",
+    "float64": "double pool: onnxruntime has no double Conv, so the rewrite could not be validated "
+    "(--rewrite-double with --no-validate rewrites it anyway)",
+    "bfloat16": "bfloat16 pool: onnxruntime has no bfloat16 Conv on CPU, so the rewrite could not be validated",
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """The ops, opset, dtypes and limits a replacement subgraph must keep to.
+
+    The numeric limits are None when the target has none. They have their home
+    here for the target profiles that will set them; no strategy enforces them
+    yet (docs/architecture.md says where that goes).
+    """
+
+    allowed: frozenset[str] = STRICT_OPS
+    opset: int = 22
+    allow_double: bool = False  # float64 pools, for a user who gave up validation
+    max_kernel_taps: Optional[int] = None  # taps of one emitted Conv along one axis
+    max_dilation: Optional[int] = None
+    max_pad: Optional[int] = None
+    max_stride: Optional[int] = None
+    spatial_concat: bool = True  # whether a Concat along a spatial axis may be emitted
+    native_pools: frozenset[str] = field(default_factory=frozenset)  # pool ops the target runs itself
+
+    @classmethod
+    def of(cls, allow: Iterable[str] = (), opset: int = 22, **limits) -> "Target":
+        """The strict op set plus ``allow``, at ``opset``."""
+        return cls(allowed=STRICT_OPS | frozenset(allow), opset=opset, **limits)
+
+    def can(self, op: str) -> bool:
+        """Whether ``op`` may be emitted: allowed, and runnable at this opset."""
+        if op not in PROFILE_OPS | STRICT_OPS:
+            raise ValueError(f"{op} is not in PROFILE_OPS: list it there, so that --allow knows it")
+        return op in self.allowed and not (op == "Pad" and self.opset < PAD_MODES["edge"])
+
+    def dtype_refusal(self, dtype_name: str) -> Optional[str]:
+        """Why a pool of this dtype is kept, or None."""
+        if dtype_name in SUPPORTED_DTYPES or (dtype_name == "float64" and self.allow_double):
+            return None
+        return DTYPE_REASONS.get(dtype_name, f"{dtype_name or 'unknown'} dtype: only float32 and float16 are rewritten")
+
+    def pool_refusal(self, op_type: str) -> Optional[str]:
+        """Why a pool of ``op_type`` at this opset is kept before anything is planned, or None."""
+        if self.opset < ORT_POOL_FIRST_VERSION.get(op_type, 1):
+            return f"{op_type}-1: onnxruntime has no kernel for it, so the rewrite could not be validated"
+        return None
+
+    def too_old(self, ops: Iterable[str]) -> list[str]:
+        """The ops onnxruntime has no kernel for at this opset, sorted."""
+        return sorted(op for op in set(ops) if self.opset < ORT_FIRST_VERSION.get(op, 1))
+
+    def refusal(self, ops: Iterable[str]) -> Optional[str]:
+        """Why a subgraph made of ``ops`` cannot be used at this opset, or None."""
+        old = self.too_old(ops)
+        if not old:
+            return None
+        return (
+            f"opset {self.opset}: onnxruntime has no kernel for {', '.join(old)} at this version, "
+            "so the rewrite could not be validated (convert the model to opset 7 or later)"
+        )
