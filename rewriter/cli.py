@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from . import __version__
-from .io import (
+from .model_io import (
     InputError,
     LoadedModel,
     check_output_path,

@@ -33,7 +33,7 @@ from .selection import EXCLUDED, NOT_SELECTED, check_allow, check_selection
 from .site import NodeFacts, NonNegativity, PoolSite, build_site
 from .target import Target
 from .tensor_types import shape_and_dtype, types_from_runtime, unresolved_pool_inputs, value_types
-from .wire import tensor_value
+from .weights_on_disk import tensor_value
 
 
 @dataclass

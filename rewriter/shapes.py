@@ -21,7 +21,7 @@ import onnx
 
 from .graphs import all_graphs, clear_negative_dims, weightless_copy
 from .input_dims import declared_dims, dims_text, graph_inputs, suggested_dims
-from .io import InputError
+from .model_io import InputError
 from .tensor_types import value_types
 
 KEEP = -1  # in a dims list: keep the model's static dim (a dynamic batch becomes 1)

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .wire import tensor_value
+from .weights_on_disk import tensor_value
 from .spec import RawPool
 
 Dim = Optional[object]  # int when static, a str or None when dynamic

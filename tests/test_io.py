@@ -117,7 +117,7 @@ def test_output_data_file_may_not_clobber_the_input(tmp_path, src, location, dst
 def test_models_past_the_protobuf_limit_go_through_files(tmp_path, monkeypatch):
     """Models above 2 GiB cannot be one protobuf: saving and validation switch to
     external data. Exercised here by lowering the limit, not with 2 GiB of weights."""
-    from rewriter import io as rio
+    from rewriter import model_io as rio
     from rewriter import rewrite_model
     from rewriter.validate import validate_models
 
@@ -151,7 +151,7 @@ def test_unwritable_output_folder_is_a_clean_error(tmp_path):
 
 
 def test_write_failure_leaves_no_partial_file(tmp_path):
-    from rewriter.io import InputError, write_atomically
+    from rewriter.model_io import InputError, write_atomically
 
     def failing(tmp: str) -> None:
         Path(tmp).write_bytes(b"half")
@@ -201,7 +201,7 @@ def rich_model() -> onnx.ModelProto:
 
 
 def test_streamed_serialization_is_byte_identical():
-    from rewriter.wire import serialized_pieces, serialized_size
+    from rewriter.weights_on_disk import serialized_pieces, serialized_size
 
     model = rich_model()
     pieces = list(serialized_pieces(model))
@@ -211,7 +211,7 @@ def test_streamed_serialization_is_byte_identical():
 
 
 def test_external_data_writer_keeps_the_model_and_aligns_weights(tmp_path):
-    from rewriter.wire import save_with_external_data
+    from rewriter.weights_on_disk import save_with_external_data
 
     model = rich_model()
     before = model.SerializeToString()
@@ -246,7 +246,7 @@ def test_tensor_sizes_come_from_dims_not_from_serializing():
 @pytest.fixture
 def small_on_disk_threshold(monkeypatch):
     """Leave every initializer of 1 KiB or more on disk, so that small models exercise it."""
-    from rewriter import io as rio
+    from rewriter import model_io as rio
 
     monkeypatch.setattr(rio, "ON_DISK_MIN_BYTES", 1024)
 
@@ -254,8 +254,8 @@ def small_on_disk_threshold(monkeypatch):
 def test_weights_left_in_the_file_make_the_same_model(tmp_path, small_on_disk_threshold):
     """The model read with its weights on disk, written out with them inside, is the
     original file byte for byte; and every on-disk tensor points at its own bytes."""
-    from rewriter.io import load_model_with_sources
-    from rewriter.wire import has_weights_on_disk, serialized_pieces
+    from rewriter.model_io import load_model_with_sources
+    from rewriter.weights_on_disk import has_weights_on_disk, serialized_pieces
 
     original = rich_model()
     onnx.save(original, tmp_path / "m.onnx")
@@ -264,7 +264,7 @@ def test_weights_left_in_the_file_make_the_same_model(tmp_path, small_on_disk_th
     on_disk = [t.name for t in model.graph.initializer if t.data_location == TensorProto.EXTERNAL]
     assert on_disk == ["big"], "raw weights of 1 KiB and more stay on disk; float_data and strings cannot"
     assert model.graph.initializer[0].ByteSize() < 200
-    from rewriter.wire import tensor_value
+    from rewriter.weights_on_disk import tensor_value
 
     np.testing.assert_array_equal(tensor_value(model.graph.initializer[0]), numpy_helper.to_array(original.graph.initializer[0]))
     assert b"".join(serialized_pieces(model)) == (tmp_path / "m.onnx").read_bytes()
@@ -272,8 +272,8 @@ def test_weights_left_in_the_file_make_the_same_model(tmp_path, small_on_disk_th
 
 
 def test_truncated_or_odd_files_fall_back_to_the_ordinary_parse(tmp_path, small_on_disk_threshold):
-    from rewriter.io import InputError, load_model_with_sources
-    from rewriter.wire import parse_leaving_weights
+    from rewriter.model_io import InputError, load_model_with_sources
+    from rewriter.weights_on_disk import parse_leaving_weights
 
     data = rich_model().SerializeToString()
     (tmp_path / "cut.onnx").write_bytes(data[: len(data) // 2])
@@ -299,7 +299,7 @@ def test_truncated_or_odd_files_fall_back_to_the_ordinary_parse(tmp_path, small_
 
 
 def _varint(n: int) -> bytes:
-    from rewriter.wire import varint
+    from rewriter.weights_on_disk import varint
 
     return varint(n)
 
@@ -309,7 +309,7 @@ def test_cli_output_is_the_same_with_weights_on_disk(tmp_path, small_on_disk_thr
     rewriting the fully loaded model gives."""
     from rewriter import rewrite_model
     from rewriter import cli as rcli
-    from rewriter.io import save_model
+    from rewriter.model_io import save_model
 
     model = conv_pool_model()
     onnx.save(model, tmp_path / "in.onnx")

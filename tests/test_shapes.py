@@ -318,7 +318,7 @@ def test_parse_shape_option(text, parsed):
 
 
 def test_parse_errors_are_input_errors():
-    from rewriter.io import InputError
+    from rewriter.model_io import InputError
 
     with pytest.raises(InputError):
         parse_shape_option("x:1.5,3")

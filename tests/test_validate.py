@@ -14,7 +14,7 @@ from helpers import ZERO_PADDING_BUG, pool_model
 from onnx import TensorProto, helper, numpy_helper
 
 from rewriter import rewrite_model
-from rewriter.io import InputError
+from rewriter.model_io import InputError
 from rewriter.lower import max_pool
 from rewriter.validate import (
     ALL_NEGATIVE,

@@ -11,9 +11,9 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 import numpy as np
 import onnx
 
-from .. import io
+from .. import model_io
 from ..input_dims import graph_inputs
-from ..io import first_line
+from ..model_io import first_line
 from .comparator import OutputComparison, ToleranceComparator, all_finite
 from .inputs import DEFAULT_SUITES, InputSuite
 from .localize import CheckStarts, Localize, Paths, check_node, check_starts_for, nodes_to_check
@@ -90,7 +90,7 @@ def compare_with_reference(
     feeds = expected = actual = None
 
     del tested  # peak memory: the candidate's session is done before the node checks start theirs
-    io.release_freed_memory()
+    model_io.release_freed_memory()
     checks = nodes_to_check(original, candidate, localize, check_starts, set(reference.exposed))
     if progress and checks:
         progress(f"validating: {len(checks)} node(s) one by one")
@@ -143,7 +143,7 @@ def _relax_by_pool_noise(
             progress(f"validating: the rewritten nodes' own rounding on {run_name} inputs")
         feeds = {input_map.get(k, k): v for k, v in reference.suite_feeds(index).items()}
 
-        def moved(spread: bool, shift: bool) -> dict[str, np.ndarray]:
+        def moved(spread: bool, shift: bool, runner: Any = runner) -> dict[str, np.ndarray]:
             scalars = {}
             for node, t in zip(checked, targets):
                 error, magnitude = node.errors_by_run.get(run_name, (0.0, 0.0))

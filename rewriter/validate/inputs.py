@@ -16,7 +16,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..input_dims import declared_dims, dims_text, graph_inputs, suggested_dims
-from ..io import InputError, first_line
+from ..model_io import InputError, first_line
 from . import memory
 
 

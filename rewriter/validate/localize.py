@@ -19,7 +19,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..graphs import producers
-from ..io import first_line
+from ..model_io import first_line
 from ..ops import ONNX_DOMAINS, POOL_OPS, REDUCE_POOL_OPS
 from .comparator import OutputComparison, ToleranceComparator, all_finite
 from .inputs import InputDescription, InputSuite, make_feeds

@@ -9,10 +9,10 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequenc
 import numpy as np
 import onnx
 
-from .. import io
+from .. import model_io
 from ..graphs import weightless_copy
 from ..input_dims import graph_inputs
-from ..io import first_line
+from ..model_io import first_line
 from . import memory
 from .inputs import (
     DEFAULT_SUITES, InputDescription, InputSuite, ValidationSetupError, describe_inputs, feed_bytes, make_feeds, smaller_shape_hint,
@@ -174,7 +174,7 @@ def record_reference(
         reference.recorded.append({name: reference.spill.keep(outputs.pop(name)) for name in list(outputs)})
         del outputs
     del runner
-    io.release_freed_memory()
+    model_io.release_freed_memory()
     if measure_noise:
         reference.noise = _measure_noise(original, reference, progress)
     return reference
@@ -200,7 +200,7 @@ def _measure_noise(original: onnx.ModelProto, reference: "ReferenceRun", progres
         noise.append(noise_of_run(expected, optimized, names))
         del optimized, expected
     del runner
-    io.release_freed_memory()
+    model_io.release_freed_memory()
     return noise
 
 

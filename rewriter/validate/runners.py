@@ -15,7 +15,7 @@ from typing import Iterator, Mapping, Optional, Sequence
 import numpy as np
 import onnx
 
-from .. import wire
+from .. import weights_on_disk
 
 
 
@@ -54,7 +54,7 @@ class OrtRunner:
         # the arena reuses without it (measured on a rewritten MaxPool); a few runs need no plan.
         options.enable_mem_pattern = False
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, optimization)
-        if not wire.has_weights_on_disk(model) and wire.serialized_size(model) < SESSION_FROM_FILE_MIN_BYTES:
+        if not weights_on_disk.has_weights_on_disk(model) and weights_on_disk.serialized_size(model) < SESSION_FROM_FILE_MIN_BYTES:
             data = _serialize_with_outputs(model, expose, elem_types or {})
             self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         else:
@@ -118,6 +118,6 @@ def _save_with_outputs(model: onnx.ModelProto, names: Sequence[str], elem_types:
     external file that onnxruntime maps; ``model`` ends as it began."""
     path = folder / "model.onnx"
     with _extra_outputs(model, names, elem_types):
-        wire.save_with_external_data(model, path, "weights.bin")
+        weights_on_disk.save_with_external_data(model, path, "weights.bin")
     return path
 

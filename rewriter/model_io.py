@@ -18,7 +18,7 @@ import onnx
 from onnx.external_data_helper import _get_all_tensors, load_external_data_for_tensor, uses_external_data
 
 from .graphs import tensor_bytes, weightless_copy
-from .wire import (
+from .weights_on_disk import (
     check_on_disk_model,
     external_info,
     parse_leaving_weights,
@@ -51,7 +51,7 @@ def load_model_with_sources(path: str | os.PathLike, *, weights_on_disk: bool = 
 
     ``weights_on_disk``: main-graph initializers of at least :data:`ON_DISK_MIN_BYTES`
     stay in their file, whether external data or inside the model file itself (see
-    :mod:`rewriter.wire`): they become external data with an absolute location.
+    :mod:`rewriter.weights_on_disk`): they become external data with an absolute location.
     :func:`save_model` and the validation sessions copy them from there. Only for
     callers that never read their values.
     """
