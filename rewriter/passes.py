@@ -23,7 +23,7 @@ import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
 from .builder import SubgraphBuilder
-from .graphs import all_graphs, functions_containing
+from .graphs import all_graphs, functions_containing, producers
 from .lower import RULES, Rule, rule_for
 from .lower.checks import STATIC_SHAPE_HINT, Lowering, PoolPlan, Refusal
 from .lower.max_strategies import MaxStrategy, select_strategies
@@ -369,7 +369,7 @@ class _ProtoIndex:
                 for i in n.input:
                     consumers.setdefault(i, []).append(n)
         return cls(
-            producers={o: n for g in graphs for n in g.node for o in n.output if o},
+            producers=producers(graphs),
             consumers=consumers,
             initializers={t.name: t for g in graphs for t in g.initializer},
             graph_outputs={o.name for g in graphs for o in g.output},

@@ -16,6 +16,7 @@ import onnx
 from onnx import numpy_helper
 
 from .weights_on_disk import tensor_value
+from .graphs import producers as graph_producers
 from .spec import RawPool
 
 Dim = Optional[object]  # int when static, a str or None when dynamic
@@ -210,7 +211,7 @@ class NonNegativity:
     @classmethod
     def of_graphs(cls, graphs: Sequence["onnx.GraphProto"]) -> "NonNegativity":
         """The analysis over protobuf graphs (a main graph and its subgraphs)."""
-        producers = {o: n for g in graphs for n in g.node for o in n.output if o}
+        producers = graph_producers(graphs)
         initializers = {t.name: t for g in graphs for t in g.initializer}
 
         def producer(name: str):
