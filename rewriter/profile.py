@@ -1,0 +1,142 @@
+"""Target profiles: what an accelerator runs, as data (``--target NAME|FILE.json``).
+
+A :class:`Profile` says which ops the target runs, the limits on the Convs and
+Concats it accepts, and which pools it runs natively. Every field left out of a
+profile means "no limit". The format is documented in ``docs/targets.md``;
+:func:`load_profile` (in :mod:`rewriter.profiles`) reads and validates it.
+
+The limits are checked in one place, :func:`conv_violations` and friends, by the
+planner (to choose a construction that fits), by the final check of every added
+node, and by ``--audit`` for the model's own nodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Sequence
+
+
+@dataclass(frozen=True)
+class Range:
+    """An inclusive ``[lo, hi]`` range of integers."""
+
+    lo: int
+    hi: int
+
+    def __contains__(self, value: int) -> bool:
+        return self.lo <= value <= self.hi
+
+    def __str__(self) -> str:
+        return f"[{self.lo}, {self.hi}]"
+
+
+@dataclass(frozen=True)
+class ConvLimits:
+    """What a Conv may look like, per spatial axis (pads per side)."""
+
+    kernel: Optional[Range] = None
+    stride: Optional[Range] = None
+    dilation: Optional[Range] = None
+    pad: Optional[Range] = None
+    pad_below_kernel: bool = False  # each pad smaller than the kernel on its axis
+    equal_strides: bool = False  # the same stride on every spatial axis
+    # Allowed (kh, kw, stride) of group = C (depthwise) convs; None: any within the ranges.
+    depthwise_kernels: Optional[tuple[tuple[int, int, int], ...]] = None
+    max_kernel_area: Optional[int] = None
+    spatial_ranks: Optional[tuple[int, ...]] = None  # e.g. (2,): 2-D convs only
+
+
+@dataclass(frozen=True)
+class PoolLimits:
+    """What the target runs natively for one pool op; a pool outside them is rewritten."""
+
+    kernel: Optional[Range] = None
+    stride: Optional[Range] = None
+    pad: Optional[Range] = None
+    ceil_mode: bool = True  # allowed?
+    dilation: bool = True  # dilations > 1 allowed?
+    auto_pad: Optional[tuple[str, ...]] = None  # allowed values; None: any
+    count_include_pad: Optional[tuple[int, ...]] = None  # allowed values; None: any
+    square: bool = False  # kernel equal on every spatial axis
+    # Allowed (kernel, stride) pairs of square windows; None: any within the ranges.
+    windows: Optional[tuple[tuple[int, int], ...]] = None
+    global_max_extent: Optional[int] = None  # global pools: the largest extent per axis
+    global_max_area: Optional[int] = None  # global pools: the largest product of extents
+    spatial_ranks: Optional[tuple[int, ...]] = None
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One accelerator's limits. ``ops`` None: the strict Conv/Relu/Add/Concat."""
+
+    name: str
+    source: str = ""
+    ops: Optional[frozenset[str]] = None
+    conv: ConvLimits = field(default_factory=ConvLimits)
+    concat_axes: Optional[tuple[int, ...]] = None  # NCHW numbering; None: any axis
+    pools: Mapping[str, PoolLimits] = field(default_factory=dict)  # op type -> natively run
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One node outside the target: which rule, the value found, the limit."""
+
+    node: str
+    op_type: str
+    rule: str  # e.g. "conv.kernel", "concat_axes", "ops"
+    value: str
+    limit: str
+
+    def __str__(self) -> str:
+        return f"{self.node or '<unnamed>'} ({self.op_type}): {self.rule} {self.value} outside {self.limit}"
+
+
+def conv_violations(
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    dilations: Sequence[int],
+    pads: Sequence[int],
+    depthwise: bool,
+    limits: ConvLimits,
+    node: str = "",
+) -> list[Violation]:
+    """Every rule of ``limits`` a Conv with these attributes breaks (pads: begins, then ends)."""
+    rank = len(kernel)
+    found: list[Violation] = []
+
+    def bad(rule: str, value: object, limit: object) -> None:
+        found.append(Violation(node, "Conv", rule, str(value), str(limit)))
+
+    if limits.spatial_ranks is not None and rank not in limits.spatial_ranks:
+        bad("conv.spatial_ranks", rank, list(limits.spatial_ranks))
+    for name, values, allowed in (("kernel", kernel, limits.kernel), ("stride", strides, limits.stride), ("dilation", dilations, limits.dilation), ("pad", pads, limits.pad)):
+        if allowed is not None:
+            outside = [v for v in values if v not in allowed]
+            if outside:
+                bad(f"conv.{name}", max(outside, key=lambda v: abs(v)), allowed)
+    if limits.pad_below_kernel:
+        for axis in range(rank):
+            for pad in (pads[axis], pads[axis + rank]):
+                if pad >= kernel[axis]:
+                    bad("conv.pad_below_kernel", f"pad {pad} on a kernel of {kernel[axis]}", "pad < kernel")
+    if limits.equal_strides and len(set(strides)) > 1:
+        bad("conv.equal_strides", list(strides), "equal strides")
+    if limits.max_kernel_area is not None:
+        area = 1
+        for k in kernel:
+            area *= k
+        if area > limits.max_kernel_area:
+            bad("conv.max_kernel_area", area, limits.max_kernel_area)
+    if depthwise and limits.depthwise_kernels is not None and rank == 2:
+        shape = (kernel[0], kernel[1], strides[0])
+        if len(set(strides)) > 1 or shape not in limits.depthwise_kernels:
+            bad("conv.depthwise_kernels", f"{kernel[0]}x{kernel[1]} stride {list(strides)}", [list(k) for k in limits.depthwise_kernels])
+    return found
+
+
+def concat_violations(axis: int, rank: int, concat_axes: Optional[tuple[int, ...]], node: str = "") -> list[Violation]:
+    """A Concat on an axis the target does not concatenate on (negative axes normalised)."""
+    if concat_axes is None:
+        return []
+    normal = axis % rank if rank else axis
+    return [] if normal in concat_axes else [Violation(node, "Concat", "concat_axes", str(normal), str(list(concat_axes)))]
