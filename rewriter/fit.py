@@ -146,12 +146,12 @@ def audit_violations_table(rows: Sequence[dict[str, str]], target_name: str) -> 
 
 def needs(violation: Violation, target_name: str) -> str:
     """A kept pool's reason, naming the limit: ``needs a kernel of 160 > 31 on rknn (conv.kernel)``."""
-    what = violation.rule.split(".")[-1].replace("_", " ")
     limit = re.fullmatch(r"\[(-?\d+), (-?\d+)\]", violation.limit)
     if limit and re.fullmatch(r"-?\d+", violation.value):
+        what = violation.rule.split(".")[-1].replace("_", " ")
         value, lo, hi = int(violation.value), int(limit[1]), int(limit[2])
         bound = f"> {hi}" if value > hi else f"< {lo}"
         return f"needs a {what} of {value} {bound} on {target_name} ({violation.rule})"
     if violation.rule == "ops":
         return f"needs {violation.value}, which {target_name} does not run (ops)"
-    return f"needs {what} {violation.value}, outside {violation.limit} on {target_name} ({violation.rule})"
+    return f"needs {violation.value}, where {target_name} allows {violation.limit} ({violation.rule})"
