@@ -153,5 +153,5 @@ def needs(violation: Violation, target_name: str) -> str:
         bound = f"> {hi}" if value > hi else f"< {lo}"
         return f"needs a {what} of {value} {bound} on {target_name} ({violation.rule})"
     if violation.rule == "ops":
-        return f"needs {violation.value}, which {target_name} does not run (ops)"
+        return f"needs {violation.value}, an op not run on {target_name} (ops)"
     return f"needs {violation.value}, where {target_name} allows {violation.limit} ({violation.rule})"
