@@ -29,6 +29,7 @@ from .model_io import (
     write_atomically,
 )
 from .audit import audit_ops, audit_table
+from .fit import FitError, audit_violations, audit_violations_table
 from .graphs import all_graphs, functions_containing
 from .lower import SITE_OPS
 from .passes import PoolRewritePass
@@ -37,6 +38,7 @@ from .input_dims import declared_dims, graph_inputs, suggested_dims
 from .shapes import ShapeError, overwrite_input_shapes, parse_shape_options, shapes_for
 from .columns import NOTE_WIDTH, format_columns
 from .selection import SelectionError, kept_by_request
+from .target import Target
 
 EXIT_OK, EXIT_VALIDATION_FAILED, EXIT_USAGE, EXIT_KEPT = 0, 1, 2, 3
 
@@ -396,9 +398,15 @@ def _rewrite(args: argparse.Namespace, loaded: LoadedModel, console: _Console) -
             raise InputError(f"--flip-kernels: {err}") from err
         report.flip = {"convs": flipped.flipped, "tensors": flipped.tensors, "inlined_functions": flipped.inlined, "validation": None}
         console.out(f"flipped the kernels of {len(flipped.flipped)} conv(s) for a true-convolution backend")
-    report.audit = audit_ops(final, allow)
-    if args.audit:
-        console.out(audit_table(report.audit, allow))
+    target = Target.of(allow, profile=rewrite.target_profile)
+    if target.profile is None:
+        report.audit = audit_ops(final, allow)
+        if args.audit:
+            console.out(audit_table(report.audit, allow))
+    else:  # rule by rule, the model's own nodes included: reported, never failed
+        report.audit = {"target": target.profile.name, "violations": audit_violations(final, target)}
+        if args.audit:
+            console.out(audit_violations_table(report.audit["violations"], target.profile.name))
 
     def finish(code: int) -> int:
         _write_report(args.report, report.to_dict())
@@ -456,6 +464,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
+    except FitError as err:  # a bug of ours, caught before anything is written
+        print(f"onnx-poolrewrite: error: internal error: {err}; nothing written", file=sys.stderr)
+        return EXIT_USAGE
     except (InputError, SelectionError) as err:
         print(f"onnx-poolrewrite: error: {err}", file=sys.stderr)
         return EXIT_USAGE

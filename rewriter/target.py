@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
+from .profile import Profile
+
 STRICT_OPS = frozenset({"Conv", "Relu", "Add", "Concat"})
 # Ops a profile may add, each used by some lowering when allowed: the one list of
 # them (``can`` refuses any other, and ``--allow`` names them in its errors).
@@ -54,11 +56,19 @@ class Target:
     max_stride: Optional[int] = None
     spatial_concat: bool = True  # whether a Concat along a spatial axis may be emitted
     native_pools: frozenset[str] = field(default_factory=frozenset)  # pool ops the target runs itself
+    profile: Optional[Profile] = None  # the accelerator's limits (``--target``); None: today's strict op set
 
     @classmethod
-    def of(cls, allow: Iterable[str] = (), opset: int = 22, **limits) -> "Target":
-        """The strict op set plus ``allow``, at ``opset``."""
-        return cls(allowed=STRICT_OPS | frozenset(allow), opset=opset, **limits)
+    def of(cls, allow: Iterable[str] = (), opset: int = 22, profile: Optional[Profile] = None, **limits) -> "Target":
+        """The strict op set plus ``allow``, at ``opset``, fitting ``profile`` if given."""
+        return cls(allowed=STRICT_OPS | frozenset(allow), opset=opset, profile=profile, **limits)
+
+    @property
+    def ops(self) -> frozenset[str]:
+        """The ops an output node may have: the profile's (the strict set if it names
+        none), plus what ``--allow`` added."""
+        base = self.profile.ops if self.profile is not None and self.profile.ops is not None else STRICT_OPS
+        return base | (self.allowed - STRICT_OPS)
 
     def can(self, op: str) -> bool:
         """Whether ``op`` may be emitted: allowed, and runnable at this opset."""
