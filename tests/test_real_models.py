@@ -5,9 +5,10 @@ independently), and subtly wrong candidates are refused by --compare."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
-import sys
 
 import numpy as np
 import onnx
@@ -16,14 +17,19 @@ import pytest
 
 import bugs
 import realistic
-from rewriter import rewrite_model
+from rewriter import cli, rewrite_model
 from rewriter.validate import validate_models
 
 NOISE_FACTOR = 4.0  # an independent encoding of the allowance: 4x the optimizer noise
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rewriter.cli", *args], capture_output=True, text=True, timeout=300)
+    """The CLI in this process (its exit code and what it printed): the same code path as the
+    console script, without a Python start-up per call."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(list(args))
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
 def _session(model: onnx.ModelProto | str, optimize: bool) -> ort.InferenceSession:
