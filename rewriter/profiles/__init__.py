@@ -24,8 +24,9 @@ from ..selection import onnx_op_types, suggestion
 BUILTIN_NAMES = ("nvidia-dla", "rknn", "tidl")
 AUTO_PAD_VALUES = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 TOP_KEYS = ("name", "source", "ops", "conv", "concat_axes", "pools")
-# The limits of a global pool (its window is the whole extent); the others are of windowed pools.
-GLOBAL_POOL_KEYS = ("global_max_extent", "global_max_area", "spatial_ranks")
+# Limits of global pools only (their window is the whole extent); the other pool limits,
+# but for spatial_ranks, are of windowed pools only.
+GLOBAL_ONLY_KEYS = ("global_max_extent", "global_max_area")
 
 
 class ProfileError(InputError):
@@ -209,10 +210,10 @@ class _Reader:
             "global_max_area": lambda v, p: self.integer(v, p, 1),
             "spatial_ranks": lambda v, p: self.ints(v, p, 1),
         }
-        is_global = op.startswith("Global")
-        keys = GLOBAL_POOL_KEYS if is_global else tuple(k for k in fields if k not in GLOBAL_POOL_KEYS or k == "spatial_ranks")
-        if op != "AveragePool":
-            keys = tuple(k for k in keys if k != "count_include_pad")
+        if op.startswith("Global"):
+            keys = (*GLOBAL_ONLY_KEYS, "spatial_ranks")
+        else:
+            keys = tuple(k for k in fields if k not in GLOBAL_ONLY_KEYS and (k != "count_include_pad" or op == "AveragePool"))
         if isinstance(value, dict):
             misplaced = [k for k in value if k in fields and k not in keys]
             if misplaced:
