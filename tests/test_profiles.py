@@ -239,3 +239,19 @@ def test_without_a_target_nothing_changes(tmp_path):
     expected, _ = rewrite_model(model)
     assert [n.SerializeToString() for n in out.graph.node] == [n.SerializeToString() for n in expected.graph.node]
     assert PoolRewritePass(target=None)(model).model == PoolRewritePass()(model).model
+
+
+def test_a_pool_kept_for_another_reason_still_fails_fail_on_kept(tmp_path, capsys):
+    model = pools_model({"sppf5": SPPF5, "lp": ("LpPool", dict(kernel_shape=[3, 3], p=2))})
+    code, out, report = run_cli(tmp_path, model, "--target", "rknn", "--fail-on-kept")
+    assert code == 3 and out is None
+    err = capsys.readouterr().err
+    assert "1 pool node(s) kept" in err and "lp" in err and "sppf5" not in err
+
+
+def test_the_allowed_ops_are_the_profiles_plus_allow():
+    assert PoolRewritePass(target="rknn", allow=["Max"]).lowering(22).target.allowed == {"Conv", "Relu", "Add", "Concat", "Max"}
+    user = parse_profile(USER_PROFILE, "my-npu.json")
+    assert PoolRewritePass(target=user).lowering(22).target.allowed == {"Conv", "Relu", "Add"}
+    assert PoolRewritePass(target=parse_profile({}, "bare.json")).lowering(22).target.allowed == {"Conv", "Relu", "Add", "Concat"}
+    assert PoolRewritePass().lowering(22).target.profile is None
