@@ -29,6 +29,7 @@ from .model_io import (
     write_atomically,
 )
 from .audit import audit_ops, audit_table
+from .fit import FitError, audit_violations, audit_violations_table
 from .graphs import all_graphs, functions_containing
 from .lower import SITE_OPS
 from .passes import PoolRewritePass
@@ -410,10 +411,15 @@ def _rewrite(args: argparse.Namespace, loaded: LoadedModel, console: _Console, p
             raise InputError(f"--flip-kernels: {err}") from err
         report.flip = {"convs": flipped.flipped, "tensors": flipped.tensors, "inlined_functions": flipped.inlined, "validation": None}
         console.out(f"flipped the kernels of {len(flipped.flipped)} conv(s) for a true-convolution backend")
-    target_ops = sorted(Target.of(allow, profile=profile).allowed)  # the profile's ops and --allow
-    report.audit = audit_ops(final, target_ops)
-    if args.audit:
-        console.out(audit_table(report.audit, target_ops))
+    target = Target.of(allow, profile=profile)
+    if target.profile is None:
+        report.audit = audit_ops(final, allow)
+        if args.audit:
+            console.out(audit_table(report.audit, allow))
+    else:  # rule by rule, the model's own nodes included: reported, never failed
+        report.audit = {"target": target.profile.name, "violations": audit_violations(final, target)}
+        if args.audit:
+            console.out(audit_violations_table(report.audit["violations"], target.profile.name))
 
     def finish(code: int) -> int:
         _write_report(args.report, report.to_dict())
@@ -471,6 +477,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
+    except FitError as err:  # a bug of ours, caught before anything is written
+        print(f"onnx-poolrewrite: error: internal error: {err}; nothing written", file=sys.stderr)
+        return EXIT_USAGE
     except (InputError, SelectionError) as err:
         print(f"onnx-poolrewrite: error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -13,7 +13,7 @@ adapter (:class:`_ProtoIndex`, :class:`_GsIndex`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
@@ -23,6 +23,7 @@ import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
 from .builder import SubgraphBuilder
+from .fit import check_added, graph_shapes, needs, subgraph_violations
 from .graphs import all_graphs, functions_containing, producers
 from .lower import RULES, Rule, rule_for
 from .lower.checks import STATIC_SHAPE_HINT, Lowering, PoolPlan, Refusal
@@ -65,6 +66,11 @@ class PoolRewritePass:
             built-in name or JSON file for :func:`~rewriter.profiles.load_profile`).
             Its ``ops`` replace the strict op set (``allow`` adds to them), and the
             pools it runs natively are kept, reason ``runs natively on <name>``.
+            Every subgraph is checked against it before it is accepted; a MaxPool
+            whose subgraph breaks it is rebuilt without the strategies that made the
+            breaking nodes, and a pool that nothing fits is kept, its reason naming
+            the limit. Nodes the pass added that still break it raise
+            :class:`~rewriter.fit.FitError` (a bug) instead of being returned.
             None: today's strict rewrite of every pool.
 
     Raises :class:`~rewriter.selection.SelectionError` (a ``ValueError``) for an
@@ -94,14 +100,15 @@ class PoolRewritePass:
         self.rewrite_double = rewrite_double
         self.share_ladders = share_ladders
         self.max_strategies = select_strategies(strategies, exclude_strategies)
-        self.profile = load_profile(target) if isinstance(target, str) else target
+        self.target_profile = load_profile(target) if isinstance(target, str) else target
 
     def __call__(self, model: onnx.ModelProto) -> RewriteResult:
         return self.run(model)
 
     def lowering(self, opset: int) -> Lowering:
         """What the rules may use for a model at ``opset``."""
-        return Lowering(Target.of(self.allow, opset, self.profile, allow_double=self.rewrite_double), self.max_strategies)
+        target = Target.of(self.allow, opset, profile=self.target_profile, allow_double=self.rewrite_double)
+        return Lowering(target, self.max_strategies)
 
     # -- selection -------------------------------------------------------------
     def _selection_reason(self, site: PoolSite) -> Optional[str]:
@@ -110,7 +117,7 @@ class PoolRewritePass:
             return NOT_SELECTED
         if keys & self.exclude:
             return EXCLUDED
-        return native_reason(site, self.profile)
+        return native_reason(site, self.target_profile)
 
     def _plan(
         self, site: PoolSite, outcome: Union[PoolPlan, Refusal], lowering: Lowering, taken_prefixes: set[str]
@@ -127,7 +134,11 @@ class PoolRewritePass:
             result.invalid = isinstance(outcome, Refusal) and outcome.invalid and selection_reason is None
             return result, None
         prefix = _fresh_prefix(site.name or site.output_name, taken_prefixes)
-        builder = self._build(site, rule, outcome, lowering, prefix)
+        fitted = self._fit(site, rule, outcome, lowering, prefix)
+        if isinstance(fitted, str):
+            result.reason = fitted
+            return result, None
+        outcome, builder, lowering = fitted
         too_old = lowering.target.refusal(builder.op_counts())
         if too_old:
             result.reason = too_old
@@ -145,6 +156,31 @@ class PoolRewritePass:
         result.nodes_added = len(builder.nodes)
         result.op_counts = dict(builder.op_counts())
         return result, builder
+
+    def _fit(
+        self, site: PoolSite, rule: Rule, plan: PoolPlan, lowering: Lowering, prefix: str
+    ) -> Union[str, tuple[PoolPlan, SubgraphBuilder, Lowering]]:
+        """Build ``plan``; on a profile, until the subgraph fits it, rebuild without the
+        MaxPool strategies whose nodes break it. Returns the plan, builder and lowering
+        that fit, or the kept pool's reason, naming the first limit broken."""
+        while True:
+            spans: list[tuple[int, int, str]] = []
+            traced = replace(plan, axes=tuple(_TracedChoice(c.strategy, c.plan, spans) for c in plan.axes))
+            builder = self._build(site, rule, traced, lowering, prefix)
+            profile = lowering.target.profile
+            found = [] if profile is None else subgraph_violations(builder, lowering.target)
+            if not found:
+                return plan, builder, lowering
+            index = {n.name: i for i, n in enumerate(builder.nodes)}
+            culprits = {name for v in found for start, end, name in spans if start <= index.get(v.node, -1) < end}
+            why = needs(found[0], profile.name)  # type: ignore[union-attr]
+            if not culprits:
+                return why
+            lowering = Lowering(lowering.target, tuple(s for s in lowering.max_strategies if s.name not in culprits))
+            again = rule.check(site, lowering)
+            if isinstance(again, Refusal):
+                return why
+            plan = again
 
     def _shared_groups(
         self, sites: dict[int, PoolSite], outcomes: dict[int, Union[PoolPlan, Refusal]], lowering: Lowering
@@ -240,6 +276,8 @@ class PoolRewritePass:
         taken = _prefixes_of([n.name for g in graphs for n in g.node] + list(index.producers) + list(index.initializers))
         nonnegative = NonNegativity(index.producer, index.constant)
         graph_sites: list[tuple[onnx.GraphProto, dict[int, PoolSite]]] = []
+        added: list[onnx.NodeProto] = []  # every node the pass adds, checked once more at the end
+        initializers: list[onnx.TensorProto] = []  # the added nodes' weights: their shapes
         for graph in graphs:  # the main graph, then every If/Loop/Scan body, nested ones included
             sites: dict[int, PoolSite] = {}
             for position, node in enumerate(graph.node):
@@ -263,25 +301,35 @@ class PoolRewritePass:
                     progress(f"rewriting: {len(report.nodes)} pool nodes done")
                 if position in shared:  # handled with the first pool of its group
                     members, rule, plan = shared[position]
-                    if members[0] == position:
-                        results, builder = self._plan_shared([sites[p] for p in members], rule, plan, lowering, taken)
+                    if members[0] != position:
+                        continue
+                    results, builder = self._plan_shared([sites[p] for p in members], rule, plan, lowering, taken)
+                    if not subgraph_violations(builder, lowering.target):
                         report.nodes.extend(results)
                         changed = True
-                        new_nodes.extend(OnnxExporter.export_node(n) for n in builder.nodes)
+                        exported = [OnnxExporter.export_node(n) for n in builder.nodes]
+                        added.extend(exported)
+                        new_nodes.extend(exported)
                         new_initializers.extend(OnnxExporter.export_tensor_proto(c) for c in builder.constants)
-                    continue
+                        continue
+                    for p in members:  # the shared ladder breaks the target: each pool fitted alone
+                        del shared[p]
                 result, built = self._plan(sites[position], outcomes[position], lowering, taken)
                 report.nodes.append(result)
                 if built is None:
                     new_nodes.append(node)
                     continue
                 changed = True
-                new_nodes.extend(OnnxExporter.export_node(n) for n in built.nodes)
+                exported = [OnnxExporter.export_node(n) for n in built.nodes]
+                added.extend(exported)
+                new_nodes.extend(exported)
                 new_initializers.extend(OnnxExporter.export_tensor_proto(c) for c in built.constants)
             if changed:
                 del graph.node[:]
                 graph.node.extend(new_nodes)
                 graph.initializer.extend(new_initializers)
+                initializers.extend(new_initializers)
+        check_added(added, lowering.target, graph_shapes(initializers, types))
         if not report.rewritten and inlined:
             # Nothing was rewritten: hand back the model exactly as it came.
             out = onnx.ModelProto()
@@ -329,6 +377,22 @@ def rewrite_model(model: onnx.ModelProto, **options) -> tuple[onnx.ModelProto, R
 
 
 # -- helpers ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _TracedChoice:
+    """An axis's strategy choice that records which nodes its build emits, by index
+    into the builder's nodes: where a violating node came from."""
+
+    strategy: MaxStrategy
+    plan: object
+    spans: list  # (first node, end, strategy name), shared by the plan's axes
+
+    def build(self, b: SubgraphBuilder, x: gs.Tensor, axis: int, a) -> gs.Tensor:
+        start = len(b.nodes)
+        y = self.strategy.build(b, x, axis, a, self.plan)
+        self.spans.append((start, len(b.nodes), self.strategy.name))
+        return y
 
 
 def _fresh_prefix(base: str, taken_prefixes: set[str]) -> str:

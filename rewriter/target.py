@@ -53,9 +53,10 @@ class Target:
 
     @classmethod
     def of(cls, allow: Iterable[str] = (), opset: int = 22, profile: Optional[Profile] = None, **options) -> "Target":
-        """The profile's ops (the strict op set when it names none) plus ``allow``, at ``opset``."""
-        ops = profile.ops if profile is not None and profile.ops is not None else STRICT_OPS
-        return cls(allowed=ops | frozenset(allow), opset=opset, profile=profile, **options)
+        """The strict op set, the profile's ops and ``allow``, at ``opset``. The lowering may
+        emit any of them; what the output may hold is :attr:`ops` (checked by the fit)."""
+        extras = profile.ops if profile is not None and profile.ops is not None else frozenset()
+        return cls(allowed=STRICT_OPS | extras | frozenset(allow), opset=opset, profile=profile, **options)
 
     @property
     def conv_limits(self) -> ConvLimits:
@@ -66,6 +67,13 @@ class Target:
     def concat_axes(self) -> Optional[tuple[int, ...]]:
         """The axes a Concat may join on, NCHW numbering; None: any."""
         return self.profile.concat_axes if self.profile is not None else None
+
+    @property
+    def ops(self) -> frozenset[str]:
+        """The ops an output node may have: the profile's (the strict set if it names
+        none), plus what ``--allow`` added."""
+        base = self.profile.ops if self.profile is not None and self.profile.ops is not None else STRICT_OPS
+        return base | (self.allowed - STRICT_OPS)
 
     def can(self, op: str) -> bool:
         """Whether ``op`` may be emitted: allowed, and runnable at this opset."""

@@ -350,3 +350,25 @@ def test_compare_with_weights_left_on_disk(tmp_path, small_on_disk_threshold):
     onnx.save(conv_pool_model(), tmp_path / "a.onnx")
     assert rcli.main([str(tmp_path / "a.onnx"), str(tmp_path / "b.onnx"), "-q"]) == 0
     assert rcli.main(["--compare", str(tmp_path / "a.onnx"), str(tmp_path / "b.onnx"), "-q"]) == 0
+
+
+def test_outputs_without_a_declared_shape_after_big_weights_are_accepted(tmp_path):
+    """Shape inference fills the outputs' shapes; the weights (too big to copy for the
+    check) must not make the checker refuse the model."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from rewriter.model_io import InputError, load_model_with_sources
+
+    w = numpy_helper.from_array(np.ones((8, 3, 3, 3), np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1] * 4), helper.make_node("MaxPool", ["c"], ["y"], kernel_shape=[2, 2])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    path = tmp_path / "unshaped.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    assert load_model_with_sources(path).model.graph.output[0].name == "y"
+    broken = onnx.load(path)
+    broken.graph.node[1].input[0] = "missing"  # a real error behind the missing shape is still refused
+    onnx.save(broken, tmp_path / "broken.onnx")
+    with pytest.raises(InputError):
+        load_model_with_sources(tmp_path / "broken.onnx")

@@ -1,0 +1,165 @@
+"""Target profiles, the fitting side: every node the rewrite adds fits the profile,
+or the pool is kept with a reason naming the limit (issue 15).
+
+The limits are re-checked here from the written model's ONNX attributes, by an
+encoding of their own (not through :mod:`rewriter.fit`), and every rewrite is
+compared with onnxruntime on the original.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from rewriter import PoolRewritePass
+from rewriter.fit import FitError, audit_violations, check_added, node_violations
+from rewriter.profile import ConvLimits, Profile, Range
+from rewriter.target import Target
+from tests.helpers import input_suites, pool_model, run
+
+# The issue's user profile file, and rknn's published conv limits.
+USER = Profile("user", ops=frozenset({"Conv", "Relu", "Add"}), conv=ConvLimits(kernel=Range(1, 5), stride=Range(1, 2), dilation=Range(1, 1), pad_below_kernel=True))
+RKNN = Profile("rknn-like", ops=frozenset({"Conv", "Relu", "Add", "Concat"}), conv=ConvLimits(kernel=Range(1, 31), stride=Range(1, 7), pad=Range(0, 15), pad_below_kernel=True))
+# The same numbers, written out again for the independent check: (ops, kernel, stride, dilation, pad) bounds.
+LIMITS = {
+    "user": ({"Conv", "Relu", "Add"}, (1, 5), (1, 2), (1, 1), None),
+    "rknn-like": ({"Conv", "Relu", "Add", "Concat"}, (1, 31), (1, 7), None, (0, 15)),
+}
+
+
+def broken_limits(original: onnx.ModelProto, written: onnx.ModelProto, profile_name: str) -> list[str]:
+    """What the nodes added to ``written`` break, read from their attributes."""
+    ops, kernel, stride, dilation, pad = LIMITS[profile_name]
+    own = {n.name for n in original.graph.node}
+    weights = {t.name: list(t.dims) for t in written.graph.initializer}
+    broken = []
+    for node in written.graph.node:
+        if node.name in own:
+            continue
+        if node.op_type not in ops:
+            broken.append(f"{node.name}: op {node.op_type}")
+        if node.op_type != "Conv":
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        assert attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
+        k = weights[node.input[1]][2:]
+        pads = attrs.get("pads", [0] * 2 * len(k))
+        checks = [("kernel", k, kernel), ("stride", attrs.get("strides", [1] * len(k)), stride),
+                  ("dilation", attrs.get("dilations", [1] * len(k)), dilation), ("pad", pads, pad)]
+        for what, values, bounds in checks:
+            if bounds is not None and not all(bounds[0] <= v <= bounds[1] for v in values):
+                broken.append(f"{node.name}: {what} {values}")
+        if any(p >= k[i % len(k)] for i, p in enumerate(pads)):  # pad_below_kernel, on both profiles
+            broken.append(f"{node.name}: pads {pads} on a kernel of {k}")
+    return broken
+
+
+def spp_model(shape: list[int]) -> onnx.ModelProto:
+    """SPP's 5/9/13 "same" MaxPools of one input, concatenated on channels."""
+    nodes = [helper.make_node("MaxPool", ["x"], [f"p{k}"], name=f"pool{k}", kernel_shape=[k, k], pads=[k // 2] * 4) for k in (5, 9, 13)]
+    nodes.append(helper.make_node("Concat", ["x", "p5", "p9", "p13"], ["y"], name="cat", axis=1))
+    graph = helper.make_graph(nodes, "spp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)])
+
+
+CASES = [
+    ("GlobalAveragePool", [1, 2, 160, 160], {}),
+    ("GlobalAveragePool", [1, 3, 7, 7], {}),
+    ("GlobalMaxPool", [1, 2, 253], {}),
+    ("GlobalMaxPool", [1, 2, 20, 20], {}),
+    ("MaxPool", [1, 2, 7, 8], dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)),
+    ("MaxPool", [1, 2, 16, 16], dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),
+    ("MaxPool", [1, 2, 12, 12], dict(kernel_shape=[2, 2], strides=[2, 2])),
+    ("MaxPool", [1, 2, 10, 10], dict(kernel_shape=[5, 5], pads=[2, 2, 2, 2])),
+    ("MaxPool", [1, 2, 9, 11], dict(kernel_shape=[3, 3], strides=[1, 1])),
+    ("AveragePool", [1, 2, 9, 9], dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])),
+    ("AveragePool", [1, 2, 9, 9], dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=1)),
+    ("AveragePool", [1, 2, 12, 12], dict(kernel_shape=[2, 2], strides=[2, 2])),
+    ("AveragePool", [1, 2, 11, 11], dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)),
+]
+
+
+def models():
+    for op, shape, attrs in CASES:
+        yield f"{op}{shape}{attrs}", pool_model(op, shape, attrs)
+    yield "spp-8x8", spp_model([1, 2, 8, 8])
+
+
+@pytest.mark.parametrize("profile", [USER, RKNN], ids=lambda p: p.name)
+@pytest.mark.parametrize("label,model", list(models()), ids=[label for label, _ in models()])
+def test_rewrites_fit_or_are_kept_naming_the_limit(profile: Profile, label: str, model: onnx.ModelProto) -> None:
+    result = PoolRewritePass(target=profile).run(model)
+    assert broken_limits(model, result.model, profile.name) == []
+    for node in result.report.nodes:
+        if node.status == "kept":
+            assert re.search(rf"needs .* {re.escape(profile.name)} .*\((ops|conv\.\w+|concat_axes)\)$", node.reason), node.reason
+    if result.report.rewritten:
+        shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+        for name, x in input_suites(shape).items():
+            expected, got = run(model, {"x": x}), run(result.model, {"x": x})
+            for e, g in zip(expected, got):
+                np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5, err_msg=f"{label} on {name}")
+
+
+def test_the_issue_cases_are_kept_with_the_limit_they_need() -> None:
+    gap = PoolRewritePass(target=RKNN).run(pool_model("GlobalAveragePool", [1, 2, 160, 160])).report.nodes[0]
+    assert gap.reason == "needs a kernel of 160 > 31 on rknn-like (conv.kernel)"
+    gmp = PoolRewritePass(target=USER).run(pool_model("GlobalMaxPool", [1, 2, 253])).report.nodes[0]
+    # Every construction of a 253-long max needs a Concat or a dilation past 1.
+    assert gmp.status == "kept" and gmp.reason in ("needs Concat, an op not run on user (ops)", "needs a dilation of 2 > 1 on user (conv.dilation)"), gmp.reason
+
+
+def test_a_strategy_whose_nodes_break_the_target_is_replaced_by_one_that_fits() -> None:
+    # The ceil_mode 7x8 pool: its default construction pads a 1x1 conv by its whole
+    # kernel (or more), which rknn's compiler aborts on; another strategy fits.
+    model = pool_model("MaxPool", [1, 2, 7, 8], dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1))
+    free = PoolRewritePass().run(model)
+    assert broken_limits(model, free.model, "rknn-like")  # the unprofiled rewrite breaks rknn
+    fitted = PoolRewritePass(target=RKNN).run(model)
+    node = fitted.report.nodes[0]
+    assert node.status == "rewritten" and node.strategy != free.report.nodes[0].strategy
+    assert broken_limits(model, fitted.model, "rknn-like") == []
+
+
+def test_no_profile_keeps_todays_rewrite() -> None:
+    model = pool_model("GlobalAveragePool", [1, 2, 160, 160])
+    assert PoolRewritePass().run(model).report.nodes[0].status == "rewritten"
+
+
+def conv_node(name: str = "c", **attrs) -> onnx.NodeProto:
+    return helper.make_node("Conv", ["x", "w"], ["y"], name=name, **attrs)
+
+
+def test_node_violations_read_the_weight_the_pads_and_auto_pad() -> None:
+    target = Target.of(profile=USER)
+    shapes = {"x": (1, 4, 8, 8), "w": (4, 1, 7, 1)}
+    rules = {v.rule for v in node_violations(conv_node(group=4, strides=[3, 1]), target, shapes)}
+    assert rules == {"conv.kernel", "conv.stride"}
+    # SAME_UPPER on a 3x3 kernel pads 1 per side: below the kernel, inside the ranges.
+    same = conv_node(auto_pad="SAME_UPPER")
+    assert node_violations(same, target, {"x": (1, 4, 8, 8), "w": (4, 4, 3, 3)}) == []
+    padded = conv_node(pads=[1, 0, 1, 0])  # a 1x1 conv that only pads
+    assert [v.rule for v in node_violations(padded, target, {"w": (4, 4, 1, 1)})] == ["conv.pad_below_kernel"] * 2
+    concat = helper.make_node("Concat", ["a", "b"], ["y"], name="cat", axis=-1)
+    assert [v.rule for v in node_violations(concat, target, {"a": (1, 2, 3, 4)})] == ["ops"]
+
+
+def test_the_final_check_raises_on_an_added_node_outside_the_target() -> None:
+    with pytest.raises(FitError, match="conv.kernel"):
+        check_added([conv_node("added")], Target.of(profile=USER), {"w": (2, 1, 9, 9)})
+    check_added([conv_node("added")], Target.of(), {"w": (2, 1, 9, 9)})  # no profile: nothing to check
+
+
+def test_audit_lists_the_models_own_nodes_rule_by_rule() -> None:
+    w = helper.make_tensor("w", TensorProto.FLOAT, [2, 2, 7, 7], np.zeros(2 * 2 * 49, np.float32))
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], name="own_conv", pads=[3, 3, 3, 3]), helper.make_node("Sigmoid", ["c"], ["y"], name="own_sigmoid")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 8, 8])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w],
+    )
+    rows = audit_violations(helper.make_model(graph), Target.of(profile=USER))
+    assert {(r["node"], r["rule"]) for r in rows} == {("own_conv", "conv.kernel"), ("own_sigmoid", "ops")}
+    assert next(r for r in rows if r["rule"] == "conv.kernel")["value"] == "7"
