@@ -14,7 +14,7 @@ from .lower.checks import Refusal, resolve_spec
 from .profile import PoolLimits, Profile, Range
 from .selection import NATIVE
 from .site import PoolSite
-from .spec import PoolSpec
+from .spec import PoolSpec, SpecError, attribute_support, global_pool_spec, pool_spec_from_attributes
 
 
 def native_refusal(op_type: str, spec: PoolSpec, limits: PoolLimits) -> Optional[str]:
@@ -69,6 +69,22 @@ def native_reason(site: PoolSite, profile: Optional[Profile]) -> Optional[str]:
     if isinstance(spec, Refusal) or native_refusal(site.op_type, spec, limits) is not None:
         return None
     return f"{NATIVE}{profile.name}"  # type: ignore[union-attr]
+
+
+def node_native_refusal(op_type: str, attrs: dict, spatial: list, limits: PoolLimits, opset: int = 22) -> Optional[str]:
+    """:func:`native_refusal` for a pool node of a model (``--audit``): its attributes resolved
+    against its input's spatial extents; a dynamic extent or a spec error is the refusal."""
+    if not all(isinstance(d, int) and d >= 0 for d in spatial):
+        return "dynamic spatial dims"
+    kind = "max" if "Max" in op_type else "average"
+    try:
+        if op_type.startswith("Global"):
+            spec = global_pool_spec(kind, spatial)
+        else:
+            spec = pool_spec_from_attributes(kind, attrs, spatial, **attribute_support(op_type, opset))
+    except SpecError as err:
+        return str(err)
+    return native_refusal(op_type, spec, limits)
 
 
 def _outside(name: str, values: list[int], allowed: Optional[Range]) -> Optional[str]:

@@ -270,3 +270,13 @@ def test_the_allowed_ops_are_the_profiles_plus_allow():
     assert PoolRewritePass(target=user).lowering(22).target.ops == {"Conv", "Relu", "Add"}
     assert PoolRewritePass(target=parse_profile({}, "bare.json")).lowering(22).target.ops == {"Conv", "Relu", "Add", "Concat"}
     assert PoolRewritePass().lowering(22).target.profile is None
+
+
+def test_the_audit_passes_native_pools_and_names_the_native_limit_of_others(tmp_path):
+    model = pools_model({"sppf5": SPPF5, "avg_cip0": AVG_CIP0, "lp": ("LpPool", dict(kernel_shape=[3, 3], p=2))})
+    code, _, report = run_cli(tmp_path, model, "--target", "rknn", "--audit", "--no-validate")
+    assert code == 0
+    rows = {(row["node"], row["rule"]): row["value"] for row in report["audit"]["violations"]}
+    assert not any(node == "sppf5" for node, _ in rows)
+    assert rows[("avg_cip0", "pools.AveragePool")] == "count_include_pad=0 not in [1]"
+    assert ("lp", "ops") in rows  # a pool op the profile does not run natively at all
