@@ -5,11 +5,14 @@ The Python API:
 * :func:`rewrite_model` / :class:`PoolRewritePass` rewrite a model (or, with
   :meth:`PoolRewritePass.run_graph`, an onnx-graphsurgeon Graph);
 * :func:`validate_models` compares a candidate with its original on onnxruntime;
-* :func:`overwrite_input_shapes` gives a model's inputs static dims first.
+* :func:`overwrite_input_shapes` gives a model's inputs static dims first;
+* :func:`load_profile` reads a target profile (``PoolRewritePass(target=...)``).
 """
 
 from .check_starts import pool_check_starts
 from .passes import PoolRewritePass, RewriteResult, rewrite_model
+from .profile import Profile
+from .profiles import ProfileError, load_profile
 from .report import NodeResult, Report
 from .shapes import overwrite_input_shapes
 from .spec import AxisSpec, PoolSpec, SpecError, pool_spec_from_attributes

@@ -2,7 +2,7 @@
 
 Exit codes: 0 success (including "nothing to rewrite"), 1 validation failed,
 2 usage error or unreadable/invalid input (also an ``--only``/``--exclude`` name
-that matches no pool node, or an unknown ``--allow`` op), 3 pool nodes kept under
+that matches no pool node, an unknown ``--allow`` op, or a bad ``--target``), 3 pool nodes kept under
 ``--fail-on-kept`` (OUT not written). Errors are one line on stderr; the table
 goes to stdout, progress to stderr.
 """
@@ -33,12 +33,14 @@ from .fit import FitError, audit_violations, audit_violations_table
 from .graphs import all_graphs, functions_containing
 from .lower import SITE_OPS
 from .passes import PoolRewritePass
+from .profile import Profile
+from .target import Target
 from .report import dumps
 from .input_dims import declared_dims, graph_inputs, suggested_dims
 from .shapes import ShapeError, overwrite_input_shapes, parse_shape_options, shapes_for
 from .columns import NOTE_WIDTH, format_columns
 from .selection import SelectionError, kept_by_request
-from .target import Target
+from .profiles import BUILTIN_NAMES, load_profile
 
 EXIT_OK, EXIT_VALIDATION_FAILED, EXIT_USAGE, EXIT_KEPT = 0, 1, 2, 3
 
@@ -53,9 +55,11 @@ exit codes:
   0  success; also when there is nothing to rewrite (OUT is then a copy of IN)
   1  validation failed; OUT is not written (with --compare: the models are not equal)
   2  usage error, or an unreadable or invalid input; OUT is not written. Also a name
-     in --only/--exclude that matches no pool node, or an unknown op in --allow
+     in --only/--exclude that matches no pool node, an unknown op in --allow, or a
+     --target that is no built-in profile or a profile file that breaks the format
   3  --fail-on-kept and some pool node was kept (not for nodes --only/--exclude
-     leave out); OUT is not written, the table and --report say which and why
+     leave out, nor pools the --target runs natively); OUT is not written, the
+     table and --report say which and why
 
 examples:
   onnx-poolrewrite model.onnx model.conv.onnx
@@ -121,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
         "these shapes (with --compare, both models get them)",
     )
     t = p.add_argument_group("target")
+    t.add_argument(
+        "--target", metavar="NAME|FILE.json",
+        help=f"the accelerator the output is for: a built-in profile ({', '.join(BUILTIN_NAMES)}) or your own "
+        "profile file (docs/targets.md). Pools it runs natively are kept as they are; its ops replace "
+        "Conv/Relu/Add/Concat (--allow adds to them). Without it, every pool is rewritten into the strict op set",
+    )
     t.add_argument(
         "--allow", metavar="OPS", action="append",
         help="ops the target has beyond Conv/Relu/Add/Concat, comma-separated, case-sensitive (repeatable); the "
@@ -356,17 +366,20 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         check_output_path(args.report, args.input)
     _input_shapes(args.input_shape)  # malformed is an error even when nothing gets validated
+    profile = load_profile(args.target) if args.target else None  # a bad profile fails before the model loads
 
     # Big weights stay in their file until the output is written (not --flip-kernels: it edits conv weights).
-    return _rewrite(args, load_model_with_sources(args.input, weights_on_disk=not args.flip_kernels), _Console(args.quiet))
+    return _rewrite(args, load_model_with_sources(args.input, weights_on_disk=not args.flip_kernels), _Console(args.quiet), profile)
 
 
-def _rewrite(args: argparse.Namespace, loaded: LoadedModel, console: _Console) -> int:
+def _rewrite(args: argparse.Namespace, loaded: LoadedModel, console: _Console, profile: Optional[Profile]) -> int:
     model = _overwrite_shapes(args, loaded.model)  # the loaded model is ours: edited in place
     protect = () if args.in_place else (*loaded.external_files, loaded.path)
     console.progress(f"loaded {args.input}")
     allow = _names(args.allow) or []
-    rewrite = PoolRewritePass(only=_names(args.only), exclude=_names(args.exclude), allow=allow, rewrite_double=args.rewrite_double)
+    rewrite = PoolRewritePass(
+        only=_names(args.only), exclude=_names(args.exclude), allow=allow, rewrite_double=args.rewrite_double, target=profile
+    )
     # Peak memory: the original runs first and its results are kept as arrays, so
     # the rewrite can then change the model in place (no second copy of the weights).
     reference, reference_error = None, None
@@ -398,7 +411,7 @@ def _rewrite(args: argparse.Namespace, loaded: LoadedModel, console: _Console) -
             raise InputError(f"--flip-kernels: {err}") from err
         report.flip = {"convs": flipped.flipped, "tensors": flipped.tensors, "inlined_functions": flipped.inlined, "validation": None}
         console.out(f"flipped the kernels of {len(flipped.flipped)} conv(s) for a true-convolution backend")
-    target = Target.of(allow, profile=rewrite.target_profile)
+    target = Target.of(allow, profile=profile)
     if target.profile is None:
         report.audit = audit_ops(final, allow)
         if args.audit:

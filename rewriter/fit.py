@@ -19,6 +19,7 @@ from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
 from .builder import SubgraphBuilder
 from .graphs import all_graphs
+from .native_pools import node_native_refusal
 from .ops import ONNX_DOMAINS
 from .profile import Violation, concat_violations, conv_violations
 from .target import Target
@@ -42,9 +43,16 @@ def node_violations(node: onnx.NodeProto, target: Target, shapes: Shapes) -> lis
     shapes (a Conv's weight at least; a missing one skips the rules that need it)."""
     op = node.op_type if node.domain in ONNX_DOMAINS else f"{node.domain}.{node.op_type}"
     found = []
-    if op not in target.ops:
-        found.append(Violation(node.name, op, "ops", op, str(sorted(target.ops))))
     profile = target.profile
+    native = profile.pools.get(op) if profile is not None and node.domain in ONNX_DOMAINS else None
+    if native is not None:  # a pool op the target runs within its native limits
+        spatial = list(shapes.get(node.input[0], ()))[2:]
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        why = node_native_refusal(op, attrs, spatial, native)
+        if why is not None:
+            found.append(Violation(node.name, op, f"pools.{op}", why, "what it runs natively"))
+    elif op not in target.ops:
+        found.append(Violation(node.name, op, "ops", op, str(sorted(target.ops))))
     if profile is None or node.domain not in ONNX_DOMAINS:
         return found
     if op == "Conv":

@@ -28,8 +28,10 @@ from .graphs import all_graphs, functions_containing, producers
 from .lower import RULES, Rule, rule_for
 from .lower.checks import STATIC_SHAPE_HINT, Lowering, PoolPlan, Refusal
 from .lower.max_strategies import MaxStrategy, select_strategies
-from .profile import Profile
+from .native_pools import native_reason
 from .ops import ONNX_DOMAINS, POOL_OPS, SITE_OPS, onnx_opset
+from .profile import Profile
+from .profiles import load_profile
 from .report import KEPT, REWRITTEN, NodeResult, Report
 from .selection import EXCLUDED, NOT_SELECTED, check_allow, check_selection
 from .site import NodeFacts, NonNegativity, PoolSite, build_site
@@ -60,16 +62,21 @@ class PoolRewritePass:
             of :data:`~rewriter.lower.max_strategies.STRATEGY_NAMES`, or strategy
             objects (``name``, ``plan``, ``build``). Default: the whole table.
         exclude_strategies: names of MaxPool strategies never to use.
-        target_profile: the accelerator's limits (:class:`~rewriter.profile.Profile`).
+        target: the accelerator's profile (:class:`~rewriter.profile.Profile`, or a
+            built-in name or JSON file for :func:`~rewriter.profiles.load_profile`).
+            Its ``ops`` replace the strict op set (``allow`` adds to them), and the
+            pools it runs natively are kept, reason ``runs natively on <name>``.
             Every subgraph is checked against it before it is accepted; a MaxPool
             whose subgraph breaks it is rebuilt without the strategies that made the
             breaking nodes, and a pool that nothing fits is kept, its reason naming
             the limit. Nodes the pass added that still break it raise
             :class:`~rewriter.fit.FitError` (a bug) instead of being returned.
+            None: today's strict rewrite of every pool.
 
     Raises :class:`~rewriter.selection.SelectionError` (a ``ValueError``) for an
     ``allow`` name that is no ONNX op type (``"max"`` for ``"Max"``) or an unknown
-    strategy name, and from :meth:`run` / :meth:`run_graph`, before anything is
+    strategy name (:class:`~rewriter.profiles.ProfileError` for a ``target`` that
+    cannot be loaded), and from :meth:`run` / :meth:`run_graph`, before anything is
     changed, for an ``only`` or ``exclude`` name that matches no pool node.
 
     A pass is a callable: ``result = PoolRewritePass()(model)``.
@@ -85,7 +92,7 @@ class PoolRewritePass:
         share_ladders: bool = True,
         strategies: Optional[Sequence[Union[str, MaxStrategy]]] = None,
         exclude_strategies: Iterable[str] = (),
-        target_profile: Optional[Profile] = None,
+        target: Union[Profile, str, None] = None,
     ) -> None:
         self.only = set(only) if only is not None else None
         self.exclude = set(exclude or ())
@@ -93,7 +100,7 @@ class PoolRewritePass:
         self.rewrite_double = rewrite_double
         self.share_ladders = share_ladders
         self.max_strategies = select_strategies(strategies, exclude_strategies)
-        self.target_profile = target_profile
+        self.target_profile = load_profile(target) if isinstance(target, str) else target
 
     def __call__(self, model: onnx.ModelProto) -> RewriteResult:
         return self.run(model)
@@ -110,7 +117,7 @@ class PoolRewritePass:
             return NOT_SELECTED
         if keys & self.exclude:
             return EXCLUDED
-        return None
+        return native_reason(site, self.target_profile)
 
     def _plan(
         self, site: PoolSite, outcome: Union[PoolPlan, Refusal], lowering: Lowering, taken_prefixes: set[str]

@@ -18,6 +18,7 @@ from .builder import PROFILE_OPS, STRICT_OPS
 from .site import PoolSite
 
 NOT_SELECTED = "not selected by --only"
+NATIVE = "runs natively on "  # + the profile's name: the target runs the pool itself
 EXCLUDED = "excluded by --exclude"
 _LISTED_NAMES = 12  # an error line names this many pool nodes at most
 
@@ -27,8 +28,9 @@ class SelectionError(ValueError):
 
 
 def kept_by_request(reason: Optional[str]) -> bool:
-    """Whether a node was kept because ``only``/``exclude`` asked for it (not because it can't be rewritten)."""
-    return reason in (NOT_SELECTED, EXCLUDED)
+    """Whether a node was kept because ``only``/``exclude`` asked for it or the ``--target``
+    runs it natively (not because it can't be rewritten)."""
+    return reason in (NOT_SELECTED, EXCLUDED) or (reason or "").startswith(NATIVE)
 
 
 @lru_cache(maxsize=1)
@@ -48,7 +50,7 @@ def check_allow(allow: Iterable[str]) -> frozenset[str]:
     known = onnx_op_types() | PROFILE_OPS | STRICT_OPS
     unknown = sorted(allowed - known)
     if unknown:
-        hints = [_suggestion(op, known) for op in unknown]
+        hints = [suggestion(op, known) for op in unknown]
         listed = ", ".join(f"'{op}'" + (f" (did you mean '{hint}'?)" if hint else "") for op, hint in zip(unknown, hints))
         raise SelectionError(
             f"--allow: unknown op {listed}: op types are case-sensitive ONNX names; the lowering can use "
@@ -65,7 +67,7 @@ def check_selection(only: Optional[AbstractSet[str]], exclude: AbstractSet[str],
     for option, names in (("--only", only or set()), ("--exclude", exclude)):
         missing = sorted(set(names) - keys)
         if missing:
-            hints = [_suggestion(name, keys) for name in missing]
+            hints = [suggestion(name, keys) for name in missing]
             problems.append(
                 f"{option} " + ", ".join(f"'{n}'" + (f" (did you mean '{h}'?)" if h else "") for n, h in zip(missing, hints))
             )
@@ -82,7 +84,7 @@ def _what_exists(sites: Sequence[PoolSite]) -> str:
     return f"pool op types: {', '.join(op_types)}; pool nodes: {shown}"
 
 
-def _suggestion(name: str, known: Iterable[str]) -> Optional[str]:
+def suggestion(name: str, known: Iterable[str]) -> Optional[str]:
     """A known name equal up to case, else the closest one, else None."""
     known = sorted(known)
     for candidate in known:

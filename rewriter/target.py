@@ -3,18 +3,19 @@
 A :class:`Target` holds the op set (the strict Conv/Relu/Add/Concat plus what
 ``--allow`` adds), the opset the subgraph is written at, the first opset
 version at which onnxruntime (the validator) implements each emitted op, Pad's
-modes, the dtype rules, and numeric limits on what the emitted Convs and
-Concats may look like. The builder refuses what the target cannot run, every
+modes, the dtype rules, and the target profile (``--target``: the limits on
+what the emitted Convs and Concats may look like, and the pools the target runs
+itself; :mod:`rewriter.profile`). The builder refuses what the target cannot run, every
 MaxPool strategy asks it before planning, and the pass checks a planned
 subgraph against it once (:meth:`Target.refusal`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Optional
 
-from .profile import Profile
+from .profile import ConvLimits, Profile
 
 STRICT_OPS = frozenset({"Conv", "Relu", "Add", "Concat"})
 # Ops a profile may add, each used by some lowering when allowed: the one list of
@@ -42,26 +43,30 @@ DTYPE_REASONS = {
 class Target:
     """The ops, opset, dtypes and limits a replacement subgraph must keep to.
 
-    The numeric limits are None when the target has none. They have their home
-    here for the target profiles that will set them; no strategy enforces them
-    yet (docs/architecture.md says where that goes).
+    ``profile`` None: no limits beyond the op set (today's strict output).
     """
 
     allowed: frozenset[str] = STRICT_OPS
     opset: int = 22
     allow_double: bool = False  # float64 pools, for a user who gave up validation
-    max_kernel_taps: Optional[int] = None  # taps of one emitted Conv along one axis
-    max_dilation: Optional[int] = None
-    max_pad: Optional[int] = None
-    max_stride: Optional[int] = None
-    spatial_concat: bool = True  # whether a Concat along a spatial axis may be emitted
-    native_pools: frozenset[str] = field(default_factory=frozenset)  # pool ops the target runs itself
-    profile: Optional[Profile] = None  # the accelerator's limits (``--target``); None: today's strict op set
+    profile: Optional[Profile] = None
 
     @classmethod
-    def of(cls, allow: Iterable[str] = (), opset: int = 22, profile: Optional[Profile] = None, **limits) -> "Target":
-        """The strict op set plus ``allow``, at ``opset``, fitting ``profile`` if given."""
-        return cls(allowed=STRICT_OPS | frozenset(allow), opset=opset, profile=profile, **limits)
+    def of(cls, allow: Iterable[str] = (), opset: int = 22, profile: Optional[Profile] = None, **options) -> "Target":
+        """The strict op set, the profile's ops and ``allow``, at ``opset``. The lowering may
+        emit any of them; what the output may hold is :attr:`ops` (checked by the fit)."""
+        extras = profile.ops if profile is not None and profile.ops is not None else frozenset()
+        return cls(allowed=STRICT_OPS | extras | frozenset(allow), opset=opset, profile=profile, **options)
+
+    @property
+    def conv_limits(self) -> ConvLimits:
+        """What an emitted Conv may look like (no limit without a profile)."""
+        return self.profile.conv if self.profile is not None else ConvLimits()
+
+    @property
+    def concat_axes(self) -> Optional[tuple[int, ...]]:
+        """The axes a Concat may join on, NCHW numbering; None: any."""
+        return self.profile.concat_axes if self.profile is not None else None
 
     @property
     def ops(self) -> frozenset[str]:

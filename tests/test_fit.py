@@ -92,7 +92,7 @@ def models():
 @pytest.mark.parametrize("profile", [USER, RKNN], ids=lambda p: p.name)
 @pytest.mark.parametrize("label,model", list(models()), ids=[label for label, _ in models()])
 def test_rewrites_fit_or_are_kept_naming_the_limit(profile: Profile, label: str, model: onnx.ModelProto) -> None:
-    result = PoolRewritePass(target_profile=profile).run(model)
+    result = PoolRewritePass(target=profile).run(model)
     assert broken_limits(model, result.model, profile.name) == []
     for node in result.report.nodes:
         if node.status == "kept":
@@ -106,9 +106,9 @@ def test_rewrites_fit_or_are_kept_naming_the_limit(profile: Profile, label: str,
 
 
 def test_the_issue_cases_are_kept_with_the_limit_they_need() -> None:
-    gap = PoolRewritePass(target_profile=RKNN).run(pool_model("GlobalAveragePool", [1, 2, 160, 160])).report.nodes[0]
+    gap = PoolRewritePass(target=RKNN).run(pool_model("GlobalAveragePool", [1, 2, 160, 160])).report.nodes[0]
     assert gap.reason == "needs a kernel of 160 > 31 on rknn-like (conv.kernel)"
-    gmp = PoolRewritePass(target_profile=USER).run(pool_model("GlobalMaxPool", [1, 2, 253])).report.nodes[0]
+    gmp = PoolRewritePass(target=USER).run(pool_model("GlobalMaxPool", [1, 2, 253])).report.nodes[0]
     # Every construction of a 253-long max needs a Concat or a dilation past 1.
     assert gmp.status == "kept" and gmp.reason in ("needs Concat, an op not run on user (ops)", "needs a dilation of 2 > 1 on user (conv.dilation)"), gmp.reason
 
@@ -119,7 +119,7 @@ def test_a_strategy_whose_nodes_break_the_target_is_replaced_by_one_that_fits() 
     model = pool_model("MaxPool", [1, 2, 7, 8], dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1))
     free = PoolRewritePass().run(model)
     assert broken_limits(model, free.model, "rknn-like")  # the unprofiled rewrite breaks rknn
-    fitted = PoolRewritePass(target_profile=RKNN).run(model)
+    fitted = PoolRewritePass(target=RKNN).run(model)
     node = fitted.report.nodes[0]
     assert node.status == "rewritten" and node.strategy != free.report.nodes[0].strategy
     assert broken_limits(model, fitted.model, "rknn-like") == []

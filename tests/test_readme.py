@@ -46,7 +46,7 @@ def test_quick_start_writes_only_into_a_git_ignored_folder(tmp_path):
     assert written == ["models/demo_cnn.onnx", f"{folder}/demo_cnn.conv.onnx", f"{folder}/demo_report.json"]
 
 
-DOCS = ("lowering.md", "validation.md", "performance.md", "report-schema.md", "architecture.md")
+DOCS = ("lowering.md", "validation.md", "performance.md", "report-schema.md", "architecture.md", "targets.md")
 
 
 def test_readme_is_a_front_door_linking_the_docs():
