@@ -10,7 +10,10 @@ onnxruntime's divisor is a product of per-axis counts (see
   ceil_mode windows running past the end): one conv with the commonest count,
   plus, for the runs of windows with another count, the difference from thin
   convs over those windows, padded back to full length and added (no full-size
-  Concat; both ends of an axis in one padding conv).
+  Concat; both ends of an axis in one padding conv);
+* windows that tile the input (global pools, kernel = stride without padding)
+  whose plain conv breaks the target's conv limits: a cascade of short strided
+  convs (:mod:`.average_cascade`).
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..builder import SubgraphBuilder
+from ..profile import ConvLimits, conv_violations
 from ..site import PoolSite
 from ..spec import AxisSpec, PoolSpec
+from .average_cascade import Stage, cascade_stages
 from .checks import Lowering, PoolPlan, Refusal, checked_spec
 from .windows import conv_window_run
 
@@ -35,6 +40,9 @@ MAX_FOLDED_TAPS = 64
 
 def lower_average_pool(b: SubgraphBuilder, x: gs.Tensor, spec: PoolSpec) -> gs.Tensor:
     """Build the average pool of ``x`` described by ``spec``; returns the result tensor."""
+    stages = None if plain_fits(spec, b.target.conv_limits) else cascade_stages(spec, b.target.conv_limits)
+    if stages:
+        return cascaded_average(b, x, stages)
     divisors = [spec.divisors(i) for i in range(spec.rank)]
     uniform = [len(set(d)) == 1 for d in divisors]
     scale_op = "Div" if b.can("Div") else "Mul" if b.can("Mul") and not all(uniform) else None
@@ -77,29 +85,46 @@ def sum_then_scale(b: SubgraphBuilder, x: gs.Tensor, spec: PoolSpec, divisors: l
     return b.scale_by_map(summed, op, counts if op == "Div" else 1.0 / counts)
 
 
+class ConvShape(NamedTuple):
+    """A depthwise conv's kernel shape, strides, dilations and pads (begins, then ends)."""
+
+    kernel: list[int]
+    strides: list[int]
+    dilations: list[int]
+    pads: list[int]
+
+
+def uniform_axes_shape(spec: PoolSpec, axes: list[bool]) -> ConvShape:
+    """The conv of :func:`uniform_axes_conv` over the selected axes (the others untouched)."""
+    picked = [(a.kernel, a.stride, a.dilation, a.pad_begin, a.conv_end_pad) if on else (1, 1, 1, 0, 0) for a, on in zip(spec.axes, axes)]
+    kernel, strides, dilations, begins, ends = (list(column) for column in zip(*picked))
+    return ConvShape(kernel, strides, dilations, begins + ends)
+
+
 def uniform_axes_conv(
     b: SubgraphBuilder, x: gs.Tensor, spec: PoolSpec, uniform: list[bool], divisors: list[list[int]]
 ) -> gs.Tensor:
     """One conv over all axes whose divisor is the same for every window."""
-    kernel_shape, strides, dilations = [], [], []
-    pads_begin, pads_end = [], []
+    shape = uniform_axes_shape(spec, uniform)
     total = 1
-    for a, is_uniform, div in zip(spec.axes, uniform, divisors):
-        if is_uniform:
-            kernel_shape.append(a.kernel)
-            strides.append(a.stride)
-            dilations.append(a.dilation)
-            pads_begin.append(a.pad_begin)
-            pads_end.append(a.conv_end_pad)
-            total *= div[0]
-        else:
-            kernel_shape.append(1)
-            strides.append(1)
-            dilations.append(1)
-            pads_begin.append(0)
-            pads_end.append(0)
-    kernel = np.full(kernel_shape, 1.0 / total)
-    return b.depthwise_conv(x, kernel, strides=strides, dilations=dilations, pads=pads_begin + pads_end, hint="avg")
+    for is_uniform, div in zip(uniform, divisors):
+        total *= div[0] if is_uniform else 1
+    kernel = np.full(shape.kernel, 1.0 / total)
+    return b.depthwise_conv(x, kernel, strides=shape.strides, dilations=shape.dilations, pads=shape.pads, hint="avg")
+
+
+def plain_fits(spec: PoolSpec, limits: ConvLimits) -> bool:
+    """Whether the plain lowering's main convs (one per folded group of axes) fit ``limits``."""
+    shapes = [uniform_axes_shape(spec, group) for group in folded_groups(spec, [True] * spec.rank)]
+    return not any(conv_violations(*shape, depthwise=True, limits=limits) for shape in shapes)
+
+
+def cascaded_average(b: SubgraphBuilder, x: gs.Tensor, stages: list[Stage]) -> gs.Tensor:
+    """The mean as one strided conv per stage, kernel = stride, weights ``1/taps``."""
+    y = x
+    for stage in stages:
+        y = b.depthwise_conv(y, np.full(stage, 1.0 / np.prod(stage)), strides=list(stage), hint="avg_stage")
+    return y
 
 
 class Run(NamedTuple):
