@@ -1,0 +1,156 @@
+"""Long averages on a target with short kernels: a cascade of strided depthwise convs
+(issue 15), run through the CLI with ``--target`` and validated against onnxruntime.
+
+The limits are re-checked from the written model's ONNX attributes by an encoding
+of their own, not through :mod:`rewriter.fit` or :mod:`rewriter.profile`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from rewriter import PoolRewritePass
+from rewriter.cli import main
+from tests.helpers import pool_model
+
+# A user's profile: kernels and strides up to 8, no padding, no dilation, no Concat.
+NPU8 = {
+    "name": "npu8",
+    "source": "a test profile",
+    "ops": ["Conv", "Relu", "Add"],
+    "conv": {"kernel": [1, 8], "stride": [1, 8], "dilation": [1, 1], "pad": [0, 0], "pad_below_kernel": True},
+}
+# rknn's conv numbers, as a file without native pools (so that the global average is rewritten)
+# and without its 2-D-only rule (so that the 1-D one is).
+RKNN_CONV = {
+    "name": "rknn-conv",
+    "source": "rknn's conv limits (rewriter/profiles/rknn.json), no native pools",
+    "ops": ["Conv", "Relu", "Add", "Concat"],
+    "conv": {"kernel": [1, 31], "stride": [1, 7], "pad": [0, 15], "pad_below_kernel": True},
+}
+# The same numbers again, for the independent check: (ops, kernel, stride, dilation, pad), None: no limit.
+LIMITS = {
+    "npu8": ({"Conv", "Relu", "Add"}, (1, 8), (1, 8), (1, 1), (0, 0)),
+    "rknn-conv": ({"Conv", "Relu", "Add", "Concat"}, (1, 31), (1, 7), None, (0, 15)),
+    "rknn": ({"Conv", "Relu", "Add", "Concat"}, (1, 31), (1, 7), None, (0, 15)),
+}
+
+
+def reduce_mean_model(shape: list[int]) -> onnx.ModelProto:
+    """x -> ReduceMean(axes=[2, 3], keepdims=1) -> y, opset 22 (axes as an input)."""
+    axes = helper.make_tensor("axes", TensorProto.INT64, [2], [2, 3])
+    node = helper.make_node("ReduceMean", ["x", "axes"], ["y"], name="pool", keepdims=1)
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape[:2] + [1, 1])], initializer=[axes],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)])
+    model.ir_version = 10
+    return model
+
+
+def target_option(tmp_path: Path, profile: str) -> str:
+    """The ``--target`` value: a built-in name, or a profile file written here."""
+    if profile == "rknn":
+        return profile
+    path = tmp_path / f"{profile}.json"
+    path.write_text(json.dumps({"npu8": NPU8, "rknn-conv": RKNN_CONV}[profile]))
+    return str(path)
+
+
+def run_cli(tmp_path: Path, model: onnx.ModelProto, profile: str) -> tuple[int, Optional[onnx.ModelProto], dict]:
+    src, out, report = tmp_path / "in.onnx", tmp_path / "out.onnx", tmp_path / "report.json"
+    onnx.save(model, src)
+    code = main([str(src), str(out), "-q", "--report", str(report), "--target", target_option(tmp_path, profile)])
+    return code, onnx.load(out) if out.exists() else None, json.loads(report.read_text())
+
+
+def added_convs(original: onnx.ModelProto, written: onnx.ModelProto, profile: str) -> list[tuple[list[int], list[int]]]:
+    """(kernel, strides) of every Conv the rewrite added; asserts every added node is
+    within ``profile``'s limits, read from the ONNX attributes."""
+    ops, kernel, stride, dilation, pad = LIMITS[profile]
+    own = {n.name for n in original.graph.node}
+    weights = {t.name: list(t.dims) for t in written.graph.initializer}
+    convs = []
+    for node in written.graph.node:
+        if node.name in own:
+            continue
+        assert node.op_type in ops, node.op_type
+        if node.op_type != "Conv":
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        assert attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
+        k = weights[node.input[1]][2:]
+        strides = list(attrs.get("strides", [1] * len(k)))
+        pads = list(attrs.get("pads", [0] * 2 * len(k)))
+        for values, bounds in ((k, kernel), (strides, stride), (attrs.get("dilations", [1] * len(k)), dilation), (pads, pad)):
+            assert bounds is None or all(bounds[0] <= v <= bounds[1] for v in values), (node.name, values, bounds)
+        assert all(p < k[i % len(k)] for i, p in enumerate(pads)), (node.name, pads, k)  # pad_below_kernel
+        convs.append((k, strides))
+    return convs
+
+
+GAP160 = ("gap160", lambda: pool_model("GlobalAveragePool", [1, 3, 160, 160]))
+MEAN40 = ("mean40", lambda: reduce_mean_model([1, 3, 40, 40]))
+MEAN160 = ("mean160", lambda: reduce_mean_model([1, 3, 160, 160]))
+GAP120_1D = ("gap120-1d", lambda: pool_model("GlobalAveragePool", [1, 3, 120]))
+AVG32 = ("avg32s32", lambda: pool_model("AveragePool", [1, 3, 64, 96], dict(kernel_shape=[32, 32], strides=[32, 32])))
+
+# (profile, case, the stages expected: kernel = stride per stage, fewest stages, then fewest MACs).
+CASCADES = [
+    ("npu8", GAP160, [[8, 8], [5, 5], [4, 4]]),
+    ("npu8", MEAN40, [[8, 8], [5, 5]]),
+    ("npu8", GAP120_1D, [[8], [5], [3]]),
+    ("rknn-conv", GAP160, [[5, 5], [4, 4], [4, 4], [2, 2]]),
+    ("rknn-conv", MEAN40, [[5, 5], [4, 4], [2, 2]]),
+    ("rknn-conv", GAP120_1D, [[6], [5], [4]]),
+    ("rknn", MEAN160, [[5, 5], [4, 4], [4, 4], [2, 2]]),
+    ("rknn", MEAN40, [[5, 5], [4, 4], [2, 2]]),
+    ("rknn", AVG32, [[4, 4], [4, 4], [2, 2]]),
+]
+
+
+@pytest.mark.parametrize("profile,case,stages", CASCADES, ids=[f"{p}-{c[0]}" for p, c, _ in CASCADES])
+def test_a_long_average_becomes_a_cascade_within_the_limits(tmp_path, profile, case, stages):
+    model = case[1]()
+    code, written, report = run_cli(tmp_path, model, profile)
+    assert code == 0 and report["validation"]["passed"] is True
+    assert report["nodes"][0]["status"] == "rewritten", report["nodes"][0]["reason"]
+    assert added_convs(model, written, profile) == [(s, s) for s in stages]
+
+
+def test_rknn_still_runs_the_160_global_average_itself(tmp_path):
+    model = GAP160[1]()
+    code, written, report = run_cli(tmp_path, model, "rknn")
+    assert code == 0 and report["nodes"][0]["reason"] == "runs natively on rknn"
+    assert [n.op_type for n in written.graph.node] == ["GlobalAveragePool"]
+
+
+@pytest.mark.parametrize("profile,limit", [("npu8", 8), ("rknn-conv", 31)])
+def test_a_prime_extent_is_kept_naming_the_limit(tmp_path, profile, limit):
+    code, _, report = run_cli(tmp_path, pool_model("GlobalAveragePool", [1, 3, 157, 157]), profile)
+    assert code == 0
+    assert report["nodes"][0]["status"] == "kept"
+    assert report["nodes"][0]["reason"] == f"needs a kernel of 157 > {limit} on {profile} (conv.kernel)"
+
+
+def test_without_a_target_the_plain_convs_stay():
+    # One long conv per axis, as before the cascade: kernels of 160, stride 1.
+    model = PoolRewritePass().run(pool_model("GlobalAveragePool", [1, 3, 160, 160])).model
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert [helper.get_attribute_value(next(a for a in n.attribute if a.name == "kernel_shape")) for n in convs] == [[160, 1], [1, 160]]
+    assert all(set(helper.get_attribute_value(next(a for a in n.attribute if a.name == "strides"))) == {1} for n in convs)
+
+
+def test_a_short_tiling_average_keeps_its_one_conv(tmp_path):
+    # 2x2 stride 2 already fits: no cascade.
+    model = pool_model("AveragePool", [1, 3, 12, 12], dict(kernel_shape=[2, 2], strides=[2, 2]))
+    code, written, report = run_cli(tmp_path, model, "npu8")
+    assert code == 0 and report["validation"]["passed"] is True
+    assert added_convs(model, written, "npu8") == [([2, 2], [2, 2])]
