@@ -14,6 +14,35 @@ from onnx import TensorProto, helper
 STRICT_OPS = {"Conv", "Relu", "Add", "Concat"}
 
 
+def added_nodes_outside(original: onnx.ModelProto, written: onnx.ModelProto, limits: tuple) -> list[str]:
+    """What the nodes added to ``written`` break, read from their ONNX attributes (an
+    encoding of the limits independent of the rewriter's): ``limits`` is (ops, kernel,
+    stride, dilation, pad), each range a (lo, hi) pair or None; pads below the kernel always."""
+    ops, kernel, stride, dilation, pad = limits
+    own = {n.name for n in original.graph.node}
+    weights = {t.name: list(t.dims) for t in written.graph.initializer}
+    broken = []
+    for node in written.graph.node:
+        if node.name in own:
+            continue
+        if node.op_type not in ops:
+            broken.append(f"{node.name}: op {node.op_type}")
+        if node.op_type != "Conv":
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        assert attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
+        k = weights[node.input[1]][2:]
+        pads = attrs.get("pads", [0] * 2 * len(k))
+        checks = [("kernel", k, kernel), ("stride", attrs.get("strides", [1] * len(k)), stride),
+                  ("dilation", attrs.get("dilations", [1] * len(k)), dilation), ("pad", pads, pad)]
+        for what, values, bounds in checks:
+            if bounds is not None and not all(bounds[0] <= v <= bounds[1] for v in values):
+                broken.append(f"{node.name}: {what} {values}")
+        if any(p >= k[i % len(k)] for i, p in enumerate(pads)):  # pad_below_kernel
+            broken.append(f"{node.name}: pads {pads} on a kernel of {k}")
+    return broken
+
+
 def pool_model(
     op: str,
     shape: Sequence[Optional[int]],

@@ -17,7 +17,7 @@ from onnx import TensorProto, helper
 
 from rewriter import PoolRewritePass
 from rewriter.cli import main
-from tests.helpers import pool_model
+from tests.helpers import added_nodes_outside, pool_model
 
 # A user's profile: kernels and strides up to 8, no padding, no dilation, no Concat.
 NPU8 = {
@@ -71,29 +71,21 @@ def run_cli(tmp_path: Path, model: onnx.ModelProto, profile: str) -> tuple[int, 
     return code, onnx.load(out) if out.exists() else None, json.loads(report.read_text())
 
 
-def added_convs(original: onnx.ModelProto, written: onnx.ModelProto, profile: str) -> list[tuple[list[int], list[int]]]:
-    """(kernel, strides) of every Conv the rewrite added; asserts every added node is
-    within ``profile``'s limits, read from the ONNX attributes."""
-    ops, kernel, stride, dilation, pad = LIMITS[profile]
+def added_windows(original: onnx.ModelProto, written: onnx.ModelProto) -> list[tuple[list[int], list[int]]]:
+    """(kernel, strides) of every Conv the rewrite added, in order."""
     own = {n.name for n in original.graph.node}
-    weights = {t.name: list(t.dims) for t in written.graph.initializer}
-    convs = []
-    for node in written.graph.node:
-        if node.name in own:
-            continue
-        assert node.op_type in ops, node.op_type
-        if node.op_type != "Conv":
-            continue
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        assert attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
-        k = weights[node.input[1]][2:]
-        strides = list(attrs.get("strides", [1] * len(k)))
-        pads = list(attrs.get("pads", [0] * 2 * len(k)))
-        for values, bounds in ((k, kernel), (strides, stride), (attrs.get("dilations", [1] * len(k)), dilation), (pads, pad)):
-            assert bounds is None or all(bounds[0] <= v <= bounds[1] for v in values), (node.name, values, bounds)
-        assert all(p < k[i % len(k)] for i, p in enumerate(pads)), (node.name, pads, k)  # pad_below_kernel
-        convs.append((k, strides))
-    return convs
+    weights = {t.name: list(t.dims)[2:] for t in written.graph.initializer}
+    return [
+        (weights[n.input[1]], list(helper.get_attribute_value(next(a for a in n.attribute if a.name == "strides"))))
+        for n in written.graph.node
+        if n.op_type == "Conv" and n.name not in own
+    ]
+
+
+def assert_fits(original: onnx.ModelProto, written: onnx.ModelProto, profile: str) -> list[tuple[list[int], list[int]]]:
+    """Every added node within ``profile``, read from the ONNX attributes; the added convs' windows."""
+    assert added_nodes_outside(original, written, LIMITS[profile]) == []
+    return added_windows(original, written)
 
 
 GAP160 = ("gap160", lambda: pool_model("GlobalAveragePool", [1, 3, 160, 160]))
@@ -122,7 +114,7 @@ def test_a_long_average_becomes_a_cascade_within_the_limits(tmp_path, profile, c
     code, written, report = run_cli(tmp_path, model, profile)
     assert code == 0 and report["validation"]["passed"] is True
     assert report["nodes"][0]["status"] == "rewritten", report["nodes"][0]["reason"]
-    assert added_convs(model, written, profile) == [(s, s) for s in stages]
+    assert assert_fits(model, written, profile) == [(s, s) for s in stages]
 
 
 def test_rknn_still_runs_the_160_global_average_itself(tmp_path):
@@ -153,4 +145,4 @@ def test_a_short_tiling_average_keeps_its_one_conv(tmp_path):
     model = pool_model("AveragePool", [1, 3, 12, 12], dict(kernel_shape=[2, 2], strides=[2, 2]))
     code, written, report = run_cli(tmp_path, model, "npu8")
     assert code == 0 and report["validation"]["passed"] is True
-    assert added_convs(model, written, "npu8") == [([2, 2], [2, 2])]
+    assert assert_fits(model, written, "npu8") == [([2, 2], [2, 2])]

@@ -19,7 +19,7 @@ from rewriter import PoolRewritePass
 from rewriter.fit import FitError, audit_violations, check_added, node_violations
 from rewriter.profile import ConvLimits, Profile, Range
 from rewriter.target import Target
-from tests.helpers import input_suites, pool_model, run
+from tests.helpers import added_nodes_outside, input_suites, pool_model, run
 
 # The issue's user profile file, and rknn's published conv limits.
 USER = Profile("user", ops=frozenset({"Conv", "Relu", "Add"}), conv=ConvLimits(kernel=Range(1, 5), stride=Range(1, 2), dilation=Range(1, 1), pad_below_kernel=True))
@@ -33,29 +33,7 @@ LIMITS = {
 
 def broken_limits(original: onnx.ModelProto, written: onnx.ModelProto, profile_name: str) -> list[str]:
     """What the nodes added to ``written`` break, read from their attributes."""
-    ops, kernel, stride, dilation, pad = LIMITS[profile_name]
-    own = {n.name for n in original.graph.node}
-    weights = {t.name: list(t.dims) for t in written.graph.initializer}
-    broken = []
-    for node in written.graph.node:
-        if node.name in own:
-            continue
-        if node.op_type not in ops:
-            broken.append(f"{node.name}: op {node.op_type}")
-        if node.op_type != "Conv":
-            continue
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        assert attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
-        k = weights[node.input[1]][2:]
-        pads = attrs.get("pads", [0] * 2 * len(k))
-        checks = [("kernel", k, kernel), ("stride", attrs.get("strides", [1] * len(k)), stride),
-                  ("dilation", attrs.get("dilations", [1] * len(k)), dilation), ("pad", pads, pad)]
-        for what, values, bounds in checks:
-            if bounds is not None and not all(bounds[0] <= v <= bounds[1] for v in values):
-                broken.append(f"{node.name}: {what} {values}")
-        if any(p >= k[i % len(k)] for i, p in enumerate(pads)):  # pad_below_kernel, on both profiles
-            broken.append(f"{node.name}: pads {pads} on a kernel of {k}")
-    return broken
+    return added_nodes_outside(original, written, LIMITS[profile_name])
 
 
 def spp_model(shape: list[int]) -> onnx.ModelProto:
