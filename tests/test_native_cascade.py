@@ -17,8 +17,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from rewriter import PoolRewritePass
-from rewriter.cli import main
 from tests.helpers import input_suites, pool_model, run
+from tests.test_profiles import run_cli
 
 # The user profile, with native MaxPools up to 5x5 at strides <= 2.
 USER_PROFILE = {
@@ -123,13 +123,6 @@ def target_option(profile: str, tmp_path: Path) -> str:
     path = tmp_path / "user.json"
     path.write_text(json.dumps(USER_PROFILE))
     return str(path)
-
-
-def run_cli(tmp_path: Path, model: onnx.ModelProto, *options: str) -> tuple[int, onnx.ModelProto, dict]:
-    src, out, report = tmp_path / "in.onnx", tmp_path / "out.onnx", tmp_path / "report.json"
-    onnx.save(model, src)
-    code = main([str(src), str(out), "-q", "--report", str(report), *options])
-    return code, onnx.load(out), json.loads(report.read_text())
 
 
 def kernel_of(attributes: str) -> int:
