@@ -13,10 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 import pytest
 from onnx import TensorProto, helper
 
 from rewriter import PoolRewritePass
+from rewriter.builder import SubgraphBuilder
+from rewriter.fit import FitError, check_added
+from rewriter.profiles import load_profile
+from rewriter.spec import pool_spec_from_attributes
+from rewriter.target import Target
 from tests.helpers import input_suites, pool_model, run
 from tests.test_profiles import run_cli
 
@@ -205,3 +211,24 @@ def test_pools_no_cascade_computes_are_not_cascaded(profile: str, attrs: dict) -
         assert "MaxPool" not in {n.op_type for n in result.model.graph.node}
     else:
         assert node.reason.startswith("needs"), node.reason
+
+
+def test_the_builder_emits_only_pools_the_target_runs_natively() -> None:
+    def spec(k: int):
+        return pool_spec_from_attributes("max", dict(kernel_shape=[k, k], pads=[k // 2] * 4), [8, 8])
+
+    tidl = SubgraphBuilder("p", 2, np.float32, 2, target=Target.of(profile=load_profile("tidl")))
+    tidl.native_max_pool(gs.Variable("x"), spec(3))
+    assert [n.op for n in tidl.nodes] == ["MaxPool"] and tidl.nodes[0].attrs["pads"] == [1, 1, 1, 1]
+    with pytest.raises(ValueError, match="not native on the target"):
+        tidl.native_max_pool(gs.Variable("x"), spec(5))
+    with pytest.raises(ValueError, match="not run natively on the strict op set"):
+        SubgraphBuilder("p", 2, np.float32, 2).native_max_pool(gs.Variable("x"), spec(3))
+
+
+def test_the_final_check_refuses_an_added_pool_outside_the_native_limits() -> None:
+    node = helper.make_node("MaxPool", ["a"], ["b"], name="added", kernel_shape=[5, 5], pads=[2, 2, 2, 2])
+    target = Target.of(profile=load_profile("tidl"))
+    with pytest.raises(FitError, match="pools.MaxPool"):
+        check_added([node], target, {"a": (1, 2, 8, 8)})
+    check_added([helper.make_node("MaxPool", ["a"], ["b"], name="ok", kernel_shape=[3, 3], pads=[1, 1, 1, 1])], target, {"a": (1, 2, 8, 8)})
