@@ -14,7 +14,7 @@ from .lower.checks import Refusal, resolve_spec
 from .profile import PoolLimits, Profile, native_refusal
 from .selection import NATIVE
 from .site import PoolSite
-from .spec import SpecError, attribute_support, global_pool_spec, pool_spec_from_attributes
+from .spec import RawPool, SpecError, attribute_support, global_pool_spec, pool_spec_from_attributes, surrogate_spatial
 
 
 def native_reason(site: PoolSite, profile: Optional[Profile]) -> Optional[str]:
@@ -32,10 +32,17 @@ def native_reason(site: PoolSite, profile: Optional[Profile]) -> Optional[str]:
 
 
 def node_native_refusal(op_type: str, attrs: dict, spatial: list, limits: PoolLimits, opset: int = 22) -> Optional[str]:
-    """:func:`native_refusal` for a pool node of a model (``--audit``): its attributes resolved
-    against its input's spatial extents; a dynamic extent or a spec error is the refusal."""
-    if not all(isinstance(d, int) and d >= 0 for d in spatial):
-        return "dynamic spatial dims"
+    """:func:`native_refusal` for a pool node of a model (``--audit``, and the pools the
+    rewrite emits): its attributes resolved against its input's spatial extents. A dynamic
+    extent is the refusal only where it decides the window or the pads (global pools,
+    auto_pad SAME), as for :func:`native_reason`; otherwise it has a stand-in. A spec error
+    is the refusal."""
+    raw = RawPool(op_type, attrs, opset)
+    rank = len(attrs.get("kernel_shape", ())) or len(spatial)
+    if len(spatial) != rank or not all(isinstance(d, int) and d >= 0 for d in spatial):
+        if op_type.startswith("Global") or raw.auto_pad.startswith("SAME"):
+            return "dynamic spatial dims"
+        spatial = surrogate_spatial(raw, spatial if len(spatial) == rank else [None] * rank)
     kind = "max" if "Max" in op_type else "average"
     try:
         if op_type.startswith("Global"):

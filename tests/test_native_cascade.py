@@ -232,3 +232,22 @@ def test_the_final_check_refuses_an_added_pool_outside_the_native_limits() -> No
     with pytest.raises(FitError, match="pools.MaxPool"):
         check_added([node], target, {"a": (1, 2, 8, 8)})
     check_added([helper.make_node("MaxPool", ["a"], ["b"], name="ok", kernel_shape=[3, 3], pads=[1, 1, 1, 1])], target, {"a": (1, 2, 8, 8)})
+
+
+@pytest.mark.parametrize(
+    "profile,attrs,strategy",
+    [
+        ("tidl", dict(kernel_shape=[5, 5], pads=[2, 2, 2, 2]), "cascade of native MaxPool 3x3 + 3x3"),
+        ("tidl", dict(kernel_shape=[5, 5], auto_pad="SAME_LOWER"), "cascade of native MaxPool 3x3 + 3x3"),
+        ("rknn", dict(kernel_shape=[4, 4], auto_pad="SAME_LOWER"), "native MaxPool 4x4"),
+    ],
+)
+def test_a_cascade_needs_no_static_extents(profile: str, attrs: dict, strategy: str) -> None:
+    # A signed input with -inf padding: the Conv lowerings need static extents, a cascade does not.
+    model = pool_model("MaxPool", [1, 2, "H", "W"], attrs)
+    result = PoolRewritePass(target=profile).run(model)
+    assert result.report.nodes[0].strategy == strategy
+    assert added_breaks(model, result.model, profile) == []
+    for shape in ([1, 2, 12, 12], [1, 2, 3, 7], [1, 2, 1, 1]):
+        for name, x in input_suites(shape).items():
+            np.testing.assert_array_equal(run(result.model, {"x": x})[0], run(model, {"x": x})[0], err_msg=f"{shape} {name}")

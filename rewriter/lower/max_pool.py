@@ -196,12 +196,15 @@ class MaxPoolRule:
     def check(self, site: PoolSite, lowering: Lowering, variant: int = 0) -> Union[PoolPlan, Refusal]:
         if site.indices_used:
             return Refusal("Indices output is used: Conv/Relu/Add cannot produce argmax indices")
+        # Natively run pools: cheaper than any Conv lowering, and blind to the extents
+        # (the pass still rebuilds it for other stand-ins of dynamic ones, to be sure).
+        spec = checked_spec(site, "max", lowering, variant, extents_matter=False)
+        cascade = None if isinstance(spec, Refusal) else plan_native_cascade(spec, lowering.target)
+        if cascade is not None:
+            return cascade
         spec = checked_spec(site, "max", lowering, variant)
         if isinstance(spec, Refusal):
             return spec
-        cascade = plan_native_cascade(spec, lowering.target)
-        if cascade is not None:  # natively run pools: cheaper than any Conv lowering
-            return cascade
         # The reach's anchored steps depend on the extent: not with dynamic spatial dims.
         reach = None if site.spatial_is_dynamic() else site.input_reach
         return plan_max_pool(spec, lowering, channels=int(site.input_shape[1]), input_nonnegative=site.input_nonnegative, input_reach=reach)  # type: ignore[index,arg-type]
