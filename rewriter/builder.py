@@ -5,7 +5,8 @@ channels to C channels with ``group = C`` and weights of shape ``[C, 1, *k]``:
 cost and weight size grow with C, never with C squared. A target
 (:class:`~rewriter.target.Target`) may allow more ops; lowerings ask
 :meth:`SubgraphBuilder.can` before using one, and the builder refuses any op
-outside the target.
+outside the target. The only pools it emits are those the target runs natively
+(:meth:`SubgraphBuilder.native_max_pool`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from .spec import PoolSpec
 from .target import PROFILE_OPS, STRICT_OPS, Target
 
 __all__ = ["PROFILE_OPS", "STRICT_OPS", "SubgraphBuilder"]
@@ -53,6 +55,8 @@ class SubgraphBuilder:
         self.conv_layout_inputs = frozenset(conv_layout_inputs)  # graph tensors that come out of a conv
         self.nodes: list[gs.Node] = []
         self.constants: list[gs.Constant] = []
+        # Shapes of tensors whose spatial extents a node's check needs (a native pool's input).
+        self.shapes: dict[str, tuple] = {}
         self._counter = 0
 
     # -- names ---------------------------------------------------------------
@@ -75,8 +79,8 @@ class SubgraphBuilder:
         self.constants.append(c)
         return c
 
-    def _emit(self, op: str, inputs: list[gs.Tensor], attrs: dict | None = None, hint: str = "") -> gs.Variable:
-        if op not in self.allowed:
+    def _emit(self, op: str, inputs: list[gs.Tensor], attrs: dict | None = None, hint: str = "", native: bool = False) -> gs.Variable:
+        if op not in self.allowed and not native:
             raise ValueError(f"{op} is outside the target op set {sorted(self.allowed)}")
         out = gs.Variable(self._name((hint or op.lower()) + "_out"))
         self.nodes.append(gs.Node(op=op, name=self._name(hint or op.lower()), attrs=attrs or {}, inputs=inputs, outputs=[out]))
@@ -155,6 +159,26 @@ class SubgraphBuilder:
         """Mul or Div by a constant map over the spatial positions (broadcast over N and C)."""
         values = np.asarray(values, dtype=np.float64).reshape((1, 1) + tuple(values.shape))
         return self._emit(op, [x, self._constant(op.lower() + "_map", values.astype(self.dtype))], hint=op.lower())
+
+    def native_max_pool(self, x: gs.Tensor, spec: PoolSpec, hint: str = "maxpool") -> gs.Variable:
+        """A MaxPool node with exactly ``spec``'s attributes (explicit pads, auto_pad NOTSET),
+        only if the target runs it natively (:meth:`Target.native_pool_refusal`)."""
+        why = self.target.native_pool_refusal("MaxPool", spec)
+        if why is not None:
+            raise ValueError(f"MaxPool {spec.describe()} is not native on the target: {why}")
+        if spec.auto_pad != "NOTSET" or spec.ceil_mode:
+            raise ValueError("a native MaxPool is emitted with explicit pads and no ceil_mode")
+        attrs = {
+            "kernel_shape": [a.kernel for a in spec.axes],
+            "strides": [a.stride for a in spec.axes],
+            "pads": [a.pad_begin for a in spec.axes] + [a.pad_end for a in spec.axes],
+        }
+        if any(a.dilation != 1 for a in spec.axes):
+            attrs["dilations"] = [a.dilation for a in spec.axes]
+        y = self._emit("MaxPool", [x], attrs, hint, native=True)
+        self.shapes[x.name] = (None, self.channels) + tuple(a.size for a in spec.axes)
+        self.shapes[y.name] = (None, self.channels) + spec.out_shape
+        return y
 
     # -- results -------------------------------------------------------------
     def bind_output(self, produced: gs.Tensor, target: gs.Variable, source: gs.Tensor) -> None:

@@ -105,6 +105,7 @@ def subgraph_violations(builder: SubgraphBuilder, target: Target) -> list[Violat
     nodes = [OnnxExporter.export_node(n) for n in builder.nodes]
     activation = (None, builder.channels) + (None,) * builder.rank
     shapes: dict[str, Sequence[Optional[int]]] = {c.name: tuple(c.shape) for c in builder.constants}
+    shapes.update(builder.shapes)
     for node in nodes:
         for name in list(node.input) + list(node.output):
             shapes.setdefault(name, activation)

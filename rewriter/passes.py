@@ -278,6 +278,7 @@ class PoolRewritePass:
         graph_sites: list[tuple[onnx.GraphProto, dict[int, PoolSite]]] = []
         added: list[onnx.NodeProto] = []  # every node the pass adds, checked once more at the end
         initializers: list[onnx.TensorProto] = []  # the added nodes' weights: their shapes
+        declared: dict[str, tuple] = {}  # shapes the builders declared (a native pool's input)
         for graph in graphs:  # the main graph, then every If/Loop/Scan body, nested ones included
             sites: dict[int, PoolSite] = {}
             for position, node in enumerate(graph.node):
@@ -311,6 +312,7 @@ class PoolRewritePass:
                         added.extend(exported)
                         new_nodes.extend(exported)
                         new_initializers.extend(OnnxExporter.export_tensor_proto(c) for c in builder.constants)
+                        declared.update(builder.shapes)
                         continue
                     for p in members:  # the shared ladder breaks the target: each pool fitted alone
                         del shared[p]
@@ -324,12 +326,13 @@ class PoolRewritePass:
                 added.extend(exported)
                 new_nodes.extend(exported)
                 new_initializers.extend(OnnxExporter.export_tensor_proto(c) for c in built.constants)
+                declared.update(built.shapes)
             if changed:
                 del graph.node[:]
                 graph.node.extend(new_nodes)
                 graph.initializer.extend(new_initializers)
                 initializers.extend(new_initializers)
-        check_added(added, lowering.target, graph_shapes(initializers, types))
+        check_added(added, lowering.target, {**graph_shapes(initializers, types), **declared})
         if not report.rewritten and inlined:
             # Nothing was rewritten: hand back the model exactly as it came.
             out = onnx.ModelProto()

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
+from .spec import PoolSpec
+
 
 @dataclass(frozen=True)
 class Range:
@@ -140,3 +142,48 @@ def concat_violations(axis: int, rank: int, concat_axes: Optional[tuple[int, ...
         return []
     normal = axis % rank if rank else axis
     return [] if normal in concat_axes else [Violation(node, "Concat", "concat_axes", str(normal), str(list(concat_axes)))]
+
+
+def native_refusal(op_type: str, spec: PoolSpec, limits: PoolLimits) -> Optional[str]:
+    """Why the target does not run this pool itself (the first limit it breaks), or None."""
+    axes = spec.axes
+    if limits.spatial_ranks is not None and spec.rank not in limits.spatial_ranks:
+        return f"{spec.rank}-D, outside spatial_ranks {list(limits.spatial_ranks)}"
+    if op_type.startswith("Global"):
+        extents = [a.size for a in axes]
+        if limits.global_max_extent is not None and max(extents) > limits.global_max_extent:
+            return f"extent {max(extents)} > global_max_extent {limits.global_max_extent}"
+        area = 1
+        for n in extents:
+            area *= n
+        if limits.global_max_area is not None and area > limits.global_max_area:
+            return f"area {area} > global_max_area {limits.global_max_area}"
+        return None
+    for name, values, allowed in (
+        ("kernel", [a.kernel for a in axes], limits.kernel),
+        ("stride", [a.stride for a in axes], limits.stride),
+        ("pad", [p for a in axes for p in (a.pad_begin, a.pad_end)], limits.pad),
+    ):
+        why = _outside(name, values, allowed)
+        if why:
+            return why
+    if not limits.ceil_mode and spec.ceil_mode:
+        return "ceil_mode"
+    if not limits.dilation and any(a.dilation > 1 for a in axes):
+        return "dilation"
+    if limits.auto_pad is not None and spec.auto_pad not in limits.auto_pad:
+        return f"auto_pad {spec.auto_pad} not in {list(limits.auto_pad)}"
+    if op_type == "AveragePool" and limits.count_include_pad is not None and int(spec.count_include_pad) not in limits.count_include_pad:
+        return f"count_include_pad={int(spec.count_include_pad)} not in {list(limits.count_include_pad)}"
+    kernels, strides = {a.kernel for a in axes}, {a.stride for a in axes}
+    if limits.square and len(kernels) > 1:
+        return "kernel not square"
+    if limits.windows is not None and (len(kernels) > 1 or len(strides) > 1 or (axes[0].kernel, axes[0].stride) not in limits.windows):
+        shown = f"k{'x'.join(str(a.kernel) for a in axes)} s{'x'.join(str(a.stride) for a in axes)}"
+        return f"window {shown} not in {[list(w) for w in limits.windows]}"
+    return None
+
+
+def _outside(name: str, values: list[int], allowed: Optional[Range]) -> Optional[str]:
+    outside = [v for v in values if allowed is not None and v not in allowed]
+    return f"{name} {max(outside)} outside {allowed}" if outside else None

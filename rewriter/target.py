@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-from .profile import ConvLimits, Profile
+from .profile import ConvLimits, Profile, native_refusal
+from .spec import PoolSpec
 
 STRICT_OPS = frozenset({"Conv", "Relu", "Add", "Concat"})
 # Ops a profile may add, each used by some lowering when allowed: the one list of
@@ -80,6 +81,14 @@ class Target:
         if op not in PROFILE_OPS | STRICT_OPS:
             raise ValueError(f"{op} is not in PROFILE_OPS: list it there, so that --allow knows it")
         return op in self.allowed and not (op == "Pad" and self.opset < PAD_MODES["edge"])
+
+    def native_pool_refusal(self, op_type: str, spec: PoolSpec) -> Optional[str]:
+        """Why a pool node ``op_type`` with exactly ``spec`` may not be emitted, or None: the
+        only pools a lowering emits are those the profile runs natively (its ``pools``)."""
+        limits = self.profile.pools.get(op_type) if self.profile is not None else None
+        if limits is None:
+            return f"{op_type} is not run natively on {self.profile.name if self.profile else 'the strict op set'}"
+        return native_refusal(op_type, spec, limits)
 
     def dtype_refusal(self, dtype_name: str) -> Optional[str]:
         """Why a pool of this dtype is kept, or None."""

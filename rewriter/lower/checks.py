@@ -50,8 +50,9 @@ class PoolPlan:
 
 
 
-def refuse_site(site: PoolSite, target: Target) -> Optional[Refusal]:
-    """Why this node cannot be lowered whatever its op, or None."""
+def refuse_site(site: PoolSite, target: Target, extents_matter: bool = True) -> Optional[Refusal]:
+    """Why this node cannot be lowered whatever its op, or None. ``extents_matter`` False:
+    for a lowering that never looks at the spatial extents, dynamic ones are no refusal."""
     why = target.dtype_refusal(site.dtype_name)
     if why:
         return Refusal(why)
@@ -61,7 +62,7 @@ def refuse_site(site: PoolSite, target: Target) -> Optional[Refusal]:
         return Refusal(f"invalid input rank {len(site.input_shape)}: a pool needs N, C and at least one spatial axis", invalid=True)
     if not isinstance(site.input_shape[1], int):
         return Refusal(f"channel count is dynamic: depthwise weights need a static C; {STATIC_SHAPE_HINT}")
-    if site.spatial_is_dynamic():
+    if site.spatial_is_dynamic() and extents_matter:
         why = extent_free_refusal(site)
         return Refusal(why) if why else None
     return None
@@ -91,6 +92,6 @@ def resolve_spec(site: PoolSite, kind: str, variant: int = 0) -> Union[PoolSpec,
         return Refusal(str(err))
 
 
-def checked_spec(site: PoolSite, kind: str, lowering: Lowering, variant: int = 0) -> Union[PoolSpec, Refusal]:
+def checked_spec(site: PoolSite, kind: str, lowering: Lowering, variant: int = 0, extents_matter: bool = True) -> Union[PoolSpec, Refusal]:
     """:func:`refuse_site`, then :func:`resolve_spec`."""
-    return refuse_site(site, lowering.target) or resolve_spec(site, kind, variant)
+    return refuse_site(site, lowering.target, extents_matter) or resolve_spec(site, kind, variant)

@@ -34,6 +34,9 @@ made exact:
 A "same" stride-1 pool whose input is already a max over some reach (SPPF's
 chained pools, or the smaller pools of SPP's 5/9/13) grows from that reach with
 anchored steps instead of starting over: 2 steps per axis where 4 would be needed.
+
+On a target that runs smaller MaxPools natively, a "same" stride-1 pool is a
+cascade of those instead (``max_cascade.py``).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from ..builder import SubgraphBuilder
 from ..site import PoolSite
 from ..spec import AxisSpec, PoolSpec
 from .checks import Lowering, PoolPlan, Refusal, checked_spec
+from .max_cascade import CascadePlan, lower_native_cascade, plan_native_cascade
 from .max_ladders import grow, pairwise_max, replicate_pad
 from .max_strategies import AxisContext, NoStrategyError, choose
 from .windows import conv_window_run
@@ -192,6 +196,12 @@ class MaxPoolRule:
     def check(self, site: PoolSite, lowering: Lowering, variant: int = 0) -> Union[PoolPlan, Refusal]:
         if site.indices_used:
             return Refusal("Indices output is used: Conv/Relu/Add cannot produce argmax indices")
+        # Natively run pools: cheaper than any Conv lowering, and blind to the extents
+        # (the pass still rebuilds it for other stand-ins of dynamic ones, to be sure).
+        spec = checked_spec(site, "max", lowering, variant, extents_matter=False)
+        cascade = None if isinstance(spec, Refusal) else plan_native_cascade(spec, lowering.target)
+        if cascade is not None:
+            return cascade
         spec = checked_spec(site, "max", lowering, variant)
         if isinstance(spec, Refusal):
             return spec
@@ -200,6 +210,8 @@ class MaxPoolRule:
         return plan_max_pool(spec, lowering, channels=int(site.input_shape[1]), input_nonnegative=site.input_nonnegative, input_reach=reach)  # type: ignore[index,arg-type]
 
     def rewrite(self, site: PoolSite, plan: PoolPlan, b: SubgraphBuilder, x: gs.Tensor) -> gs.Tensor:
+        if isinstance(plan, CascadePlan):
+            return lower_native_cascade(b, x, plan)
         return lower_max_pool(b, x, plan)
 
     def shared_groups(self, candidates: Sequence[tuple[PoolSite, PoolPlan]], lowering: Lowering) -> list[SharedPlan]:
@@ -210,7 +222,7 @@ class MaxPoolRule:
             return []
         by_input: dict[tuple, list[int]] = {}
         for i, (site, plan) in enumerate(candidates):
-            if not site.spatial_is_dynamic() and shareable(plan.spec):
+            if not site.spatial_is_dynamic() and shareable(plan.spec) and not isinstance(plan, CascadePlan):
                 by_input.setdefault((site.input_name, site.dtype_name), []).append(i)
         groups = []
         for members in by_input.values():
