@@ -308,11 +308,7 @@ class PoolRewritePass:
                     if not subgraph_violations(builder, lowering.target):
                         report.nodes.extend(results)
                         changed = True
-                        exported = [OnnxExporter.export_node(n) for n in builder.nodes]
-                        added.extend(exported)
-                        new_nodes.extend(exported)
-                        new_initializers.extend(OnnxExporter.export_tensor_proto(c) for c in builder.constants)
-                        declared.update(builder.shapes)
+                        _splice_built(builder, added, new_nodes, new_initializers, declared)
                         continue
                     for p in members:  # the shared ladder breaks the target: each pool fitted alone
                         del shared[p]
@@ -322,11 +318,7 @@ class PoolRewritePass:
                     new_nodes.append(node)
                     continue
                 changed = True
-                exported = [OnnxExporter.export_node(n) for n in built.nodes]
-                added.extend(exported)
-                new_nodes.extend(exported)
-                new_initializers.extend(OnnxExporter.export_tensor_proto(c) for c in built.constants)
-                declared.update(built.shapes)
+                _splice_built(built, added, new_nodes, new_initializers, declared)
             if changed:
                 del graph.node[:]
                 graph.node.extend(new_nodes)
@@ -417,6 +409,21 @@ def _record_check_start(result: NodeResult, site: PoolSite) -> None:
     """Where the validator must check a rewritten node (see :mod:`rewriter.check_starts`)."""
     result.checked_from = site.input_chain_start or site.input_name
     result.checked_nonnegative = site.input_nonnegative
+
+
+def _splice_built(
+    builder: SubgraphBuilder,
+    added: list[onnx.NodeProto],
+    new_nodes: list[onnx.NodeProto],
+    new_initializers: list[onnx.TensorProto],
+    declared: dict,
+) -> None:
+    """Export a built subgraph into the graph being assembled (and the list the final fit check reads)."""
+    exported = [OnnxExporter.export_node(n) for n in builder.nodes]
+    added.extend(exported)
+    new_nodes.extend(exported)
+    new_initializers.extend(OnnxExporter.export_tensor_proto(c) for c in builder.constants)
+    declared.update(builder.shapes)
 
 
 def _fingerprint(builder: SubgraphBuilder) -> bytes:
