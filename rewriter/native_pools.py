@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .lower.checks import Refusal, resolve_spec
 from .profile import PoolLimits, Profile, native_refusal
 from .selection import NATIVE
 from .site import PoolSite
@@ -23,10 +22,7 @@ def native_reason(site: PoolSite, profile: Optional[Profile]) -> Optional[str]:
     limits = profile.pools.get(site.op_type) if profile is not None else None
     if limits is None or site.input_shape is None or len(site.input_shape) < 3:
         return None
-    if site.spatial_is_dynamic() and (site.op_type.startswith("Global") or site.raw.auto_pad.startswith("SAME")):
-        return None  # the extents decide the window or the pads: unknown here
-    spec = resolve_spec(site, "max" if "Max" in site.op_type else "average")
-    if isinstance(spec, Refusal) or native_refusal(site.op_type, spec, limits) is not None:
+    if node_native_refusal(site.op_type, site.attrs, list(site.input_shape[2:]), limits, site.opset) is not None:
         return None
     return f"{NATIVE}{profile.name}"  # type: ignore[union-attr]
 
