@@ -298,15 +298,11 @@ def _static_shape_hint(model, report) -> Optional[str]:
     """A ready-made ``--overwrite-input-shape`` when pools were kept for dynamic dims."""
     if not any("--overwrite-input-shape" in (n.reason or "") for n in report.kept):
         return None
-    dynamic = [v for v in graph_inputs(model).values() if "<" in suggested_dims(v) or _has_dynamic_dim(v)]
+    dynamic = [v for v in graph_inputs(model).values() if None in (declared_dims(v) or [])]
     if not dynamic:
         return None
     flags = " ".join(f"--overwrite-input-shape {v.name}:{suggested_dims(v)}" for v in dynamic)
     return f"pools kept for dynamic dims can be rewritten at static shapes: {flags} (your deployment's sizes)"
-
-
-def _has_dynamic_dim(value) -> bool:
-    return any(d is None for d in (declared_dims(value) or []))
 
 
 def _kept_failure(report) -> Optional[str]:
