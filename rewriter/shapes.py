@@ -19,7 +19,7 @@ from typing import Mapping, Optional, Sequence
 
 import onnx
 
-from .graphs import all_graphs, clear_negative_dims, weightless_copy
+from .graphs import all_graphs, weightless_copy
 from .input_dims import declared_dims, dims_text, graph_inputs, suggested_dims
 from .model_io import InputError
 from .tensor_types import value_types
@@ -135,7 +135,6 @@ def overwrite_input_shapes(
             shape.dim.add().dim_value = d
 
     light = weightless_copy(out)
-    clear_negative_dims(light)
     for graph in all_graphs(light.graph):
         del graph.value_info[:]  # stale entries would be merged with, or contradict, the new shapes
     for output in light.graph.output:

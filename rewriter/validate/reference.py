@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 
 from .. import model_io
-from ..graphs import weightless_copy
+from ..graphs import clear_negative_dims, weightless_copy
 from ..input_dims import graph_inputs
 from ..model_io import first_line
 from . import memory
@@ -210,6 +210,7 @@ def _inferred_tensors(
     """Element type, size in bytes where the shape is static, and rank, of every
     tensor shape inference resolves with the inputs at the shapes validation feeds."""
     light = weightless_copy(model)
+    clear_negative_dims(light)  # before the inputs are fixed: it drops value_info computed from a -1
     fixed = {i.name: i.shape for i in inputs}
     for value in light.graph.input:
         if value.name in fixed:
