@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import realistic  # noqa: E402
+from helpers import run  # noqa: E402  (one onnxruntime run, optimized or not)
 
 
 def _wide(rng: np.random.Generator, shape) -> np.ndarray:
@@ -53,17 +53,6 @@ def feeds_for(model: onnx.ModelProto, suite: str, seed: int) -> dict[str, np.nda
         else:
             feeds[vi.name] = SUITES[suite](rng, shape).astype(np.float32)
     return feeds
-
-
-def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray], optimize: bool) -> list[np.ndarray]:
-    """One onnxruntime CPU run, with every graph optimization or none."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = (
-        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    )
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return session.run(None, feeds)
 
 
 def relative_error(ref: np.ndarray, other: np.ndarray) -> float:
