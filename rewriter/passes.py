@@ -24,7 +24,7 @@ from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
 from .builder import SubgraphBuilder
 from .fit import check_added, graph_shapes, needs, subgraph_violations
-from .graphs import all_graphs, functions_containing, producers
+from .graphs import all_graphs, functions_containing
 from .lower import RULES, Rule, rule_for
 from .lower.checks import STATIC_SHAPE_HINT, Lowering, PoolPlan, Refusal
 from .lower.max_strategies import MaxStrategy, select_strategies
@@ -34,10 +34,9 @@ from .profile import Profile
 from .profiles import load_profile
 from .report import KEPT, REWRITTEN, NodeResult, Report
 from .selection import EXCLUDED, NOT_SELECTED, check_allow, check_selection
-from .site import NodeFacts, NonNegativity, PoolSite, build_site
+from .site import NodeFacts, NonNegativity, PoolSite, ProtoFacts, build_site
 from .target import Target
 from .tensor_types import shape_and_dtype, types_from_runtime, unresolved_pool_inputs, value_types
-from .weights_on_disk import tensor_value
 
 
 @dataclass
@@ -272,7 +271,7 @@ class PoolRewritePass:
                 f"shapes of {len(unresolved)} pool input(s) taken from an onnxruntime run: shape inference could not resolve them"
             )
         graphs = list(all_graphs(out.graph))
-        index = _ProtoIndex.of(graphs, types)
+        index = _ProtoIndex(graphs, types)
         taken = _prefixes_of([n.name for g in graphs for n in g.node] + list(index.producers) + list(index.initializers))
         nonnegative = NonNegativity(index.producer, index.constant)
         graph_sites: list[tuple[onnx.GraphProto, dict[int, PoolSite]]] = []
@@ -435,46 +434,19 @@ def _prefixes_of(names: Iterable[str]) -> set[str]:
     return {name.rsplit("/", 1)[0] for name in names if "/" in name}
 
 
-@dataclass
-class _ProtoIndex:
+class _ProtoIndex(ProtoFacts):
     """The :class:`~rewriter.site.GraphFacts` of protobuf graphs: who produces and who
     reads each tensor, over a graph and its subgraphs, and the inferred types."""
 
-    producers: dict[str, onnx.NodeProto]
-    consumers: dict[str, list[onnx.NodeProto]]
-    initializers: dict[str, onnx.TensorProto]
-    graph_outputs: set[str]
-    types: dict[str, onnx.TypeProto]
-
-    @classmethod
-    def of(cls, graphs: Sequence[onnx.GraphProto], types: dict[str, onnx.TypeProto]) -> "_ProtoIndex":
-        consumers: dict[str, list[onnx.NodeProto]] = {}
+    def __init__(self, graphs: Sequence[onnx.GraphProto], types: dict[str, onnx.TypeProto]) -> None:
+        super().__init__(graphs)
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
         for g in graphs:
             for n in g.node:
                 for i in n.input:
-                    consumers.setdefault(i, []).append(n)
-        return cls(
-            producers=producers(graphs),
-            consumers=consumers,
-            initializers={t.name: t for g in graphs for t in g.initializer},
-            graph_outputs={o.name for g in graphs for o in g.output},
-            types=types,
-        )
-
-    def producer(self, name: str) -> Optional[tuple[str, Sequence[str], dict]]:
-        node = self.producers.get(name)
-        if node is None:
-            return None
-        return node.op_type, list(node.input), _proto_attrs(node)
-
-    def constant(self, name: str) -> Optional[np.ndarray]:
-        """The value of an initializer or of a Constant node's ``value``; None otherwise."""
-        if name in self.initializers:
-            return tensor_value(self.initializers[name])
-        node = self.producers.get(name)
-        if node is not None and node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            return onnx.numpy_helper.to_array(node.attribute[0].t)
-        return None
+                    self.consumers.setdefault(i, []).append(n)
+        self.graph_outputs = {o.name for g in graphs for o in g.output}
+        self.types = types
 
     def reader_ops(self, name: str) -> list[str]:
         return [n.op_type for n in self.consumers.get(name, [])]

@@ -196,6 +196,30 @@ def max_window_source(tensor: str, producer: Producer) -> str:
     return _same_pool_chain(tensor, producer)[0]
 
 
+class ProtoFacts:
+    """Who produces each tensor of protobuf graphs (a graph and its bodies), and the
+    value of each constant: what the graph analyses here read."""
+
+    def __init__(self, graphs: Sequence["onnx.GraphProto"]) -> None:
+        self.producers = graph_producers(graphs)
+        self.initializers = {t.name: t for g in graphs for t in g.initializer}
+
+    def producer(self, name: str) -> Optional[tuple[str, Sequence[str], dict]]:
+        node = self.producers.get(name)
+        if node is None:
+            return None
+        return node.op_type, list(node.input), {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+    def constant(self, name: str) -> Optional[np.ndarray]:
+        """The value of an initializer or of a Constant node's ``value``; None otherwise."""
+        if name in self.initializers:
+            return tensor_value(self.initializers[name])
+        node = self.producers.get(name)
+        if node is not None and node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            return numpy_helper.to_array(node.attribute[0].t)
+        return None
+
+
 class NonNegativity:
     """Answers "is this tensor provably >= 0?" from the ops that produce it, with memo.
 
@@ -211,24 +235,8 @@ class NonNegativity:
     @classmethod
     def of_graphs(cls, graphs: Sequence["onnx.GraphProto"]) -> "NonNegativity":
         """The analysis over protobuf graphs (a main graph and its subgraphs)."""
-        producers = graph_producers(graphs)
-        initializers = {t.name: t for g in graphs for t in g.initializer}
-
-        def producer(name: str):
-            node = producers.get(name)
-            if node is None:
-                return None
-            return node.op_type, list(node.input), {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-
-        def constant(name: str) -> Optional[np.ndarray]:
-            if name in initializers:
-                return tensor_value(initializers[name])
-            node = producers.get(name)
-            if node is not None and node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-                return numpy_helper.to_array(node.attribute[0].t)
-            return None
-
-        return cls(producer, constant)
+        facts = ProtoFacts(graphs)
+        return cls(facts.producer, facts.constant)
 
     def __call__(self, tensor: str, depth: int = 0) -> bool:
         if tensor not in self._memo:
