@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
-from .inputs import SUITE_BLOCK_VALUES
+from .arrays import finite_difference
 from .noise import METHOD as NOISE_METHOD, NOISE_FACTOR, OutputNoise, allowed_by_noise
 
 
@@ -85,7 +85,7 @@ class ToleranceComparator:
         if not np.issubdtype(ref.dtype, np.floating):
             equal = np.array_equal(ref, cand)
             return OutputComparison(output, suite, equal, 0.0 if equal else float("inf"), 0.0, 0.0, "" if equal else "values differ")
-        note, diff, scale, any_finite = _finite_difference(ref, cand)
+        note, diff, scale, any_finite = finite_difference(ref, cand)
         if note:
             return OutputComparison.failure(output, suite, note)
         if not any_finite:
@@ -104,38 +104,3 @@ class ToleranceComparator:
             output, suite, diff <= allowed, diff, rel, diff / ulp, noise.note if floor is not None and noise else "",
             allowed=allowed, strict_allowed=strict, noise_floor=floor, noise_ratio=ratio,
         )
-
-
-def _finite_difference(ref: np.ndarray, cand: np.ndarray) -> tuple[str, float, float, bool]:
-    """``(failure note or "", max|ref - cand|, max|ref|, any finite value)`` over the
-    finite values; NaN and inf must match in place and value. In float64, a block
-    at a time: no float64 copy of a whole output."""
-    r, c = ref.reshape(-1), cand.reshape(-1)
-    diff = scale = 0.0
-    any_finite = False
-    for start in range(0, r.size, SUITE_BLOCK_VALUES):
-        r64 = r[start : start + SUITE_BLOCK_VALUES].astype(np.float64)
-        c64 = c[start : start + SUITE_BLOCK_VALUES].astype(np.float64)
-        finite = np.isfinite(r64)
-        moved = finite != np.isfinite(c64)
-        if moved.any():
-            where = [int(i) for i in np.unravel_index(start + int(np.argmax(moved)), ref.shape)]
-            return f"non-finite values in different places (first at index {where})", 0.0, 0.0, False
-        if not np.array_equal(r64[~finite], c64[~finite], equal_nan=True):
-            return "different non-finite values", 0.0, 0.0, False
-        if finite.all():
-            np.subtract(r64, c64, out=c64)
-        elif finite.any():
-            r64, c64 = r64[finite], r64[finite] - c64[finite]
-        else:
-            continue
-        any_finite = True
-        diff = max(diff, float(np.max(np.abs(c64))))
-        scale = max(scale, float(np.max(np.abs(r64))))
-    return "", diff, scale, any_finite
-
-
-
-def all_finite(arrays: Iterable[np.ndarray]) -> bool:
-    """No NaN or inf in any float array of ``arrays``."""
-    return all(bool(np.isfinite(a).all()) for a in arrays if np.issubdtype(a.dtype, np.floating))

@@ -14,7 +14,8 @@ import onnx
 from .. import model_io
 from ..input_dims import graph_inputs
 from ..model_io import first_line
-from .comparator import OutputComparison, ToleranceComparator, all_finite
+from .arrays import all_finite
+from .comparator import OutputComparison, ToleranceComparator
 from .inputs import DEFAULT_SUITES, InputSuite
 from .localize import CheckStarts, Localize, Paths, check_node, check_starts_for, nodes_to_check
 from .noise import PERTURBATION_METHOD, OutputNoise, PerturbedTarget, output_noise, perturbed

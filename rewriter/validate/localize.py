@@ -21,7 +21,8 @@ from onnx import numpy_helper
 from ..graphs import producers
 from ..model_io import first_line
 from ..ops import ONNX_DOMAINS, POOL_OPS, REDUCE_POOL_OPS
-from .comparator import OutputComparison, ToleranceComparator, all_finite
+from .arrays import all_finite
+from .comparator import OutputComparison, ToleranceComparator
 from .inputs import InputDescription, InputSuite, make_feeds
 from .runners import OrtRunner
 

@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from .arrays import finite_difference
 from ..graphs import producers
 
 # Another legitimate execution of the original: every fusion onnxruntime has.
@@ -51,12 +52,10 @@ def output_noise(reference: np.ndarray, other: np.ndarray) -> OutputNoise:
         return OutputNoise(float("inf"), "the optimized original has another shape or dtype")
     if not np.issubdtype(reference.dtype, np.floating):
         return OutputNoise(0.0 if np.array_equal(reference, other) else float("inf"))
-    finite = np.isfinite(reference)
-    if not np.array_equal(finite, np.isfinite(other)):
-        return OutputNoise(float("inf"), "the optimized original is non-finite in other places")
-    if not finite.any():
-        return OutputNoise(0.0)
-    return OutputNoise(float(np.max(np.abs(reference[finite].astype(np.float64) - other[finite]))))
+    note, diff, _, _ = finite_difference(reference, other)
+    if note:
+        return OutputNoise(float("inf"), f"the optimized original has {note}")
+    return OutputNoise(diff)
 
 
 def noise_of_run(expected: Mapping[str, np.ndarray], other: Mapping[str, np.ndarray], outputs: Iterable[str]) -> dict[str, OutputNoise]:
