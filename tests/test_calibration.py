@@ -166,3 +166,12 @@ def test_moving_the_rewritten_nodes_does_not_excuse_a_real_drift():
     candidate.graph.node.append(helper.make_node("Add", ["y_exact", "drift"], ["y"], name="drift"))
     result = validate_models(original, candidate)
     assert not result.passed and result.summary().startswith("validation FAILED: every node matches;"), result.summary()
+
+
+def test_a_floor_that_could_not_be_measured_excuses_nothing():
+    ref, cand = np.array([1.0, 2.0], np.float32), np.array([1.0, 2.5], np.float32)
+    unknown = output_noise(ref, np.array([1.0, np.inf], np.float32))
+    assert unknown.max_abs == float("inf")
+    c = ToleranceComparator().compare("y", "s", ref, cand, unknown)
+    assert not c.passed and c.allowed == c.strict_allowed and c.noise_ratio is None
+    assert ToleranceComparator().compare("y", "s", ref, cand, output_noise(ref, np.array([1.0, 2.2], np.float32))).passed

@@ -99,7 +99,8 @@ class ToleranceComparator:
             strict = self.atol + rtol * scale
         floor = noise.max_abs if noise is not None and self.noise_factor is not None else None
         allowed = max(strict, allowed_by_noise(noise, self.noise_factor)) if floor is not None else strict
-        ratio = None if floor is None else (diff / floor if floor > 0 else (0.0 if diff == 0 else float("inf")))
+        measured = floor is not None and np.isfinite(floor)
+        ratio = None if not measured else (diff / floor if floor > 0 else (0.0 if diff == 0 else float("inf")))
         return OutputComparison(
             output, suite, diff <= allowed, diff, rel, diff / ulp, noise.note if floor is not None and noise else "",
             allowed=allowed, strict_allowed=strict, noise_floor=floor, noise_ratio=ratio,

@@ -64,8 +64,9 @@ def noise_of_run(expected: Mapping[str, np.ndarray], other: Mapping[str, np.ndar
 
 
 def allowed_by_noise(floor: Optional[OutputNoise], factor: float) -> float:
-    """The error the floor allows (0 when nothing was measured)."""
-    return 0.0 if floor is None else factor * floor.max_abs
+    """The error the floor allows: 0 when nothing was measured, and when the floor could
+    not be measured (the optimized original moved NaN or inf): unknown noise excuses nothing."""
+    return 0.0 if floor is None or not np.isfinite(floor.max_abs) else factor * floor.max_abs
 
 
 # -- the rewritten pools' own rounding, carried to the outputs -------------------------
