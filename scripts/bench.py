@@ -34,6 +34,16 @@ Part E -- the pool inside a network: ``x -> Conv 1x1 -> [Relu ->] pool -> Conv
 kernel time of the pool, or of its subgraph, without the two convs and the
 model's own layout conversions at its input and output.
 
+Part F -- speed under each target profile (``--profiles``, default every
+built-in one): the issue-15 acceptance pool shapes (part A's cases where it has
+them, plus SqueezeNet's ceil_mode pool and the 40x40 / 20x20 global pools) are
+rewritten with ``PoolRewritePass(target=profile)``. Per case: what happened to
+each pool (native: kept, the target runs it; cascade: split into pools the
+target runs; rewritten into convs; kept, with the reason), the nodes added by
+op, the conv MACs of the added convs, and the ratio of the rewritten model's
+time to the original's, timed side by side as in part A. A model the pass left
+unchanged is not timed: its ratio is 1.00.
+
 Part C -- CLI start-up: ``onnx-poolrewrite --help`` and
 ``python -c "import rewriter.cli"`` wall time, and whether importing the CLI
 pulls in onnxruntime.
@@ -44,6 +54,7 @@ Usage:
     python scripts/bench.py --only sppf,gap --skip-scaling --repeats 200
     python scripts/bench.py --skip-steps          # no part D
     python scripts/bench.py --skip-network        # no part E
+    python scripts/bench.py --profiles rknn,my.json   # part F under these profiles (--skip-profiles: none)
     python scripts/bench.py --write-docs docs/performance.md   # also regenerate that file's tables
 """
 
