@@ -62,6 +62,7 @@ class SubgraphBuilder:
         # Spatial extents of the tensors whose sizes are known: what laying a conv out
         # within a profile's limits needs (:mod:`rewriter.legalize`).
         self.extents: dict[str, tuple[int, ...]] = {}
+        self.fitted_to: set[str] = set()  # the conv rules that made a conv be laid out again
         self._counter = 0
 
     def know_extents(self, t: gs.Tensor, extents: Optional[Sequence[object]]) -> None:
@@ -121,9 +122,11 @@ class SubgraphBuilder:
         pads = tuple(pads or [0] * (2 * self.rank))
         limits = self.target.conv_limits
         sizes = self.extents.get(x.name)
-        if self.target.profile is not None and sizes is not None and conv_violations(kernel.shape, strides, dilations, pads, True, limits):
+        broken = conv_violations(kernel.shape, strides, dilations, pads, True, limits) if self.target.profile is not None else []
+        if broken and sizes is not None:
             program = plan_conv(ConvMap.of_conv(kernel, strides, dilations, pads, sizes), limits)
             if program is not None:
+                self.fitted_to.update(v.rule for v in broken)
                 return self._emit_program(x, program, hint)
         return self._emit_conv(x, kernel, strides, dilations, pads, hint)
 
@@ -200,6 +203,7 @@ class SubgraphBuilder:
         if self.target.profile is not None and refused and all(k is not None for k in known):
             total = sum(k[axis] for k in known)  # type: ignore[index]
             out, start = None, 0
+            self.fitted_to.add("ops" if "Concat" not in self.target.ops else "concat_axes")
             for part, sizes in zip(parts, known):
                 placed = self.conv_along(part, axis, [1.0], pad_begin=start, pad_end=total - start - sizes[axis], hint="place")  # type: ignore[index]
                 out = placed if out is None else self.add(out, placed)

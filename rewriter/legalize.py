@@ -27,7 +27,7 @@ import itertools
 import math
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -120,8 +120,9 @@ def conv_count(program: Program) -> int:
 
 def plan_conv(conv: ConvMap, limits: ConvLimits) -> Optional[Program]:
     """A program of legal depthwise convs (and Adds) computing ``conv``, or None."""
+    search = _Search(limits)
     try:
-        program = _plan(conv, limits, depth=0)
+        program = search.plan(conv, depth=0)
     except _TooLong:
         return None
     if program is None or conv_count(program) > _MAX_PROGRAM_CONVS:
@@ -131,6 +132,10 @@ def plan_conv(conv: ConvMap, limits: ConvLimits) -> Optional[Program]:
 
 class _TooLong(Exception):
     pass
+
+
+# How many maps one search may plan before it gives up (a program that long is no use).
+_MAX_SEARCH_STEPS = 600
 
 
 # -- one conv ----------------------------------------------------------------------
@@ -161,7 +166,7 @@ def _stride_allowed(stride: int, limits: ConvLimits) -> bool:
     return limits.depthwise_kernels is None or any(shape[2] == stride for shape in limits.depthwise_kernels)
 
 
-def _dilation_choices(offsets: list[int], limits: ConvLimits) -> list[int]:
+def _dilation_choices(offsets: Sequence[int], limits: ConvLimits) -> list[int]:
     gaps = [b - a for a, b in zip(offsets, offsets[1:])]
     g = math.gcd(*gaps) if gaps else abs(offsets[0])
     found = {1}
@@ -178,7 +183,8 @@ def _pad_ok(pad: int, kernel: int, limits: ConvLimits) -> bool:
     return not (limits.pad_below_kernel and pad >= kernel)
 
 
-def _axis_layouts(offsets: list[int], stride: int, count: int, size: int, limits: ConvLimits) -> list[_AxisLayout]:
+@lru_cache(maxsize=8192)
+def _axis_layouts(offsets: tuple[int, ...], stride: int, count: int, size: int, limits: ConvLimits) -> list[_AxisLayout]:
     """Every layout of one axis within the per-axis limits, cheapest first."""
     lo, hi = offsets[0], offsets[-1]
     found = []
@@ -208,7 +214,7 @@ def direct_layout(conv: ConvMap, limits: ConvLimits) -> Optional[Layout]:
     for axis in range(conv.rank):
         if not _stride_allowed(conv.strides[axis], limits):
             return None
-        options = _axis_layouts(conv.offsets(axis), conv.strides[axis], conv.counts[axis], conv.sizes[axis], limits)
+        options = _axis_layouts(tuple(conv.offsets(axis)), conv.strides[axis], conv.counts[axis], conv.sizes[axis], limits)
         if not options:
             return None
         per_axis.append(_thin(options))
@@ -238,25 +244,137 @@ def _thin(options: list[_AxisLayout]) -> list[_AxisLayout]:
 # -- programs ----------------------------------------------------------------------
 
 
-def _plan(conv: ConvMap, limits: ConvLimits, depth: int) -> Optional[Program]:
-    if depth > _MAX_PROGRAM_CONVS:
-        raise _TooLong
-    conv = _without_dead_taps(conv)
-    if _is_identity(conv):
-        return INPUT
-    layout = _cached_layout(conv, limits)
-    if layout is not None:
-        return Conv(layout, INPUT)
-    if not all(_stride_allowed(s, limits) for s in conv.strides):
-        return _factor_strides(conv, limits, depth)
-    order = (_shift_reach, _split_taps, _factor_strides)
-    if not all(_width_fits(conv.offsets(a), limits) for a in range(conv.rank)):
-        order = (_split_taps, _shift_reach, _factor_strides)
-    for rewrite in order:
-        program = rewrite(conv, limits, depth)
-        if program is not None:
-            return program
-    return None
+class _Search:
+    """One :func:`plan_conv` search: maps already planned, and a bound on the work."""
+
+    def __init__(self, limits: ConvLimits) -> None:
+        self.limits = limits
+        self.done: dict[ConvMap, Optional[Program]] = {}
+        self.steps = 0
+
+    def plan(self, conv: ConvMap, depth: int) -> Optional[Program]:
+        if conv not in self.done:
+            self.done[conv] = self._plan(conv, depth)
+        return self.done[conv]
+
+    def _plan(self, conv: ConvMap, depth: int) -> Optional[Program]:
+        self.steps += 1
+        if depth > _MAX_PROGRAM_CONVS or self.steps > _MAX_SEARCH_STEPS:
+            raise _TooLong
+        limits = self.limits
+        conv = _without_dead_taps(conv)
+        if _is_identity(conv):
+            return INPUT
+        layout = _cached_layout(conv, limits)
+        if layout is not None:
+            return Conv(layout, INPUT)
+        if not all(_stride_allowed(s, limits) for s in conv.strides):
+            return self.factor_strides(conv, depth)
+        order = (self.shift_reach, self.split_taps, self.factor_strides)
+        if not all(_width_fits(conv.offsets(a), limits) for a in range(conv.rank)):
+            order = (self.split_taps, self.shift_reach, self.factor_strides)
+        for rewrite in order:
+            program = rewrite(conv, depth)
+            if program is not None:
+                return program
+        return None
+
+    def then(self, conv: ConvMap, first: ConvMap, depth: int) -> Optional[Program]:
+        """``conv`` planned on the result of ``first`` (``conv.sizes`` are ``first.counts``)."""
+        head = self.plan(first, depth + 1)
+        if head is None:
+            return None
+        tail = self.plan(conv, depth + 1)
+        return None if tail is None else _substitute(tail, head)
+
+    def factor_strides(self, conv: ConvMap, depth: int) -> Optional[Program]:
+        """The conv at stride ``s / f``, then a one-tap pick at stride ``f``. With equal
+        strides required, every axis is factored by the same ``f``."""
+        limits = self.limits
+        if all(s == 1 for s in conv.strides):
+            return None
+        if limits.equal_strides or limits.depthwise_kernels is not None:
+            if len(set(conv.strides)) > 1:
+                return None
+            factors = [(f,) * conv.rank for f in _factors(conv.strides[0], limits)]
+        else:
+            axis = max(range(conv.rank), key=lambda a: conv.strides[a])
+            factors = []
+            for f in _factors(conv.strides[axis], limits):
+                step = [1] * conv.rank
+                step[axis] = f
+                factors.append(tuple(step))
+        for step in factors:
+            inner_strides = tuple(s // f for s, f in zip(conv.strides, step))
+            inner_counts = tuple((c - 1) * f + 1 for c, f in zip(conv.counts, step))
+            inner = replace(conv, strides=inner_strides, counts=inner_counts)
+            pick = ConvMap((((0,) * conv.rank, 1.0),), step, conv.counts, inner_counts)
+            program = self.then(pick, inner, depth)
+            if program is not None:
+                return program
+        return None
+
+    def split_taps(self, conv: ConvMap, depth: int) -> Optional[Program]:
+        """Taps split along the axis with the widest reach, each half its own conv, added."""
+        if len(conv.taps) < 2:
+            return None
+        axis = max(range(conv.rank), key=lambda a: conv.offsets(a)[-1] - conv.offsets(a)[0])
+        offsets = conv.offsets(axis)
+        if len(offsets) < 2:
+            return None
+        middle = offsets[(len(offsets) - 1) // 2]
+        left = replace(conv, taps=tuple(t for t in conv.taps if t[0][axis] <= middle))
+        right = replace(conv, taps=tuple(t for t in conv.taps if t[0][axis] > middle))
+        a = self.plan(left, depth + 1)
+        b = self.plan(right, depth + 1) if a is not None else None
+        return None if a is None or b is None else Sum(a, b)
+
+    def shift_reach(self, conv: ConvMap, depth: int) -> Optional[Program]:
+        """Move the input under the taps first: crop it or grow it with zeros along one
+        axis by the longest shift one legal conv makes, then plan the rest on the shifted
+        input."""
+        for axis in range(conv.rank):
+            offsets = conv.offsets(axis)
+            size, count, stride = conv.sizes[axis], conv.counts[axis], conv.strides[axis]
+            # The taps run [lo, hi]; the last output's last tap reads end = (count-1)*stride + hi.
+            lo, hi = offsets[0], offsets[-1]
+            end = (count - 1) * stride + hi
+            moves = []
+            if lo != 0:
+                moves.append(("begin", lo))  # > 0: crop lo from the start; < 0: grow -lo zeros there
+            if end != size - 1 and not (stride > 1 and size - 1 - stride < end < size):
+                moves.append(("end", end - (size - 1)))  # > 0: grow zeros at the end; < 0: crop
+            for side, need in moves:
+                for step in _shift_steps(need):
+                    if (side == "begin" and size - step < 1) or (side == "end" and size + step < 1):
+                        continue  # a crop leaves at least one element
+                    if side == "begin":
+                        first = _shift(conv, axis, step, size - step)
+                        moved = _moved(conv, axis, -step, size - step)
+                    else:
+                        first = _shift(conv, axis, 0, size + step)
+                        moved = _moved(conv, axis, 0, size + step)
+                    if _cached_layout(first, self.limits) is None:
+                        continue
+                    program = self.then(moved, first, depth)
+                    if program is not None:
+                        return program
+                    break
+        return None
+
+
+@lru_cache(maxsize=4096)
+def _cached_layout(conv: ConvMap, limits: ConvLimits) -> Optional[Layout]:
+    return direct_layout(conv, limits)
+
+
+def _is_identity(conv: ConvMap) -> bool:
+    return (
+        len(conv.taps) == 1
+        and conv.taps[0] == ((0,) * conv.rank, 1.0)
+        and all(s == 1 for s in conv.strides)
+        and conv.counts == conv.sizes
+    )
 
 
 def _without_dead_taps(conv: ConvMap) -> ConvMap:
@@ -278,29 +396,6 @@ def _width_fits(offsets: list[int], limits: ConvLimits) -> bool:
     return any((offsets[-1] - offsets[0]) // d + 1 <= longest for d in _dilation_choices(offsets, limits))
 
 
-@lru_cache(maxsize=4096)
-def _cached_layout(conv: ConvMap, limits: ConvLimits) -> Optional[Layout]:
-    return direct_layout(conv, limits)
-
-
-def _is_identity(conv: ConvMap) -> bool:
-    return (
-        len(conv.taps) == 1
-        and conv.taps[0] == ((0,) * conv.rank, 1.0)
-        and all(s == 1 for s in conv.strides)
-        and conv.counts == conv.sizes
-    )
-
-
-def _then(conv: ConvMap, first: ConvMap, limits: ConvLimits, depth: int) -> Optional[Program]:
-    """``conv`` planned on the result of ``first`` (``conv.sizes`` are ``first.counts``)."""
-    head = _plan(first, limits, depth + 1)
-    if head is None:
-        return None
-    tail = _plan(conv, limits, depth + 1)
-    return None if tail is None else _substitute(tail, head)
-
-
 def _substitute(program: Program, source: Program) -> Program:
     if isinstance(program, Conv):
         return Conv(program.layout, _substitute(program.source, source))
@@ -318,84 +413,9 @@ def _shift(conv: ConvMap, axis: int, offset: int, count: int) -> ConvMap:
     return ConvMap(((tuple(zero), 1.0),), (1,) * conv.rank, tuple(counts), conv.sizes)
 
 
-def _factor_strides(conv: ConvMap, limits: ConvLimits, depth: int) -> Optional[Program]:
-    """The conv at stride ``s / f``, then a one-tap pick at stride ``f``. With equal strides
-    required, every axis is factored by the same ``f``."""
-    if all(s == 1 for s in conv.strides):
-        return None
-    if limits.equal_strides or limits.depthwise_kernels is not None:
-        if len(set(conv.strides)) > 1:
-            return None
-        factors = [(f,) * conv.rank for f in _factors(conv.strides[0], limits)]
-    else:
-        axis = max(range(conv.rank), key=lambda a: conv.strides[a])
-        factors = []
-        for f in _factors(conv.strides[axis], limits):
-            step = [1] * conv.rank
-            step[axis] = f
-            factors.append(tuple(step))
-    for step in factors:
-        inner_strides = tuple(s // f for s, f in zip(conv.strides, step))
-        inner_counts = tuple((c - 1) * f + 1 for c, f in zip(conv.counts, step))
-        inner = replace(conv, strides=inner_strides, counts=inner_counts)
-        pick = ConvMap((((0,) * conv.rank, 1.0),), step, conv.counts, inner_counts)
-        program = _then(pick, inner, limits, depth)
-        if program is not None:
-            return program
-    return None
-
-
 def _factors(stride: int, limits: ConvLimits) -> list[int]:
     """Strides ``f > 1`` dividing ``stride`` that a conv may have, largest first."""
     return [f for f in range(stride, 1, -1) if stride % f == 0 and _stride_allowed(f, limits)]
-
-
-def _split_taps(conv: ConvMap, limits: ConvLimits, depth: int) -> Optional[Program]:
-    """Taps split along the axis with the widest reach, each half its own conv, added."""
-    if len(conv.taps) < 2:
-        return None
-    axis = max(range(conv.rank), key=lambda a: conv.offsets(a)[-1] - conv.offsets(a)[0])
-    offsets = conv.offsets(axis)
-    if len(offsets) < 2:
-        return None
-    middle = offsets[(len(offsets) - 1) // 2]
-    left = replace(conv, taps=tuple(t for t in conv.taps if t[0][axis] <= middle))
-    right = replace(conv, taps=tuple(t for t in conv.taps if t[0][axis] > middle))
-    a, b = _plan(left, limits, depth + 1), _plan(right, limits, depth + 1)
-    return None if a is None or b is None else Sum(a, b)
-
-
-def _shift_reach(conv: ConvMap, limits: ConvLimits, depth: int) -> Optional[Program]:
-    """Move the input under the taps first: crop it or grow it with zeros along one axis
-    by the longest shift one legal conv makes, then plan the rest on the shifted input."""
-    for axis in range(conv.rank):
-        offsets = conv.offsets(axis)
-        size, count, stride = conv.sizes[axis], conv.counts[axis], conv.strides[axis]
-        # The taps run [lo, hi]; the last output's last tap reads end = (count-1)*stride + hi.
-        lo, hi = offsets[0], offsets[-1]
-        end = (count - 1) * stride + hi
-        moves = []
-        if lo != 0:
-            moves.append(("begin", lo))  # > 0: crop lo from the start; < 0: grow -lo zeros there
-        if end != size - 1 and not (stride > 1 and size - 1 - stride < end < size):
-            moves.append(("end", end - (size - 1)))  # > 0: grow zeros at the end; < 0: crop
-        for side, need in moves:
-            for step in _shift_steps(need):
-                if (side == "begin" and size - step < 1) or (side == "end" and size + step < 1):
-                    continue  # a crop leaves at least one element
-                if side == "begin":
-                    first = _shift(conv, axis, step, size - step)
-                    moved = _moved(conv, axis, -step, size - step)
-                else:
-                    first = _shift(conv, axis, 0, size + step)
-                    moved = _moved(conv, axis, 0, size + step)
-                if _cached_layout(first, limits) is None:
-                    continue
-                program = _then(moved, first, limits, depth)
-                if program is not None:
-                    return program
-                break
-    return None
 
 
 def _shift_steps(need: int) -> list[int]:

@@ -151,6 +151,7 @@ class PoolRewritePass:
                     result.reason = f"dynamic spatial dims: the lowering would depend on the extent; {STATIC_SHAPE_HINT}"
                     return result, None
         result.status, result.became, result.strategy = REWRITTEN, builder.summary(), outcome.strategy
+        result.fitted_to = sorted(builder.fitted_to)
         _record_check_start(result, site)
         result.nodes_added = len(builder.nodes)
         result.op_counts = dict(builder.op_counts())
@@ -216,6 +217,7 @@ class PoolRewritePass:
             _record_check_start(result, site)
             result.became = f"one ladder shared by {names}: {builder.summary()}" if i == 0 else f"shares the ladder of {group[0].display_name}"
             result.nodes_added = len(builder.nodes) if i == 0 else 0
+            result.fitted_to = sorted(builder.fitted_to) if i == 0 else []
             result.op_counts = dict(builder.op_counts()) if i == 0 else {}
             results.append(result)
         return results, builder

@@ -42,6 +42,7 @@ class ConvLimits:
     pad: Optional[Range] = None
     pad_below_kernel: bool = False  # each pad smaller than the kernel on its axis
     equal_strides: bool = False  # the same stride on every spatial axis
+    dilation_only_at_stride_1: bool = False  # a dilated conv must have stride 1 on every axis
     # Allowed (kh, kw, stride) of group = C (depthwise) convs; None: any within the ranges.
     depthwise_kernels: Optional[tuple[tuple[int, int, int], ...]] = None
     max_kernel_area: Optional[int] = None
@@ -123,6 +124,8 @@ def conv_violations(
                     bad("conv.pad_below_kernel", f"pad {pad} on a kernel of {kernel[axis]}", "pad < kernel")
     if limits.equal_strides and len(set(strides)) > 1:
         bad("conv.equal_strides", list(strides), "equal strides")
+    if limits.dilation_only_at_stride_1 and any(d > 1 for d in dilations) and any(s > 1 for s in strides):
+        bad("conv.dilation_only_at_stride_1", f"dilation {list(dilations)} at stride {list(strides)}", "stride 1")
     if limits.max_kernel_area is not None:
         area = 1
         for k in kernel:

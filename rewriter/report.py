@@ -33,6 +33,8 @@ class NodeResult:
     checked_from: str = ""
     checked_nonnegative: bool = False
     strategy: str = ""  # a rewritten max pool's strategy per axis, e.g. "nested-chain x anchored-ladder"
+    # On a target: the conv limits that made the builder lay convs out again (rewriter/legalize.py).
+    fitted_to: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -80,7 +82,8 @@ class Report:
 
     def table(self, strategies: bool = False) -> str:
         """A fixed-width table, one row per pool node, then totals; with ``strategies``,
-        a last column names each max pool's strategy per axis.
+        a last column names each max pool's strategy per axis, and the target's limits
+        that made its convs be laid out again.
 
         A reason or a "became" too long for its column is never cut: the cell
         says ``see [N]`` and the text follows the totals in full, as note N.
@@ -93,7 +96,8 @@ class Report:
             if len(text) > CELL_WIDTH:
                 details.append(numbered_note(len(details) + 1, f"{label}: {text}"))
                 text = f"see [{len(details)}]"
-            rows.append([label, n.op_type, n.attributes, n.status, text, str(n.nodes_added)] + ([n.strategy] if strategies else []))
+            shown = n.strategy + (f" [fitted to {', '.join(n.fitted_to)}]" if n.fitted_to else "")
+            rows.append([label, n.op_type, n.attributes, n.status, text, str(n.nodes_added)] + ([shown.strip()] if strategies else []))
         out = format_columns(headers, rows, right=(5,))
         t = self.totals()
         out.append(

@@ -78,6 +78,8 @@ def conv_breaks(name: str, kernel: list[int], strides: list[int], dilations: lis
         out.append(f"pads {pads} on a kernel of {kernel}")
     if t["equal_strides"] and len(set(strides)) > 1:
         out.append(f"unequal strides {strides}")
+    if name == "tidl" and any(d > 1 for d in dilations) and any(s > 1 for s in strides):
+        out.append(f"dilation {dilations} with stride {strides}")  # "dilation only without stride"
     if t["only_2d"] and rank != 2:
         out.append(f"{rank}-D conv")
     depthwise = channels is not None and group == channels

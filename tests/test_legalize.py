@@ -21,7 +21,7 @@ PROFILES = {
     "user": ConvLimits(kernel=Range(1, 5), stride=Range(1, 2), dilation=Range(1, 1), pad_below_kernel=True),
     "rknn": ConvLimits(kernel=Range(1, 31), stride=Range(1, 7), pad=Range(0, 15), pad_below_kernel=True),
     "dla": ConvLimits(kernel=Range(1, 32), stride=Range(1, 8), dilation=Range(1, 32), pad=Range(0, 31), pad_below_kernel=True),
-    "tidl": ConvLimits(equal_strides=True, depthwise_kernels=((3, 3, 1), (5, 5, 1), (7, 7, 1), (3, 3, 2))),
+    "tidl": ConvLimits(equal_strides=True, dilation_only_at_stride_1=True, depthwise_kernels=((3, 3, 1), (5, 5, 1), (7, 7, 1), (3, 3, 2))),
     "tiny": ConvLimits(kernel=Range(1, 2), stride=Range(1, 2), dilation=Range(1, 1), pad=Range(0, 1), pad_below_kernel=True, max_kernel_area=2),
 }
 TIDL_SHAPES = {(3, 3, 1), (5, 5, 1), (7, 7, 1), (3, 3, 2)}
@@ -34,6 +34,8 @@ def breaks(name: str, kernel: list[int], strides: list[int], dilations: list[int
     if name == "tidl":
         if len(set(strides)) > 1 or (kernel[0], kernel[-1], strides[0]) not in TIDL_SHAPES or len(set(kernel)) > 1:
             out.append(f"tidl depthwise {kernel} s{strides}")
+        if any(d > 1 for d in dilations) and any(s > 1 for s in strides):
+            out.append(f"tidl dilation {dilations} with stride {strides}")
         return out
     k_hi, s_hi, d_hi, p_hi = {"user": (5, 2, 1, None), "rknn": (31, 7, None, 15), "dla": (32, 8, 32, 31), "tiny": (2, 2, 1, 1)}[name]
     for a in range(rank):

@@ -92,7 +92,7 @@ def test_builtin_numbers_are_the_issues():
     assert (rknn.conv.kernel, rknn.conv.stride, rknn.conv.pad, rknn.conv.dilation) == (Range(1, 31), Range(1, 7), Range(0, 15), None)
     assert rknn.pools["AveragePool"].count_include_pad == (1,) and rknn.pools["MaxPool"].auto_pad == ("NOTSET",)
     assert rknn.pools["MaxPool"].count_include_pad is None and rknn.pools["GlobalMaxPool"].global_max_extent == 343
-    assert tidl.conv.equal_strides and tidl.conv.depthwise_kernels == ((3, 3, 1), (5, 5, 1), (7, 7, 1), (3, 3, 2))
+    assert tidl.conv.equal_strides and tidl.conv.dilation_only_at_stride_1 and tidl.conv.depthwise_kernels == ((3, 3, 1), (5, 5, 1), (7, 7, 1), (3, 3, 2))
     assert tidl.concat_axes == (1, 2, 3) and tidl.pools["GlobalAveragePool"].global_max_area == 1024
     assert (2, 1) not in tidl.pools["MaxPool"].windows and "GlobalMaxPool" not in tidl.pools
 

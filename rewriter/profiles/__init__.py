@@ -189,6 +189,7 @@ class _Reader:
             "pad": lambda v, p: self.range(v, p, 0),
             "pad_below_kernel": self.boolean,
             "equal_strides": self.boolean,
+            "dilation_only_at_stride_1": self.boolean,
             "depthwise_kernels": lambda v, p: self.tuples(v, p, 3, "[kh, kw, stride]"),
             "max_kernel_area": lambda v, p: self.integer(v, p, 1),
             "spatial_ranks": lambda v, p: self.ints(v, p, 1),
