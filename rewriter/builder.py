@@ -17,6 +17,8 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from .legalize import INPUT, Conv, ConvMap, Program, Sum, plan_conv
+from .profile import concat_violations, conv_violations
 from .spec import PoolSpec
 from .target import PROFILE_OPS, STRICT_OPS, Target
 
@@ -57,7 +59,15 @@ class SubgraphBuilder:
         self.constants: list[gs.Constant] = []
         # Shapes of tensors whose spatial extents a node's check needs (a native pool's input).
         self.shapes: dict[str, tuple] = {}
+        # Spatial extents of the tensors whose sizes are known: what laying a conv out
+        # within a profile's limits needs (:mod:`rewriter.legalize`).
+        self.extents: dict[str, tuple[int, ...]] = {}
         self._counter = 0
+
+    def know_extents(self, t: gs.Tensor, extents: Optional[Sequence[object]]) -> None:
+        """Record ``t``'s spatial extents, if they are static."""
+        if extents is not None and len(extents) == self.rank and all(isinstance(e, int) and e >= 0 for e in extents):
+            self.extents[t.name] = tuple(int(e) for e in extents)  # type: ignore[arg-type]
 
     # -- names ---------------------------------------------------------------
     def _name(self, hint: str) -> str:
@@ -97,20 +107,56 @@ class SubgraphBuilder:
         pads: Sequence[int] | None = None,
         hint: str = "conv",
     ) -> gs.Variable:
-        """Convolve every channel with the same spatial ``kernel`` (cross-correlation)."""
+        """Convolve every channel with the same spatial ``kernel`` (cross-correlation).
+
+        On a profile, a conv outside its limits is laid out again, or rewritten into
+        legal convs and Adds computing the same thing (:func:`rewriter.legalize.plan_conv`),
+        when ``x``'s extents are known; otherwise it is emitted as asked, and the fit
+        check names the limit it breaks."""
         kernel = np.asarray(kernel, dtype=np.float64)
         if kernel.ndim != self.rank:
             raise ValueError(f"kernel rank {kernel.ndim} != spatial rank {self.rank}")
+        strides = tuple(strides or [1] * self.rank)
+        dilations = tuple(dilations or [1] * self.rank)
+        pads = tuple(pads or [0] * (2 * self.rank))
+        limits = self.target.conv_limits
+        sizes = self.extents.get(x.name)
+        if self.target.profile is not None and sizes is not None and conv_violations(kernel.shape, strides, dilations, pads, True, limits):
+            program = plan_conv(ConvMap.of_conv(kernel, strides, dilations, pads, sizes), limits)
+            if program is not None:
+                return self._emit_program(x, program, hint)
+        return self._emit_conv(x, kernel, strides, dilations, pads, hint)
+
+    def _emit_conv(
+        self, x: gs.Tensor, kernel: np.ndarray, strides: Sequence[int], dilations: Sequence[int], pads: Sequence[int], hint: str
+    ) -> gs.Variable:
         weights = np.broadcast_to(kernel.astype(self.dtype), (self.channels, 1) + kernel.shape).copy()
         w = self._constant(hint + "_w", weights)
         attrs = {
             "group": self.channels,
             "kernel_shape": list(kernel.shape),
-            "strides": list(strides or [1] * self.rank),
-            "dilations": list(dilations or [1] * self.rank),
-            "pads": list(pads or [0] * (2 * self.rank)),
+            "strides": list(strides),
+            "dilations": list(dilations),
+            "pads": list(pads),
         }
-        return self._emit("Conv", [x, w], attrs, hint)
+        y = self._emit("Conv", [x, w], attrs, hint)
+        sizes = self.extents.get(x.name)
+        if sizes is not None:
+            r = self.rank
+            self.know_extents(y, [
+                (sizes[a] + pads[a] + pads[a + r] - (kernel.shape[a] - 1) * dilations[a] - 1) // strides[a] + 1 for a in range(r)
+            ])
+        return y
+
+    def _emit_program(self, x: gs.Tensor, program: Program, hint: str) -> gs.Tensor:
+        if isinstance(program, Conv):
+            source = self._emit_program(x, program.source, hint)
+            layout = program.layout
+            return self._emit_conv(source, layout.kernel, layout.strides, layout.dilations, layout.pads, hint)
+        if isinstance(program, Sum):
+            return self.add(self._emit_program(x, program.left, hint), self._emit_program(x, program.right, hint))
+        assert program is INPUT
+        return x
 
     def conv_along(
         self,
@@ -134,31 +180,61 @@ class SubgraphBuilder:
         return self.depthwise_conv(x, kernel, strides=strides, dilations=dilations, pads=pads, hint=hint)
 
     def relu(self, x: gs.Tensor) -> gs.Variable:
-        return self._emit("Relu", [x])
+        return self._same_extents(self._emit("Relu", [x]), x)
 
     def add(self, a: gs.Tensor, b: gs.Tensor) -> gs.Variable:
-        return self._emit("Add", [a, b])
+        return self._same_extents(self._emit("Add", [a, b]), a, b)
 
-    def concat(self, parts: Sequence[gs.Tensor], axis: int) -> gs.Variable:
-        """Concatenate along spatial ``axis``."""
-        return self._emit("Concat", list(parts), {"axis": axis + 2})
+    def _same_extents(self, y: gs.Variable, *inputs: gs.Tensor) -> gs.Variable:
+        for t in inputs:
+            if t.name in self.extents:
+                self.extents[y.name] = self.extents[t.name]
+                break
+        return y
+
+    def concat(self, parts: Sequence[gs.Tensor], axis: int) -> gs.Tensor:
+        """Concatenate along spatial ``axis``. A target that does not concatenate on it
+        gets the same tensor as a sum of the parts, each padded into place by a conv."""
+        known = [self.extents.get(p.name) for p in parts]
+        refused = "Concat" not in self.target.ops or concat_violations(axis + 2, self.rank + 2, self.target.concat_axes)
+        if self.target.profile is not None and refused and all(k is not None for k in known):
+            total = sum(k[axis] for k in known)  # type: ignore[index]
+            out, start = None, 0
+            for part, sizes in zip(parts, known):
+                placed = self.conv_along(part, axis, [1.0], pad_begin=start, pad_end=total - start - sizes[axis], hint="place")  # type: ignore[index]
+                out = placed if out is None else self.add(out, placed)
+                start += sizes[axis]  # type: ignore[index]
+            return out  # type: ignore[return-value]
+        y = self._emit("Concat", list(parts), {"axis": axis + 2})
+        if all(k is not None for k in known):
+            sizes = list(known[0])  # type: ignore[arg-type]
+            sizes[axis] = sum(k[axis] for k in known)  # type: ignore[index]
+            self.know_extents(y, sizes)
+        return y
 
     # -- ops a profile may allow ----------------------------------------------
     def max(self, a: gs.Tensor, b: gs.Tensor) -> gs.Variable:
-        return self._emit("Max", [a, b])
+        return self._same_extents(self._emit("Max", [a, b]), a, b)
 
     def pad_edge(self, x: gs.Tensor, axis: int, begin: int, end: int) -> gs.Variable:
         """Pad(mode=edge) along spatial ``axis``."""
         pads = [0] * (2 * (self.rank + 2))
         pads[axis + 2], pads[axis + 2 + self.rank + 2] = begin, end
         if self.opset < 11:  # Pad-2 takes pads as an attribute
-            return self._emit("Pad", [x], {"mode": "edge", "pads": pads}, "pad")
-        return self._emit("Pad", [x, self._constant("pads", np.array(pads, np.int64))], {"mode": "edge"}, "pad")
+            y = self._emit("Pad", [x], {"mode": "edge", "pads": pads}, "pad")
+        else:
+            y = self._emit("Pad", [x, self._constant("pads", np.array(pads, np.int64))], {"mode": "edge"}, "pad")
+        if x.name in self.extents:
+            sizes = list(self.extents[x.name])
+            sizes[axis] += begin + end
+            self.know_extents(y, sizes)
+        return y
 
     def scale_by_map(self, x: gs.Tensor, op: str, values: np.ndarray) -> gs.Variable:
         """Mul or Div by a constant map over the spatial positions (broadcast over N and C)."""
         values = np.asarray(values, dtype=np.float64).reshape((1, 1) + tuple(values.shape))
-        return self._emit(op, [x, self._constant(op.lower() + "_map", values.astype(self.dtype))], hint=op.lower())
+        y = self._emit(op, [x, self._constant(op.lower() + "_map", values.astype(self.dtype))], hint=op.lower())
+        return self._same_extents(y, x)
 
     def native_max_pool(self, x: gs.Tensor, spec: PoolSpec, hint: str = "maxpool") -> gs.Variable:
         """A MaxPool node with exactly ``spec``'s attributes (explicit pads, auto_pad NOTSET),
@@ -188,6 +264,7 @@ class SubgraphBuilder:
         y = self._emit(op, [x], attrs, hint or op.lower(), native=True)
         self.shapes[x.name] = (None, self.channels) + tuple(a.size for a in spec.axes)
         self.shapes[y.name] = (None, self.channels) + spec.out_shape
+        self.know_extents(y, spec.out_shape)
         return y
 
     # -- results -------------------------------------------------------------

@@ -221,7 +221,7 @@ class PoolRewritePass:
         return results, builder
 
     def _new_builder(self, site: PoolSite, lowering: Lowering, prefix: str) -> SubgraphBuilder:
-        return SubgraphBuilder(
+        builder = SubgraphBuilder(
             prefix,
             channels=int(site.input_shape[1]),  # type: ignore[index,arg-type]
             dtype=site.dtype,  # type: ignore[arg-type]
@@ -229,6 +229,8 @@ class PoolRewritePass:
             target=lowering.target,
             conv_layout_inputs=(site.input_name,) if site.input_from_conv else (),
         )
+        builder.know_extents(gs.Variable(site.input_name), site.input_shape[2:])  # type: ignore[index]
+        return builder
 
     def _build(self, site: PoolSite, rule: Rule, plan: PoolPlan, lowering: Lowering, prefix: str) -> SubgraphBuilder:
         builder = self._new_builder(site, lowering, prefix)

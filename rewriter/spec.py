@@ -92,6 +92,13 @@ class AxisSpec:
         """How far left and right of output q a centred pool's window reaches."""
         return self.pad_begin, self.kernel - 1 - self.pad_begin
 
+    def at_stride_one(self) -> "AxisSpec":
+        """The same windows at every input step up to the last one: output ``o * stride``
+        of the result is output ``o`` of this axis (for a stride applied later)."""
+        count = (self.out_size - 1) * self.stride + 1
+        pad_end = max(0, count - 1 + self.effective_kernel - self.pad_begin - self.size)
+        return AxisSpec(self.size, self.kernel, 1, self.dilation, self.pad_begin, pad_end, count)
+
 
 @dataclass(frozen=True)
 class PoolSpec:

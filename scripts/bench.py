@@ -34,6 +34,16 @@ Part E -- the pool inside a network: ``x -> Conv 1x1 -> [Relu ->] pool -> Conv
 kernel time of the pool, or of its subgraph, without the two convs and the
 model's own layout conversions at its input and output.
 
+Part F -- speed under each target profile (``--profiles``, default every
+built-in one): the issue-15 acceptance pool shapes (part A's cases where it has
+them, plus SqueezeNet's ceil_mode pool and the 40x40 / 20x20 global pools) are
+rewritten with ``PoolRewritePass(target=profile)``. Per case: what happened to
+each pool (native: kept, the target runs it; cascade: split into pools the
+target runs; rewritten into convs; kept, with the reason), the nodes added by
+op, the conv MACs of the added convs, and the ratio of the rewritten model's
+time to the original's, timed side by side as in part A. A model the pass left
+unchanged is not timed: its ratio is 1.00.
+
 Part C -- CLI start-up: ``onnx-poolrewrite --help`` and
 ``python -c "import rewriter.cli"`` wall time, and whether importing the CLI
 pulls in onnxruntime.
@@ -44,6 +54,7 @@ Usage:
     python scripts/bench.py --only sppf,gap --skip-scaling --repeats 200
     python scripts/bench.py --skip-steps          # no part D
     python scripts/bench.py --skip-network        # no part E
+    python scripts/bench.py --profiles rknn,my.json   # part F under these profiles (--skip-profiles: none)
     python scripts/bench.py --write-docs docs/performance.md   # also regenerate that file's tables
 """
 
@@ -72,7 +83,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-from rewriter import rewrite_model  # noqa: E402
+from rewriter import NodeResult, PoolRewritePass, Profile, ProfileError, load_profile, rewrite_model  # noqa: E402
+from rewriter.ops import POOL_OPS  # noqa: E402
+from rewriter.profiles import BUILTIN_NAMES  # noqa: E402
+from rewriter.report import REWRITTEN  # noqa: E402
+from rewriter.selection import NATIVE  # noqa: E402
 from rewriter.lower import max_ladders, max_strategies  # noqa: E402
 
 OPSET = 17
@@ -234,14 +249,15 @@ def runtime_shapes(model: onnx.ModelProto, names: Sequence[str], feed: dict[str,
     return {n: tuple(a.shape) for n, a in zip(names, outs)}
 
 
-def conv_macs(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> int:
-    """Multiply-accumulates of every Conv: prod(output shape) x (C_in / group) x prod(kernel).
+def conv_macs(model: onnx.ModelProto, feed: dict[str, np.ndarray], only: Optional[set[str]] = None) -> int:
+    """Multiply-accumulates of every Conv (of those named in ``only``, if given):
+    prod(output shape) x (C_in / group) x prod(kernel).
 
     The weight is ``[C_out, C_in / group, *k]``, so for a depthwise conv
     (``[C, 1, *k]``) this is prod(output shape) x prod(k).
     """
     weights = {t.name: tuple(t.dims) for t in model.graph.initializer}
-    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    convs = [n for n in model.graph.node if n.op_type == "Conv" and (only is None or n.name in only)]
     shapes = value_shapes(model)
     missing = [n.output[0] for n in convs if n.output[0] not in shapes]
     if missing:
@@ -258,6 +274,41 @@ def weight_bytes(model: onnx.ModelProto) -> int:
     return sum(numpy_helper.to_array(t).nbytes for t in model.graph.initializer)
 
 
+def signed_input(shape: Sequence[int]) -> dict[str, np.ndarray]:
+    """The feed every timed model gets: signed standard-normal ``x``, seeded."""
+    return {"x": np.random.default_rng(SEED).standard_normal(tuple(shape), dtype=np.float32)}
+
+
+def time_against_native(
+    native: onnx.ModelProto, rewritten: onnx.ModelProto, feed: dict[str, np.ndarray], opt_level: str, warmup: int, repeats: int
+) -> dict[str, Any]:
+    """Check ``rewritten``'s output against ``native``'s on ``feed`` and time the two
+    side by side: interleaved runs (:func:`time_interleaved`) in SESSION_PAIRS fresh
+    session pairs; ratio = the median over the pairs of rewritten / native median.
+
+    Returns the row fields (``output_shape``, ``max_abs_err``, ``native_ms``,
+    ``rewritten_ms``, ``ratio``, ``session_pairs``), or ``{"error": ...}``.
+    """
+    try:
+        s_native, s_rewritten = make_session(native, opt_level), make_session(rewritten, opt_level)
+        (y_native,), (y_rewritten,) = s_native.run(None, feed), s_rewritten.run(None, feed)
+    except Exception as exc:
+        return {"error": f"onnxruntime raised {type(exc).__name__}: {exc}"}
+    row: dict[str, Any] = {"output_shape": list(y_native.shape)}
+    if y_native.shape != y_rewritten.shape:
+        return {**row, "error": f"shape mismatch: native {y_native.shape}, rewritten {y_rewritten.shape}"}
+    row["max_abs_err"] = float(np.max(np.abs(y_native.astype(np.float64) - y_rewritten)))
+    # Fresh session pairs: a pair can carry its own bias (where its buffers landed),
+    # which the median over pairs removes.
+    timings = [time_interleaved([s_native, s_rewritten], feed, warmup, repeats)]
+    for _ in range(SESSION_PAIRS - 1):
+        timings.append(time_interleaved([make_session(native, opt_level), make_session(rewritten, opt_level)], feed, warmup, repeats))
+    t_native, t_rewritten = (statistics.median(t[i] for t in timings) for i in (0, 1))
+    ratio = statistics.median(r / n for n, r in timings)
+    row.update(native_ms=t_native * 1e3, rewritten_ms=t_rewritten * 1e3, ratio=ratio, session_pairs=len(timings))
+    return row
+
+
 def bench_case(case: PoolCase, opt_level: str, warmup: int, repeats: int, options: Optional[dict] = None) -> dict[str, Any]:
     """Rewrite one case (``options``: more rewrite options), check it, time it against the native model."""
     row: dict[str, Any] = {"name": case.name, "op": case.op, "shape": list(case.shape), "attrs": case.attrs}
@@ -272,29 +323,11 @@ def bench_case(case: PoolCase, opt_level: str, warmup: int, repeats: int, option
     if pool_row.status != "rewritten":
         row["error"] = f"pool node kept: {pool_row.reason}"
         return row
-    x = np.random.default_rng(SEED).standard_normal(case.shape, dtype=np.float32)
-    feed = {"x": x}
-    try:
-        s_native, s_rewritten = make_session(native, opt_level), make_session(rewritten, opt_level)
-        (y_native,), (y_rewritten,) = s_native.run(None, feed), s_rewritten.run(None, feed)
-    except Exception as exc:
-        row["error"] = f"onnxruntime raised {type(exc).__name__}: {exc}"
-        return row
-    row["output_shape"] = list(y_native.shape)
-    if y_native.shape != y_rewritten.shape:
-        row["error"] = f"shape mismatch: native {y_native.shape}, rewritten {y_rewritten.shape}"
-        return row
-    row["max_abs_err"] = float(np.max(np.abs(y_native.astype(np.float64) - y_rewritten)))
-    row["conv_macs"] = conv_macs(rewritten, feed)
-    row["weight_bytes"] = weight_bytes(rewritten)
-    # Fresh session pairs: a pair can carry its own bias (where its buffers landed),
-    # which the median over pairs removes.
-    timings = [time_interleaved([s_native, s_rewritten], feed, warmup, repeats)]
-    for _ in range(SESSION_PAIRS - 1):
-        timings.append(time_interleaved([make_session(native, opt_level), make_session(rewritten, opt_level)], feed, warmup, repeats))
-    t_native, t_rewritten = (statistics.median(t[i] for t in timings) for i in (0, 1))
-    ratio = statistics.median(r / n for n, r in timings)
-    row.update(native_ms=t_native * 1e3, rewritten_ms=t_rewritten * 1e3, ratio=ratio, session_pairs=len(timings))
+    feed = signed_input(case.shape)
+    row.update(time_against_native(native, rewritten, feed, opt_level, warmup, repeats))
+    if "error" not in row:
+        row["conv_macs"] = conv_macs(rewritten, feed)
+        row["weight_bytes"] = weight_bytes(rewritten)
     return row
 
 
@@ -456,7 +489,7 @@ def bench_in_network(case: PoolCase, opt_level: str, warmup: int, repeats: int) 
     if report.nodes[0].status != "rewritten":
         row["error"] = f"pool node kept: {report.nodes[0].reason}"
         return row
-    feed = {"x": np.random.default_rng(SEED).standard_normal(case.shape, dtype=np.float32)}
+    feed = signed_input(case.shape)
     # As in part A, the median over fresh session pairs, one pair profiled at a time.
     pairs = [(kernel_times(native, feed, opt_level, warmup, repeats), kernel_times(rewritten, feed, opt_level, warmup, repeats))
              for _ in range(SESSION_PAIRS)]
@@ -483,6 +516,111 @@ def run_part_e(cases: Sequence[PoolCase], opt_level: str, warmup: int, repeats: 
         "signed": _ratio_summary(rows, set(TARGET_CASES)),
         "in_context": _ratio_summary(rows, set(IN_CONTEXT_CASES)),
     }
+
+
+# ----------------------------------------------------------------------------
+# Part F: speed under each target profile
+# ----------------------------------------------------------------------------
+
+# The acceptance pool shapes that part A has no case for.
+PROFILE_ONLY_CASES: list[PoolCase] = [
+    # SqueezeNet 1.0's second pool: ceil_mode adds an output row and column on 54x54.
+    PoolCase("squeezenet_ceil", "MaxPool", (1, 256, 54, 54), _pool(3, 2, ceil_mode=1)),
+    PoolCase("gap40", "GlobalAveragePool", (1, 256, 40, 40)),
+    PoolCase("gmp20", "GlobalMaxPool", (1, 256, 20, 20)),
+]
+# The issue's acceptance shapes, in its order ("gap" is the 7x7 one).
+PROFILE_CASES = (
+    "resnet_stem", "vgg", "squeezenet_ceil", "inception_max", "inception_avg", "densenet_avg",
+    "sppf_block", "spp_block", "gap", "gap40", "gmp20",
+)
+OUTCOMES = ("native", "cascade", "rewritten", "kept")
+
+
+def profile_cases() -> list[PoolCase]:
+    """Part F's cases: :data:`PROFILE_CASES` from part A's cases and :data:`PROFILE_ONLY_CASES`."""
+    known = {c.name: c for c in [*all_cases(), *PROFILE_ONLY_CASES]}
+    return [known[name] for name in PROFILE_CASES]
+
+
+def pool_outcome(node: NodeResult) -> tuple[str, str]:
+    """What the pass did to one pool, one of :data:`OUTCOMES`, and its detail: the
+    strategy of a cascade or a rewrite, the reason a pool was kept."""
+    if node.status == REWRITTEN:
+        # Only pool ops added: the pool became the target's own pools.
+        kind = "cascade" if node.op_counts and set(node.op_counts) <= POOL_OPS else "rewritten"
+        return kind, node.strategy or node.became
+    if (node.reason or "").startswith(NATIVE):
+        return "native", ""
+    return "kept", node.reason or ""
+
+
+def added_nodes(original: onnx.ModelProto, rewritten: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """The nodes of ``rewritten`` that ``original`` does not have (by name: the pass
+    keeps the names of the nodes it leaves and names each node it adds afresh)."""
+    before = {n.name for n in original.graph.node}
+    return [n for n in rewritten.graph.node if n.name not in before]
+
+
+def bench_profile_case(
+    case: PoolCase, profile: Any, opt_level: str, warmup: int, repeats: int
+) -> dict[str, Any]:
+    """Rewrite one case with ``PoolRewritePass(target=profile)`` and report per pool what
+    happened; then the added nodes, their conv MACs, and (when the model changed) the
+    rewritten model's time against the original's, measured as in part A. A model the
+    pass left unchanged has ratio 1.00 by definition, and is not timed."""
+    row: dict[str, Any] = {"name": case.name, "op": case.op, "shape": list(case.shape)}
+    original = build_pool_model(case)
+    try:
+        result = PoolRewritePass(target=profile, share_ladders=case.share_ladders)(original)
+    except Exception as exc:  # e.g. FitError: report it verbatim, go on with the other cases
+        row["error"] = f"PoolRewritePass raised {type(exc).__name__}: {exc}"
+        return row
+    pools = []
+    for node in result.report.nodes:
+        outcome, detail = pool_outcome(node)
+        pools.append({"name": node.name, "outcome": outcome, "detail": detail})
+    row["pools"] = pools
+    added = added_nodes(original, result.model)
+    op_counts: dict[str, int] = {}
+    for node in added:
+        op_counts[node.op_type] = op_counts.get(node.op_type, 0) + 1
+    feed = signed_input(case.shape)
+    row.update(
+        nodes_added=len(added),
+        op_counts=dict(sorted(op_counts.items())),
+        convs=op_counts.get("Conv", 0),
+        conv_macs=conv_macs(result.model, feed, only={n.name for n in added}),
+    )
+    if not result.report.rewritten:
+        row.update(ratio=1.0, timed=False)
+        return row
+    row.update(time_against_native(original, result.model, feed, opt_level, warmup, repeats), timed=True)
+    return row
+
+
+def run_part_f(
+    profiles: Sequence[Profile], cases: Sequence[PoolCase], opt_level: str, warmup: int, repeats: int, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Part F for each profile over ``cases``."""
+    sections = []
+    for profile in profiles:
+        rows = []
+        for case in cases:
+            log(f"part F: {profile.name} {case.name}")
+            rows.append(bench_profile_case(case, profile, opt_level, warmup, repeats))
+        timed = [r for r in rows if r.get("timed")]
+        sections.append(
+            {
+                "profile": profile.name,
+                "source": profile.source,
+                "cases": rows,
+                "outcomes": {o: sum(p["outcome"] == o for r in rows for p in r.get("pools", ())) for o in OUTCOMES},
+                "geomean_ratio_changed": math.exp(statistics.fmean(math.log(r["ratio"]) for r in timed)) if timed else None,
+                "errors": {r["name"]: r["error"] for r in rows if "error" in r},
+            }
+        )
+    return {"profiles": sections}
 
 
 # ----------------------------------------------------------------------------
@@ -782,6 +920,84 @@ def render_part_e(e: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _pool_note(pool: dict[str, Any]) -> str:
+    """``cascade of native MaxPool 3x3 + 3x3``, ``kept: <reason>``, ``native``."""
+    if pool["outcome"] == "cascade" and pool["detail"].startswith("cascade"):
+        return pool["detail"]
+    if pool["outcome"] in ("cascade", "kept") and pool["detail"]:
+        return f"{pool['outcome']}: {pool['detail']}"
+    return pool["outcome"]
+
+
+def _outcome_cell(row: dict[str, Any], notes: list[str]) -> str:
+    """What happened to the case's pools, in a table cell; the details (a cascade's
+    stages, a kept pool's reason, each pool of a mixed block) go to ``notes``, numbered."""
+    if "error" in row and "pools" not in row:
+        notes.append(f"[{len(notes) + 1}] {row['name']}: ERROR {row['error']}")
+        return f"error [{len(notes)}]"
+    pools = row["pools"]
+    counts = {o: sum(p["outcome"] == o for p in pools) for o in OUTCOMES}
+    present = [o for o in OUTCOMES if counts[o]]
+    cell = present[0] if len(pools) == 1 else ", ".join(f"{counts[o]} {o}" for o in present)
+    detailed = [p for p in pools if p["outcome"] in ("cascade", "kept")]
+    if len(present) > 1 or detailed or "error" in row:
+        described = [_pool_note(p) for p in pools]
+        if len(pools) == 1:
+            text = pools[0]["detail"]
+        elif len({(p["outcome"], p["detail"]) for p in pools}) == 1:
+            text = f"each pool {described[0]}"
+        else:
+            text = "; ".join(f"{p['name']} {d}" for p, d in zip(pools, described))
+        if "error" in row:
+            text = f"{text}; ERROR {row['error']}" if text else f"ERROR {row['error']}"
+        notes.append(f"[{len(notes) + 1}] {row['name']}: {text}")
+        cell += f" [{len(notes)}]"
+    return cell
+
+
+def render_part_f(f: dict[str, Any], opt_level: str, repeats: int) -> list[str]:
+    """One section per profile."""
+    headers = ["case", "what happened", "original ms", "rewritten ms", "ratio", "convs", "other added", "conv MACs", "max abs err"]
+    sections = []
+    for section in f["profiles"]:
+        rows, notes = [], []
+        for r in section["cases"]:
+            cell = _outcome_cell(r, notes)
+            if "op_counts" not in r:
+                rows.append([r["name"], cell] + ["-"] * (len(headers) - 2))
+                continue
+            others = ", ".join(f"{n} {op}" for op, n in r["op_counts"].items() if op != "Conv") or "-"
+            timed = r.get("timed") and "native_ms" in r
+            rows.append(
+                [
+                    r["name"],
+                    cell,
+                    f"{r['native_ms']:.3f}" if timed else "-",
+                    f"{r['rewritten_ms']:.3f}" if timed else "-",
+                    f"{r['ratio']:.2f}" if "ratio" in r else "-",
+                    str(r["convs"]),
+                    others,
+                    _si(r["conv_macs"]),
+                    f"{r['max_abs_err']:.2g}" if timed else "-",
+                ]
+            )
+        out = [
+            f"Part F: under --target {section['profile']} (ORT CPU as in part A, opt level {opt_level}, "
+            f"median of {repeats} interleaved runs; ratio = rewritten / original, 1.00 untimed where nothing changed)",
+            format_table(headers, rows),
+        ]
+        o = section["outcomes"]
+        summary = f"pools: {o['native']} native, {o['cascade']} cascaded into native pools, {o['rewritten']} rewritten, {o['kept']} kept"
+        if section["geomean_ratio_changed"] is not None:
+            summary += f"; geometric mean ratio over the changed cases {section['geomean_ratio_changed']:.2f}"
+        out.append(summary)
+        out.extend(notes)
+        if section["source"]:
+            out.append(f"profile source: {section['source']}")
+        sections.append("\n".join(out))
+    return sections
+
+
 def render_part_b(b: dict[str, Any]) -> str:
     rows = [
         [str(r["pool_nodes"]), str(r["nodes_added"]), f"{r['seconds']:.3f}", f"{r['ms_per_node']:.3f}"] for r in b["chain"]
@@ -823,10 +1039,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--quick", action="store_true", help="few repeats, small sizes, no ResNet-50: a smoke run of seconds")
-    p.add_argument("--only", metavar="NAME,...", help="part A cases to run (comma-separated)")
+    p.add_argument("--only", metavar="NAME,...", help="cases to run in parts A, D, E and F (comma-separated)")
     p.add_argument("--skip-scaling", action="store_true", help="skip part B")
     p.add_argument("--skip-steps", action="store_true", help="skip part D")
     p.add_argument("--skip-network", action="store_true", help="skip part E")
+    p.add_argument("--skip-profiles", action="store_true", help="skip part F")
+    p.add_argument(
+        "--profiles", metavar="NAME|FILE,...", default=",".join(BUILTIN_NAMES),
+        help=f"part F's target profiles: built-in names or profile files (default {','.join(BUILTIN_NAMES)})",
+    )
     p.add_argument("--opt-level", choices=list(OPT_LEVELS), default="all", help="onnxruntime graph optimization level")
     p.add_argument("--repeats", type=int, default=None, help="interleaved timing rounds per case (default 50; 5 with --quick)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up runs per session (default 5; 1 with --quick)")
@@ -834,16 +1055,26 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def select_cases(only: Optional[str]) -> list[PoolCase]:
-    cases = all_cases()
+def select_cases(only: Optional[str]) -> tuple[list[PoolCase], list[PoolCase]]:
+    """Part A's cases and part F's, both restricted to the names in ``only``."""
+    cases, f_cases = all_cases(), profile_cases()
     if not only:
-        return cases
+        return cases, f_cases
     wanted = [n.strip() for n in only.split(",") if n.strip()]
-    known = {c.name for c in cases}
+    known = {c.name for c in cases} | {c.name for c in f_cases}
     unknown = [n for n in wanted if n not in known]
     if unknown:
         raise SystemExit(f"bench.py: unknown case(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return [c for c in cases if c.name in wanted]
+    return [c for c in cases if c.name in wanted], [c for c in f_cases if c.name in wanted]
+
+
+def load_profiles(names: str) -> list[Profile]:
+    """The profiles named in ``names`` (comma-separated built-in names or files), loaded
+    before anything is measured: a typo must not cost the run of parts A to E."""
+    try:
+        return [load_profile(n.strip()) for n in names.split(",") if n.strip()]
+    except ProfileError as err:
+        raise SystemExit(f"bench.py: --profiles: {err}") from err
 
 
 def environment() -> dict[str, Any]:
@@ -886,7 +1117,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sizes = [10, 20, 40] if args.quick else [100, 200, 400, 1000, 2000]
     rewrite_runs = 1 if args.quick else 3
     cli_runs = 1 if args.quick else 5
-    cases = select_cases(args.only)
+    cases, f_cases = select_cases(args.only)
+    profiles = [] if args.skip_profiles else load_profiles(args.profiles)
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -900,6 +1132,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     results["part_b"] = None if args.skip_scaling else run_part_b(sizes, rewrite_runs, not args.quick, log)
     results["part_d"] = None if args.skip_steps else run_part_d(cases, args.opt_level, warmup, repeats, log)
     results["part_e"] = None if args.skip_network else run_part_e(cases, args.opt_level, warmup, max(repeats, 100), log)
+    results["part_f"] = run_part_f(profiles, f_cases, args.opt_level, warmup, repeats, log) if profiles else None
     results["part_c"] = run_part_c(cli_runs, log)
     results["total_seconds"] = time.perf_counter() - start
 
@@ -910,6 +1143,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sections.append(render_part_d(results["part_d"]))
     if results["part_e"] is not None:
         sections.append(render_part_e(results["part_e"]))
+    if results["part_f"] is not None:
+        sections.extend(render_part_f(results["part_f"], args.opt_level, repeats))
     sections.append(render_part_c(results["part_c"]))
     sections.append(f"total: {results['total_seconds']:.1f} s")
     if args.json:
@@ -918,7 +1153,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("\n\n".join(sections))
     if args.write_docs:
         write_docs(Path(args.write_docs), sections, results["environment"], argv)
-    return 1 if results["part_a"]["errors"] else 0
+    f_errors = results["part_f"] and any(section["errors"] for section in results["part_f"]["profiles"])
+    return 1 if results["part_a"]["errors"] or f_errors else 0
 
 
 if __name__ == "__main__":

@@ -274,7 +274,8 @@ def test_the_allowed_ops_are_the_profiles_plus_allow():
 
 def test_the_audit_passes_native_pools_and_names_the_native_limit_of_others(tmp_path):
     model = pools_model({"sppf5": SPPF5, "avg_cip0": AVG_CIP0, "lp": ("LpPool", dict(kernel_shape=[3, 3], p=2))})
-    code, _, report = run_cli(tmp_path, model, "--target", "rknn", "--audit", "--no-validate")
+    # The average would be rewritten to fit; left out, the audit names what rknn refuses.
+    code, _, report = run_cli(tmp_path, model, "--target", "rknn", "--audit", "--no-validate", "--exclude", "avg_cip0")
     assert code == 0
     rows = {(row["node"], row["rule"]): row["value"] for row in report["audit"]["violations"]}
     assert not any(node == "sppf5" for node, _ in rows)

@@ -42,10 +42,11 @@ cascade of those instead (``max_cascade.py``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import pairwise
 from typing import Optional, Sequence, Union
 
+import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..builder import SubgraphBuilder
@@ -72,6 +73,15 @@ def plan_max_pool(
     """Each axis's strategy, or why none applies. ``input_reach``: per axis, the (left,
     right) reach over which the input is already a max (it comes out of "same"
     stride-1 MaxPools, as in SPPF)."""
+    if _strides_at_once(spec, lowering):
+        inner = plan_max_pool(
+            replace(spec, axes=tuple(a.at_stride_one() for a in spec.axes)),
+            lowering,
+            channels=channels,
+            input_nonnegative=input_nonnegative,
+            input_reach=input_reach,
+        )
+        return inner if isinstance(inner, Refusal) else StridesAtOncePlan(spec, inner.axes, inner)
     values = channels * math.prod(a.size for a in spec.axes)
     choices = []
     for axis, a in enumerate(spec.axes):
@@ -84,8 +94,30 @@ def plan_max_pool(
     return PoolPlan(spec, tuple(choices))
 
 
+@dataclass(frozen=True)
+class StridesAtOncePlan(PoolPlan):
+    """A strided pool on a target whose depthwise convs take one stride on every axis
+    (``equal_strides``, or ``depthwise_kernels``): each axis at stride 1 (``inner``),
+    then one pick conv applies every axis's stride at once."""
+
+    inner: Optional[PoolPlan] = None
+
+    @property
+    def strategy(self) -> str:
+        return f"{self.inner.strategy} at stride 1, then strides {'x'.join(str(a.stride) for a in self.spec.axes)} at once"  # type: ignore[union-attr]
+
+
+def _strides_at_once(spec: PoolSpec, lowering: Lowering) -> bool:
+    limits = lowering.target.conv_limits
+    joint = limits.equal_strides or limits.depthwise_kernels is not None
+    return joint and spec.rank > 1 and any(a.stride > 1 for a in spec.axes)
+
+
 def lower_max_pool(b: SubgraphBuilder, x: gs.Tensor, plan: PoolPlan) -> gs.Tensor:
     """Build the max pool ``plan`` describes, axis by axis; returns the result tensor."""
+    if isinstance(plan, StridesAtOncePlan):
+        y = lower_max_pool(b, x, replace(plan.inner, axes=plan.axes))  # type: ignore[arg-type]  # the axes the pass traces
+        return b.depthwise_conv(y, np.ones([1] * plan.spec.rank), strides=[a.stride for a in plan.spec.axes], hint="strides")
     y = x
     for axis, (a, choice) in enumerate(zip(plan.spec.axes, plan.axes)):
         y = choice.build(b, y, axis, a)
