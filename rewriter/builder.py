@@ -243,19 +243,29 @@ class SubgraphBuilder:
     def native_max_pool(self, x: gs.Tensor, spec: PoolSpec, hint: str = "maxpool") -> gs.Variable:
         """A MaxPool node with exactly ``spec``'s attributes (explicit pads, auto_pad NOTSET),
         only if the target runs it natively (:meth:`Target.native_pool_refusal`)."""
-        why = self.target.native_pool_refusal("MaxPool", spec)
+        return self.native_pool("MaxPool", x, spec, hint)
+
+    def native_pool(self, op: str, x: gs.Tensor, spec: PoolSpec, hint: str = "") -> gs.Variable:
+        """A MaxPool, AveragePool, GlobalMaxPool or GlobalAveragePool node computing ``spec``
+        (explicit pads, auto_pad NOTSET; count_include_pad written when set), only if the
+        target runs exactly it natively; ``spec.axes`` give the input's extents."""
+        why = self.target.native_pool_refusal(op, spec)
         if why is not None:
-            raise ValueError(f"MaxPool {spec.describe()} is not native on the target: {why}")
+            raise ValueError(f"{op} {spec.describe()} is not native on the target: {why}")
         if spec.auto_pad != "NOTSET" or spec.ceil_mode:
-            raise ValueError("a native MaxPool is emitted with explicit pads and no ceil_mode")
-        attrs = {
-            "kernel_shape": [a.kernel for a in spec.axes],
-            "strides": [a.stride for a in spec.axes],
-            "pads": [a.pad_begin for a in spec.axes] + [a.pad_end for a in spec.axes],
-        }
-        if any(a.dilation != 1 for a in spec.axes):
-            attrs["dilations"] = [a.dilation for a in spec.axes]
-        y = self._emit("MaxPool", [x], attrs, hint, native=True)
+            raise ValueError(f"a native {op} is emitted with explicit pads and no ceil_mode")
+        attrs: dict = {}
+        if not op.startswith("Global"):
+            attrs = {
+                "kernel_shape": [a.kernel for a in spec.axes],
+                "strides": [a.stride for a in spec.axes],
+                "pads": [a.pad_begin for a in spec.axes] + [a.pad_end for a in spec.axes],
+            }
+            if any(a.dilation != 1 for a in spec.axes):
+                attrs["dilations"] = [a.dilation for a in spec.axes]
+            if op == "AveragePool" and spec.count_include_pad:
+                attrs["count_include_pad"] = 1
+        y = self._emit(op, [x], attrs, hint or op.lower(), native=True)
         self.shapes[x.name] = (None, self.channels) + tuple(a.size for a in spec.axes)
         self.shapes[y.name] = (None, self.channels) + spec.out_shape
         self.know_extents(y, spec.out_shape)

@@ -94,17 +94,17 @@ MEAN160 = ("mean160", lambda: reduce_mean_model([1, 3, 160, 160]))
 GAP120_1D = ("gap120-1d", lambda: pool_model("GlobalAveragePool", [1, 3, 120]))
 AVG32 = ("avg32s32", lambda: pool_model("AveragePool", [1, 3, 64, 96], dict(kernel_shape=[32, 32], strides=[32, 32])))
 
-# (profile, case, the stages expected: kernel = stride per stage, fewest stages, then fewest MACs).
+# (profile, case, the (kernel, strides) of the stages expected: fewest stages, then fewest
+# MACs; a global axis's last stage leaves one value, so any stride the profile allows).
 CASCADES = [
-    ("npu8", GAP160, [[8, 8], [5, 5], [4, 4]]),
-    ("npu8", MEAN40, [[8, 8], [5, 5]]),
-    ("npu8", GAP120_1D, [[8], [5], [3]]),
-    ("rknn-conv", GAP160, [[5, 5], [4, 4], [4, 4], [2, 2]]),
-    ("rknn-conv", MEAN40, [[5, 5], [4, 4], [2, 2]]),
-    ("rknn-conv", GAP120_1D, [[6], [5], [4]]),
-    ("rknn", MEAN160, [[5, 5], [4, 4], [4, 4], [2, 2]]),
-    ("rknn", MEAN40, [[5, 5], [4, 4], [2, 2]]),
-    ("rknn", AVG32, [[4, 4], [4, 4], [2, 2]]),
+    ("npu8", GAP160, [([8, 8], [8, 8]), ([5, 5], [5, 5]), ([4, 4], [4, 4])]),
+    ("npu8", MEAN40, [([8, 8], [8, 8]), ([5, 5], [5, 5])]),
+    ("npu8", GAP120_1D, [([8], [8]), ([5], [5]), ([3], [3])]),
+    # Strides stop at 7: 160 padded to 161 = 7 * 23, then one 23x23 window at stride 1.
+    ("rknn-conv", GAP160, [([7, 7], [7, 7]), ([23, 23], [1, 1])]),
+    ("rknn-conv", MEAN40, [([5, 5], [5, 5]), ([8, 8], [1, 1])]),
+    ("rknn-conv", GAP120_1D, [([6], [6]), ([20], [1])]),
+    ("rknn", AVG32, [([4, 4], [4, 4]), ([4, 4], [4, 4]), ([2, 2], [2, 2])]),
 ]
 
 
@@ -114,7 +114,15 @@ def test_a_long_average_becomes_a_cascade_within_the_limits(tmp_path, profile, c
     code, written, report = run_cli(tmp_path, model, profile)
     assert code == 0 and report["validation"]["passed"] is True
     assert report["nodes"][0]["status"] == "rewritten", report["nodes"][0]["reason"]
-    assert assert_fits(model, written, profile) == [(s, s) for s in stages]
+    assert assert_fits(model, written, profile) == stages
+
+
+@pytest.mark.parametrize("case", [MEAN160, MEAN40], ids=["mean160", "mean40"])
+def test_rknn_runs_a_global_reduce_mean_as_its_native_global_average(tmp_path, case):
+    model = case[1]()
+    code, written, report = run_cli(tmp_path, model, "rknn")
+    assert code == 0 and report["validation"]["passed"] is True
+    assert [n.op_type for n in written.graph.node] == ["GlobalAveragePool"]
 
 
 def test_rknn_still_runs_the_160_global_average_itself(tmp_path):
@@ -133,6 +141,14 @@ def test_a_prime_extent_is_rewritten_exactly_or_kept_naming_the_limit(tmp_path, 
     node = report["nodes"][0]
     assert node["status"] == "rewritten" or node["reason"] == f"needs a kernel of 157 > {limit} on {profile} (conv.kernel)"
     assert report["validation"]["passed"] if node["status"] == "rewritten" else True
+
+
+def test_a_prime_extent_is_zero_padded_where_pads_are_allowed(tmp_path):
+    # 157 + 4 zeros = 7 * 23 (pad 4 < kernel 7), then 23x23 at stride 1; the divisor stays 157^2.
+    model = pool_model("GlobalAveragePool", [1, 3, 157, 157])
+    code, written, report = run_cli(tmp_path, model, "rknn-conv")
+    assert code == 0 and report["validation"]["passed"] is True
+    assert assert_fits(model, written, "rknn-conv") == [([7, 7], [7, 7]), ([23, 23], [1, 1])]
 
 
 def test_without_a_target_the_plain_convs_stay():

@@ -9,6 +9,7 @@ the outputs against the original's on onnxruntime.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -37,9 +38,9 @@ USER_PROFILE = {
 TIDL_WINDOWS = {(1, 1), (1, 2), (2, 2), (3, 1), (3, 2)}
 
 
-def native_breaks(profile: str, kernel: list[int], strides: list[int], pads: list[int], attrs: dict) -> list[str]:
-    """What a MaxPool with these attributes breaks of ``profile``'s native limits (the
-    issue's numbers, encoded independently of rewriter.profiles)."""
+def native_breaks(profile: str, kernel: list[int], strides: list[int], pads: list[int], attrs: dict, op: str = "MaxPool") -> list[str]:
+    """What a MaxPool or AveragePool with these attributes breaks of ``profile``'s native
+    limits (the issue's numbers, encoded independently of rewriter.profiles)."""
     broken = []
     if attrs.get("ceil_mode", 0):
         broken.append("ceil_mode")
@@ -47,14 +48,26 @@ def native_breaks(profile: str, kernel: list[int], strides: list[int], pads: lis
         broken.append("dilation")
     if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
         broken.append("auto_pad")
+    if op == "AveragePool" and profile == "rknn" and attrs.get("count_include_pad", 0) != 1:
+        broken.append("count_include_pad")
     if profile == "tidl":
         if len(set(kernel)) > 1 or len(set(strides)) > 1 or (kernel[0], strides[0]) not in TIDL_WINDOWS:
             broken.append(f"window {kernel} {strides}")
     else:
-        k_hi, s_hi, p_hi = {"rknn": (7, 8, 7), "user": (5, 2, 2)}[profile]
+        k_hi, s_hi, p_hi = {"rknn": (7, 8, 7), "user": (5, 2, 2), "nvidia-dla": (8, 16, 7)}[profile]
         if not all(1 <= k <= k_hi for k in kernel) or not all(1 <= s <= s_hi for s in strides) or not all(0 <= p <= p_hi for p in pads):
             broken.append(f"k{kernel} s{strides} p{pads}")
     return broken
+
+
+def global_breaks(profile: str, op: str, extents: list[int]) -> list[str]:
+    """What a GlobalMaxPool or GlobalAveragePool over ``extents`` breaks of ``profile``'s
+    native limits: nvidia-dla up to 8 per axis, rknn up to 343, tidl's average up to an
+    area of 1024 (and no native global max)."""
+    if profile == "tidl":
+        return [] if op == "GlobalAveragePool" and math.prod(extents) <= 1024 else [f"{op} {extents}"]
+    limit = {"nvidia-dla": 8, "rknn": 343}.get(profile)
+    return [] if limit is not None and max(extents) <= limit else [f"{op} {extents}"]
 
 
 def added_breaks(original: onnx.ModelProto, written: onnx.ModelProto, profile: str) -> list[str]:

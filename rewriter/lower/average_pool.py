@@ -28,7 +28,7 @@ from ..builder import SubgraphBuilder
 from ..profile import ConvLimits, conv_violations
 from ..site import PoolSite
 from ..spec import AxisSpec, PoolSpec
-from .average_cascade import Stage, cascade_stages
+from .average_cascade import build_cascade, cascade_stages
 from .checks import Lowering, PoolPlan, Refusal, checked_spec
 from .windows import conv_window_run
 
@@ -42,7 +42,7 @@ def lower_average_pool(b: SubgraphBuilder, x: gs.Tensor, spec: PoolSpec) -> gs.T
     """Build the average pool of ``x`` described by ``spec``; returns the result tensor."""
     stages = None if plain_fits(spec, b.target.conv_limits) else cascade_stages(spec, b.target.conv_limits)
     if stages:
-        return cascaded_average(b, x, stages)
+        return build_cascade(b, x, spec, stages)
     divisors = [spec.divisors(i) for i in range(spec.rank)]
     uniform = [len(set(d)) == 1 for d in divisors]
     scale_op = "Div" if b.can("Div") else "Mul" if b.can("Mul") and not all(uniform) else None
@@ -117,14 +117,6 @@ def plain_fits(spec: PoolSpec, limits: ConvLimits) -> bool:
     """Whether the plain lowering's main convs (one per folded group of axes) fit ``limits``."""
     shapes = [uniform_axes_shape(spec, group) for group in folded_groups(spec, [True] * spec.rank)]
     return not any(conv_violations(*shape, depthwise=True, limits=limits) for shape in shapes)
-
-
-def cascaded_average(b: SubgraphBuilder, x: gs.Tensor, stages: list[Stage]) -> gs.Tensor:
-    """The mean as one strided conv per stage, kernel = stride, weights ``1/taps``."""
-    y = x
-    for stage in stages:
-        y = b.depthwise_conv(y, np.full(stage, 1.0 / np.prod(stage)), strides=list(stage), hint="avg_stage")
-    return y
 
 
 class Run(NamedTuple):
