@@ -67,13 +67,15 @@ from typing import Callable, Optional
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, version_converter
 
 REPO = Path(__file__).resolve().parent.parent
 NOISE_FACTOR = 2.0  # the rewrite may add some float16 roundings of its own (cascades, Adds)
 FP16_REL = 2.0**-8  # a few float16 ulps at the output's magnitude
 WRONG_REL = 2.0**-5  # an original simulator error beyond this (relative to max|ref|) is a toolkit bug, not noise
 CHANNELS = 4
+STEPS = ("config", "load_onnx", "build", "init_runtime", "inference")  # the worker's, in order
+MAX_OPSET = 19  # rknn-toolkit2 2.5.0: "Unsupport onnx opset 20, need <= 19!"
 # An error line of the toolkit (its own "E" level, the compiler's fatal messages).
 ERROR_RE = re.compile(r"(^E |\bE RKNN\b|Fatal|\bfailed\b|Error|REGTASK|Traceback)", re.IGNORECASE)
 # One row of the toolkit's layer table: "ID OpType DataType Target InputShape ...".
@@ -154,7 +156,7 @@ TORCH = {
     "yolo_sppf.dynamo_dynhw.onnx": {"x": [1, 3, 64, 64]},
     "avg_ceil_nocip.ts13_fp16.onnx": {"x": [1, 3, 14, 15]},
     "pool3d.ts13.onnx": {"x": [1, 2, 8, 9, 10]},
-    "segnet.dynamo.onnx": {},
+    # segnet.dynamo.onnx left out: the toolkit's fuse_ops never ends on its unpool (ScatterElements), original included
     "scripted_if.ts13.onnx": {"x": [1, 3, 16, 16]},
 }
 
@@ -167,6 +169,7 @@ class Case:
     source: Path
     shapes: dict[str, list[int]]
     dynamic: bool  # the original declares dynamic dims: rewrite with --overwrite-input-shape
+    note: str = ""
 
 
 def _declared(model: onnx.ModelProto) -> dict[str, list]:
@@ -197,9 +200,17 @@ def make_cases(repo: Path, workdir: Path) -> list[Case]:
     for file, fixed in TORCH.items():
         if not (data / file).exists():
             continue
-        declared = _declared(onnx.load(str(data / file), load_external_data=False))
+        model = onnx.load(str(data / file), load_external_data=False)
+        declared = _declared(model)
         shapes = {k: fixed.get(k, v) for k, v in declared.items()}
-        cases.append(Case("torch:" + file.removesuffix(".onnx"), data / file, shapes, any(None in v for v in declared.values())))
+        name, path, note = "torch:" + file.removesuffix(".onnx"), data / file, ""
+        opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+        if opset > MAX_OPSET:
+            # the dynamo exporter writes opset 20 and the toolkit loads <= 19: convert as a user would
+            path = workdir / f"{name.replace(':', '_')}.opset{MAX_OPSET}.onnx"
+            onnx.save(version_converter.convert_version(onnx.load(str(data / file)), MAX_OPSET), path)
+            note = f"opset {opset} converted to {MAX_OPSET} (onnx.version_converter) for the toolkit"
+        cases.append(Case(name, path, shapes, any(None in v for v in declared.values()), note))
     return cases
 
 
@@ -256,21 +267,25 @@ class Toolkit:
     log: Optional[Path] = None
 
 
-def run_toolkit(model: Path, feeds: dict[str, np.ndarray], stem: Path) -> Toolkit:
+def run_toolkit(model: Path, feeds: dict[str, np.ndarray], stem: Path, timeout: float) -> Toolkit:
     """Build and simulate ``model`` in a child process (``--worker``); parse its log."""
     feeds_path, outs_path, log_path = (stem.with_name(stem.name + suffix) for suffix in (".feeds.npz", ".rknn_out.npz", ".rknn.log"))
     np.savez(feeds_path, **{f"i{n}": v for n, v in enumerate(feeds.values())})
     spec = json.dumps({"model": str(model), "names": list(feeds), "shapes": [list(v.shape) for v in feeds.values()]})
     with open(log_path, "w") as log:
-        proc = subprocess.run(
-            [sys.executable, __file__, "--worker", spec, str(feeds_path), str(outs_path)], stdout=log, stderr=subprocess.STDOUT, timeout=1800
-        )
+        try:
+            returncode = subprocess.run(
+                [sys.executable, __file__, "--worker", spec, str(feeds_path), str(outs_path)], stdout=log, stderr=subprocess.STDOUT, timeout=timeout
+            ).returncode
+        except subprocess.TimeoutExpired:  # the child is killed
+            returncode = None
     text = log_path.read_text(errors="replace")
     steps = re.findall(r"^@@step (\S+) (-?\d+)$", text, re.MULTILINE)
     failed = next((s for s, rc in steps if rc != "0"), None)
-    if failed is None and (proc.returncode != 0 or not steps or steps[-1][0] != "inference"):
-        done = steps[-1][0] if steps else "start"
-        failed = f"after:{done}(exit {proc.returncode})"
+    if failed is None and (returncode != 0 or len(steps) < len(STEPS)):
+        failed = STEPS[len(steps)] if len(steps) < len(STEPS) else f"exit {returncode}"  # it raised in that step
+        if returncode is None:
+            failed += f":timeout {timeout:g}s"
     errors, warnings = [], []
     for line in text.splitlines():
         line = re.sub(r"\[\d\d:\d\d:\d\d\.\d+\] ", "", re.sub(r"\x1b\[[0-9;]*m", "", line)).strip()  # no colours or times
@@ -360,6 +375,13 @@ def _cpu(layers: list[str]) -> str:
     return ",".join(f"{op}x{n}" if n > 1 else op for op, n in counts.items())
 
 
+def _cause(errors: list[str]) -> str:
+    """The telling line of a failed step's log: the last error that is no traceback frame or banner."""
+    boring = re.compile(r"Traceback \(most recent|^(E \S+: )?(File \"|rknn-toolkit2 version|\^)")
+    telling = [line for line in errors if not boring.search(line)]
+    return (telling or errors or ["(no error line)"])[-1][:400]
+
+
 def _pools(report: Path) -> tuple[str, list[str]]:
     """'rewritten/native/kept' from the rewriter's JSON report, and each kept node with its reason."""
     nodes = json.loads(report.read_text()).get("nodes", []) if report.exists() else []
@@ -369,7 +391,7 @@ def _pools(report: Path) -> tuple[str, list[str]]:
     return f"{len(rewritten)}/{len(native)}/{len(kept)}", [f"kept {n.get('name')}: {n.get('reason')}" for n in kept]
 
 
-def check(case: Case, python: str, repo: Path, workdir: Path, verbose: bool) -> Row:
+def check(case: Case, python: str, repo: Path, workdir: Path, verbose: bool, timeout: float) -> Row:
     """Rewrite ``case``, run original and rewrite through the toolkit, judge the rewrite."""
     stem = workdir / case.name.replace(":", "_")
     out, report = stem.with_name(stem.name + ".rknn_target.onnx"), stem.with_name(stem.name + ".report.json")
@@ -378,30 +400,31 @@ def check(case: Case, python: str, repo: Path, workdir: Path, verbose: bool) -> 
     ref = reference(case, feeds)
     floats = [r.astype(np.float64) for r in ref if r.size and np.issubdtype(r.dtype, np.floating)]
     scale = max(max((float(np.max(np.abs(r))) for r in floats), default=1.0), 1.0)
-    orig = run_toolkit(case.source, feeds, stem.with_name(stem.name + ".orig"))
+    orig = run_toolkit(case.source, feeds, stem.with_name(stem.name + ".orig"), timeout)
     noise = max_error(orig.outputs, ref) if orig.failed_step is None else float("nan")
-    notes = []
+    notes = [case.note] if case.note else []
     if orig.failed_step is not None:
-        orig_state = orig.failed_step
-        notes.append(f"original: {orig.failed_step} failed" + (f": {orig.errors[0]}" if orig.errors else ""))
+        orig_state = f"NO({orig.failed_step})"
+        notes.append(f"original: {orig.failed_step} failed: {_cause(orig.errors)}")
     elif not noise <= WRONG_REL * scale:
         # the toolkit computes the original wrongly: that is no float16 noise to allow the rewrite
         orig_state = "WRONG"
         notes.append(f"original: simulator error {noise:.3g} > {WRONG_REL:g} * max|ref| {scale:.3g}: the toolkit's own pools are wrong here")
     else:
         orig_state = "ok"
-    notes += [f"original log: {line}" for line in (orig.errors if verbose else orig.errors[:3]) + orig.warnings]
+    notes += [f"original log: {line}" for line in (orig.errors if verbose else []) + orig.warnings]
     tol = max(NOISE_FACTOR * noise if orig_state == "ok" else 0.0, FP16_REL * scale)
     if code != 0:
         notes.append(f"rewriter: exit {code}: {last}")
         return Row(case.name, "FAIL", f"exit {code}", "-", orig_state, "-", _cpu(orig.cpu_layers), float("nan"), noise, tol, notes)
     pools, kept = _pools(report)
     notes += kept
-    new = run_toolkit(out, feeds, stem.with_name(stem.name + ".new"))
+    new = run_toolkit(out, feeds, stem.with_name(stem.name + ".new"), timeout)
     err = max_error(new.outputs, ref) if new.failed_step is None else float("nan")
     fresh = [line for line in new.errors if line not in orig.errors]  # the original's own error lines do not count
     if new.failed_step is not None:
         built = f"NO({new.failed_step})"
+        notes.append(f"rewrite: {new.failed_step} failed: {_cause(new.errors)}")
         verdict = "n/a" if orig.failed_step is not None else "FAIL"
     elif fresh:
         built, verdict = "errors", "FAIL"
@@ -422,6 +445,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--only", help="comma-separated case names (see --list)")
     parser.add_argument("--list", action="store_true", help="print the case names and exit")
     parser.add_argument("--workdir", type=Path, help="keep models and toolkit logs here (default: a new temporary folder)")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds for one toolkit build and run (default: 300)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every error line and the log paths")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -451,7 +475,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     rows = []
     for case in cases:
         try:
-            row = check(case, python, repo, workdir, args.verbose)
+            row = check(case, python, repo, workdir, args.verbose, args.timeout)
         except Exception as exc:  # one broken case does not hide the others
             row = Row(case.name, "FAIL", "crash", "-", "-", "-", "-", float("nan"), float("nan"), float("nan"), [repr(exc)])
         rows.append(row)
