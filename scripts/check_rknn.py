@@ -377,7 +377,7 @@ def _cpu(layers: list[str]) -> str:
 
 def _cause(errors: list[str]) -> str:
     """The telling line of a failed step's log: the last error that is no traceback frame or banner."""
-    boring = re.compile(r"Traceback \(most recent|^(E \S+: )?(File \"|rknn-toolkit2 version|\^)")
+    boring = re.compile(r"Traceback \(most recent|^(E (\S+: )?)?(File \"|rknn-toolkit2 version|\^)")
     telling = [line for line in errors if not boring.search(line)]
     return (telling or errors or ["(no error line)"])[-1][:400]
 
