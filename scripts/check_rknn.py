@@ -275,7 +275,8 @@ def run_toolkit(model: Path, feeds: dict[str, np.ndarray], stem: Path, timeout: 
     with open(log_path, "w") as log:
         try:
             returncode = subprocess.run(
-                [sys.executable, __file__, "--worker", spec, str(feeds_path), str(outs_path)], stdout=log, stderr=subprocess.STDOUT, timeout=timeout
+                [sys.executable, str(Path(__file__).resolve()), "--worker", spec, str(feeds_path), str(outs_path)],
+                stdout=log, stderr=subprocess.STDOUT, timeout=timeout, cwd=stem.parent,  # the toolkit dumps check*.onnx into its cwd
             ).returncode
         except subprocess.TimeoutExpired:  # the child is killed
             returncode = None
