@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import functools
 from typing import Optional, Sequence
 
@@ -41,6 +42,16 @@ def added_nodes_outside(original: onnx.ModelProto, written: onnx.ModelProto, lim
         if any(p >= k[i % len(k)] for i, p in enumerate(pads)):  # pad_below_kernel
             broken.append(f"{node.name}: pads {pads} on a kernel of {k}")
     return broken
+
+
+def target_option(target: str, tmp_path, files: dict) -> str:
+    """The ``--target`` value: the profile ``files[target]`` written to a file under
+    ``tmp_path``, or the built-in name when ``files`` has no such profile."""
+    if target not in files:
+        return target
+    path = tmp_path / f"{target}.json"
+    path.write_text(json.dumps(files[target]))
+    return str(path)
 
 
 def pool_model(

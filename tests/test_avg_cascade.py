@@ -17,7 +17,7 @@ from onnx import TensorProto, helper
 
 from rewriter import PoolRewritePass
 from rewriter.cli import main
-from tests.helpers import added_nodes_outside, pool_model
+from tests.helpers import added_nodes_outside, pool_model, target_option
 
 # A user's profile: kernels and strides up to 8, no padding, no dilation, no Concat.
 NPU8 = {
@@ -55,19 +55,10 @@ def reduce_mean_model(shape: list[int]) -> onnx.ModelProto:
     return model
 
 
-def target_option(tmp_path: Path, profile: str) -> str:
-    """The ``--target`` value: a built-in name, or a profile file written here."""
-    if profile == "rknn":
-        return profile
-    path = tmp_path / f"{profile}.json"
-    path.write_text(json.dumps({"npu8": NPU8, "rknn-conv": RKNN_CONV}[profile]))
-    return str(path)
-
-
 def run_cli(tmp_path: Path, model: onnx.ModelProto, profile: str) -> tuple[int, Optional[onnx.ModelProto], dict]:
     src, out, report = tmp_path / "in.onnx", tmp_path / "out.onnx", tmp_path / "report.json"
     onnx.save(model, src)
-    code = main([str(src), str(out), "-q", "--report", str(report), "--target", target_option(tmp_path, profile)])
+    code = main([str(src), str(out), "-q", "--report", str(report), "--target", target_option(profile, tmp_path, {"npu8": NPU8, "rknn-conv": RKNN_CONV})])
     return code, onnx.load(out) if out.exists() else None, json.loads(report.read_text())
 
 

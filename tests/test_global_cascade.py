@@ -9,7 +9,6 @@ the original's on onnxruntime.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ import pytest
 from onnx import TensorProto, helper, shape_inference
 
 from rewriter import PoolRewritePass
-from tests.helpers import added_nodes_outside, input_suites, pool_model, run
+from tests.helpers import added_nodes_outside, input_suites, pool_model, run, target_option
 from tests.test_native_cascade import global_breaks, native_breaks
 from tests.test_profiles import run_cli
 
@@ -32,6 +31,7 @@ USER = {
 }
 # The same without padding: nothing can pad a prime extent up to a multiple.
 USER_NOPAD = dict(USER, name="user-nopad", conv=dict(USER["conv"], pad=[0, 0]))
+PROFILE_FILES = {"user": USER, "user-nopad": USER_NOPAD}
 
 # The issue's numbers again: ops; conv (kernel, stride, dilation, pad) ranges; native pools.
 OPS = {
@@ -82,14 +82,6 @@ def added_breaks(original: onnx.ModelProto, written: onnx.ModelProto, profile: s
     return broken
 
 
-def target_option(profile: str, tmp_path: Path) -> str:
-    if not profile.startswith("user"):
-        return profile
-    path = tmp_path / f"{profile}.json"
-    path.write_text(json.dumps(USER if profile == "user" else USER_NOPAD))
-    return str(path)
-
-
 def added_convs(original: onnx.ModelProto, written: onnx.ModelProto) -> list[tuple[list[int], list[int], list[int]]]:
     """(kernel, strides, pads) of every Conv the rewrite added, in order."""
     own = {n.name for n in original.graph.node}
@@ -103,7 +95,7 @@ def added_convs(original: onnx.ModelProto, written: onnx.ModelProto) -> list[tup
 
 
 def assert_rewritten_and_equal(tmp_path: Path, model: onnx.ModelProto, profile: str) -> tuple[onnx.ModelProto, dict]:
-    code, written, report = run_cli(tmp_path, model, "--target", target_option(profile, tmp_path), "--audit")
+    code, written, report = run_cli(tmp_path, model, "--target", target_option(profile, tmp_path, PROFILE_FILES), "--audit")
     assert code == 0 and report["validation"]["passed"] is True
     node = report["nodes"][0]
     assert node["status"] == "rewritten" or node["reason"] == f"runs natively on {profile}", node
@@ -179,7 +171,7 @@ def test_a_prime_no_padding_can_tile_is_legalized_or_kept_naming_the_limit(tmp_p
     # No cascade tiles a prime without pads; the conv legalizer (rewriter/legalize.py) may
     # still split the plain conv into legal ones, else the pool is kept naming the limit.
     model = pool_model("GlobalAveragePool", [1, 2, *extent])
-    code, written, report = run_cli(tmp_path, model, "--target", target_option("user-nopad", tmp_path))
+    code, written, report = run_cli(tmp_path, model, "--target", target_option("user-nopad", tmp_path, PROFILE_FILES))
     assert code == 0
     node = report["nodes"][0]
     assert "cascade" not in node["strategy"]

@@ -8,7 +8,6 @@ the outputs against the original's on onnxruntime.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from rewriter.fit import FitError, check_added
 from rewriter.profiles import load_profile
 from rewriter.spec import pool_spec_from_attributes
 from rewriter.target import Target
-from tests.helpers import input_suites, pool_model, run
+from tests.helpers import input_suites, pool_model, run, target_option
 from tests.test_profiles import run_cli
 
 # The user profile, with native MaxPools up to 5x5 at strides <= 2.
@@ -136,14 +135,6 @@ EXPECTED = {
 }
 
 
-def target_option(profile: str, tmp_path: Path) -> str:
-    if profile != "user":
-        return profile
-    path = tmp_path / "user.json"
-    path.write_text(json.dumps(USER_PROFILE))
-    return str(path)
-
-
 def kernel_of(attributes: str) -> int:
     return int(attributes[1:].split("x")[0])  # "k9x9 s1x1 ..." -> 9
 
@@ -152,7 +143,7 @@ def kernel_of(attributes: str) -> int:
 @pytest.mark.parametrize("case", list(MODELS))
 def test_same_maxpools_become_cascades_of_native_pools(tmp_path: Path, profile: str, case: str) -> None:
     model = MODELS[case]()
-    code, written, report = run_cli(tmp_path, model, "--target", target_option(profile, tmp_path), "--audit")
+    code, written, report = run_cli(tmp_path, model, "--target", target_option(profile, tmp_path, {"user": USER_PROFILE}), "--audit")
     assert code == 0 and report["validation"]["passed"]
     assert added_breaks(model, written, profile) == []
     own_names = {n.name for n in model.graph.node}

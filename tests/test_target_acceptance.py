@@ -23,7 +23,7 @@ from onnx import TensorProto, helper
 
 from rewriter.cli import main
 from tests import realistic
-from tests.helpers import input_suites, pool_model, run
+from tests.helpers import input_suites, pool_model, run, target_option
 from tests.target_limits import LIMITS, USER_PROFILE_FILE, outside, pool_breaks
 
 POOL_OPS = {"MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool"}
@@ -73,18 +73,10 @@ CASES = {
 }
 
 
-def target_option(target: str, tmp_path: Path) -> str:
-    if target != "user":
-        return target
-    path = tmp_path / "user.json"
-    path.write_text(json.dumps(USER_PROFILE_FILE))
-    return str(path)
-
-
 def through_cli(tmp_path: Path, model: onnx.ModelProto, target: str, *options: str) -> tuple[int, onnx.ModelProto, dict]:
     src, out, report = tmp_path / "in.onnx", tmp_path / "out.onnx", tmp_path / "report.json"
     onnx.save(model, src)
-    code = main([str(src), str(out), "-q", "--report", str(report), "--target", target_option(target, tmp_path), *options])
+    code = main([str(src), str(out), "-q", "--report", str(report), "--target", target_option(target, tmp_path, {"user": USER_PROFILE_FILE}), *options])
     return code, onnx.load(out) if out.exists() else None, json.loads(report.read_text())
 
 
