@@ -63,6 +63,7 @@ class SubgraphBuilder:
         # within a profile's limits needs (:mod:`rewriter.legalize`).
         self.extents: dict[str, tuple[int, ...]] = {}
         self.fitted_to: set[str] = set()  # the conv rules that made a conv be laid out again
+        self.conv_macs = 0  # multiply-adds of the convs whose extents are known
         self._counter = 0
 
     def know_extents(self, t: gs.Tensor, extents: Optional[Sequence[object]]) -> None:
@@ -146,9 +147,9 @@ class SubgraphBuilder:
         sizes = self.extents.get(x.name)
         if sizes is not None:
             r = self.rank
-            self.know_extents(y, [
-                (sizes[a] + pads[a] + pads[a + r] - (kernel.shape[a] - 1) * dilations[a] - 1) // strides[a] + 1 for a in range(r)
-            ])
+            out = [(sizes[a] + pads[a] + pads[a + r] - (kernel.shape[a] - 1) * dilations[a] - 1) // strides[a] + 1 for a in range(r)]
+            self.know_extents(y, out)
+            self.conv_macs += self.channels * int(np.prod(out)) * int(np.prod(kernel.shape))
         return y
 
     def _emit_program(self, x: gs.Tensor, program: Program, hint: str) -> gs.Tensor:

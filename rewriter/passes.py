@@ -161,8 +161,13 @@ class PoolRewritePass:
         self, site: PoolSite, rule: Rule, plan: PoolPlan, lowering: Lowering, prefix: str
     ) -> Union[str, tuple[PoolPlan, SubgraphBuilder, Lowering]]:
         """Build ``plan``; on a profile, until the subgraph fits it, rebuild without the
-        MaxPool strategies whose nodes break it. Returns the plan, builder and lowering
-        that fit, or the kept pool's reason, naming the first limit broken."""
+        MaxPool strategies whose nodes break it. A subgraph that fits only because its
+        convs were laid out again (:mod:`rewriter.legalize`) may cost more than another
+        strategy's, so the others are built too and the cheapest is kept (conv MACs,
+        then nodes). Returns the plan, builder and lowering chosen, or the kept pool's
+        reason, naming the limit the last construction tried broke."""
+        best: Optional[tuple[tuple[int, int], PoolPlan, SubgraphBuilder, Lowering]] = None
+        why = ""
         while True:
             spans: list[tuple[int, int, str]] = []
             traced = replace(plan, axes=tuple(_TracedChoice(c.strategy, c.plan, spans) for c in plan.axes))
@@ -170,17 +175,22 @@ class PoolRewritePass:
             profile = lowering.target.profile
             found = [] if profile is None else subgraph_violations(builder, lowering.target)
             if not found:
-                return plan, builder, lowering
-            index = {n.name: i for i, n in enumerate(builder.nodes)}
-            culprits = {name for v in found for start, end, name in spans if start <= index.get(v.node, -1) < end}
-            why = needs(found[0], profile.name)  # type: ignore[union-attr]
+                cost = (builder.conv_macs, len(builder.nodes))
+                if best is None or cost < best[0]:
+                    best = (cost, plan, builder, lowering)
+                culprits = {name for _, _, name in spans} if builder.fitted_to else set()
+            else:
+                index = {n.name: i for i, n in enumerate(builder.nodes)}
+                culprits = {name for v in found for start, end, name in spans if start <= index.get(v.node, -1) < end}
+                why = needs(found[0], profile.name)  # type: ignore[union-attr]
             if not culprits:
-                return why
+                break
             lowering = Lowering(lowering.target, tuple(s for s in lowering.max_strategies if s.name not in culprits))
             again = rule.check(site, lowering)
             if isinstance(again, Refusal):
-                return why
+                break
             plan = again
+        return why if best is None else best[1:]
 
     def _shared_groups(
         self, sites: dict[int, PoolSite], outcomes: dict[int, Union[PoolPlan, Refusal]], lowering: Lowering
