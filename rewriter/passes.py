@@ -455,6 +455,9 @@ class _ProtoIndex(ProtoFacts):
     def reader_ops(self, name: str) -> list[str]:
         return [n.op_type for n in self.consumers.get(name, [])]
 
+    def readers(self, name: str) -> list[tuple[str, Sequence[str], dict]]:
+        return [(n.op_type, list(n.input), _proto_attrs(n)) for n in self.consumers.get(name, [])]
+
     def is_graph_output(self, name: str) -> bool:
         return name in self.graph_outputs
 
@@ -496,6 +499,10 @@ class _GsIndex:
     def reader_ops(self, name: str) -> list[str]:
         tensor = self.tensors.get(name)
         return [n.op for n in tensor.outputs] if tensor is not None else []
+
+    def readers(self, name: str) -> list[tuple[str, Sequence[str], dict]]:
+        tensor = self.tensors.get(name)
+        return [(n.op, [t.name for t in n.inputs], dict(n.attrs)) for n in tensor.outputs] if tensor is not None else []
 
     def is_graph_output(self, name: str) -> bool:
         return name in self.graph_outputs
