@@ -28,6 +28,7 @@ from .graphs import all_graphs, functions_containing
 from .lower import RULES, Rule, rule_for
 from .lower.checks import STATIC_SHAPE_HINT, Lowering, PoolPlan, Refusal
 from .lower.max_strategies import MaxStrategy, select_strategies
+from .lower.qdq_max import qdq_strategy
 from .native_pools import native_reason
 from .ops import ONNX_DOMAINS, POOL_OPS, SITE_OPS, onnx_opset
 from .profile import Profile
@@ -150,7 +151,8 @@ class PoolRewritePass:
                 if rebuilt is None or _fingerprint(rebuilt) != _fingerprint(builder):
                     result.reason = f"dynamic spatial dims: the lowering would depend on the extent; {STATIC_SHAPE_HINT}"
                     return result, None
-        result.status, result.became, result.strategy = REWRITTEN, builder.summary(), outcome.strategy
+        strategy = qdq_strategy(outcome.strategy) if builder.is_quantized else outcome.strategy
+        result.status, result.became, result.strategy = REWRITTEN, builder.summary(), strategy
         result.fitted_to = sorted(builder.fitted_to)
         _record_check_start(result, site)
         result.nodes_added = len(builder.nodes)
@@ -212,6 +214,7 @@ class PoolRewritePass:
         names = ", ".join(site.display_name for site in group)
         results = []
         for i, (site, member_plan, (_, strategy)) in enumerate(zip(group, plan.plans, outputs)):  # type: ignore[attr-defined]
+            strategy = qdq_strategy(strategy) if builder.is_quantized else strategy
             result = NodeResult(name=site.name, op_type=site.op_type, output=site.output_name, status=REWRITTEN, strategy=strategy)
             result.attributes = member_plan.spec.describe()
             _record_check_start(result, site)
@@ -232,6 +235,8 @@ class PoolRewritePass:
             conv_layout_inputs=(site.input_name,) if site.input_from_conv else (),
         )
         builder.know_extents(gs.Variable(site.input_name), site.input_shape[2:])  # type: ignore[index]
+        if site.qdq is not None and site.qdq.usable:  # the rules refuse the QDQ regions they cannot build so
+            builder.quantized(gs.Variable(site.input_name), site.qdq.int_input, site.qdq.input)  # type: ignore[arg-type]
         return builder
 
     def _build(self, site: PoolSite, rule: Rule, plan: PoolPlan, lowering: Lowering, prefix: str) -> SubgraphBuilder:
