@@ -34,6 +34,11 @@ from .target import PROFILE_OPS, QDQ_OPS, STRICT_OPS, Target
 __all__ = ["PROFILE_OPS", "STRICT_OPS", "SubgraphBuilder"]
 
 
+class QuantizedRangeError(ValueError):
+    """A quantized lowering would need a tensor whose range 8 bits do not hold (or an op
+    with no exact quantized form): the pool is kept, with this as its reason."""
+
+
 class SubgraphBuilder:
     """Collects the nodes and constants of one replacement subgraph.
 
@@ -122,7 +127,7 @@ class SubgraphBuilder:
         if qmin <= lo + self.quantization.zero_point and hi + self.quantization.zero_point <= qmax:
             return self.quantization.zero_point
         if hi - lo > qmax - qmin:
-            raise ValueError(f"quantized lowering: {name} spans [{lo}, {hi}] steps, more than 8 bits hold")
+            raise QuantizedRangeError(f"quantized lowering: {name} spans [{lo}, {hi}] steps, more than 8 bits hold")
         return qmin - lo
 
     def _read(self, t: gs.Tensor) -> gs.Tensor:
@@ -136,7 +141,7 @@ class SubgraphBuilder:
                 zp = self.quantization.zero_point  # type: ignore[union-attr]
             else:
                 if t.name in self._relu_read:
-                    raise ValueError(f"quantized lowering: {t.name} is read by a Relu and by another op")
+                    raise QuantizedRangeError(f"quantized lowering: {t.name} is read by a Relu and by another op")
                 lo, hi = self._ranges[t.name]
                 zp = self._zero_point_for(lo, hi, t.name)
                 q = self.quantize(t, 1.0, zp, self.quantization.dtype)  # type: ignore[union-attr]
@@ -157,7 +162,7 @@ class SubgraphBuilder:
             scale /= 2  # 1/K of a power-of-two average: the int8 1 times 2^-k
         ints = np.round(weights / scale)
         if not np.array_equal(ints * scale, weights) or np.abs(ints).max(initial=0) > 127:
-            raise ValueError("quantized lowering: conv weights are not int8 times a power of two")
+            raise QuantizedRangeError("quantized lowering: conv weights are not int8 times a power of two")
         w = self.dequantize(self._constant(hint + "_wq", ints.astype(np.int8)), scale, 0, np.dtype(np.int8))
         self.shapes[w.name] = tuple(weights.shape)  # what the fit check reads the kernel from
         return w
@@ -381,7 +386,7 @@ class SubgraphBuilder:
     def scale_by_map(self, x: gs.Tensor, op: str, values: np.ndarray) -> gs.Variable:
         """Mul or Div by a constant map over the spatial positions (broadcast over N and C)."""
         if self.is_quantized:
-            raise ValueError(f"quantized lowering: no {op} by a constant map in a QDQ region")
+            raise QuantizedRangeError(f"quantized lowering: no {op} by a constant map in a QDQ region")
         values = np.asarray(values, dtype=np.float64).reshape((1, 1) + tuple(values.shape))
         y = self._emit(op, [x, self._constant(op.lower() + "_map", values.astype(self.dtype))], hint=op.lower())
         return self._same_extents(y, x)
@@ -412,7 +417,7 @@ class SubgraphBuilder:
             if op == "AveragePool" and spec.count_include_pad:
                 attrs["count_include_pad"] = 1
         if self.is_quantized and op not in ("MaxPool", "GlobalMaxPool"):
-            raise ValueError(f"quantized lowering: a native {op} would round its own way")
+            raise QuantizedRangeError(f"quantized lowering: a native {op} would round its own way")
         y = self._same_range(self._emit(op, [self._read(x)], attrs, hint or op.lower(), native=True), x)
         self.shapes[x.name] = (None, self.channels) + tuple(a.size for a in spec.axes)
         self.shapes[y.name] = (None, self.channels) + spec.out_shape
@@ -448,7 +453,7 @@ class SubgraphBuilder:
         integers, _ = self._requantized[produced.name]
         zp = self._zero_point_for(*self._ranges[produced.name], produced.name)
         if zp != q.zero_point:
-            raise ValueError(f"quantized lowering: the result spans {self._ranges[produced.name]} steps, not the input's")
+            raise QuantizedRangeError(f"quantized lowering: the result spans {self._ranges[produced.name]} steps, not the input's")
         return self.dequantize(integers, float(q.scale), q.zero_point, q.dtype)
 
     def op_counts(self) -> Counter:

@@ -22,7 +22,7 @@ import onnx.inliner
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
-from .builder import SubgraphBuilder
+from .builder import QuantizedRangeError, SubgraphBuilder
 from .fit import check_added, graph_shapes, needs, subgraph_violations
 from .graphs import all_graphs, functions_containing
 from .lower import RULES, Rule, rule_for
@@ -134,7 +134,11 @@ class PoolRewritePass:
             result.invalid = isinstance(outcome, Refusal) and outcome.invalid and selection_reason is None
             return result, None
         prefix = _fresh_prefix(site.name or site.output_name, taken_prefixes)
-        fitted = self._fit(site, rule, outcome, lowering, prefix)
+        try:
+            fitted = self._fit(site, rule, outcome, lowering, prefix)
+        except QuantizedRangeError as err:  # e.g. a legalized conv chain with a signed intermediate
+            result.reason = str(err)
+            return result, None
         if isinstance(fitted, str):
             result.reason = fitted
             return result, None

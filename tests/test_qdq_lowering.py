@@ -168,13 +168,24 @@ def test_output_scale_differs(dtype, out_scale, out_zero_point):
     assert compared == 6 * 2 * 3 * 6 * 6
 
 
-@pytest.mark.parametrize("target", ["tidl", "rknn", "nvidia-dla"])
-def test_target_limits_kept_quantized(target):
+TARGET_CASES = [
+    ("tidl", dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1), [1, 2, 10, 10], "conv.depthwise_kernels"),
+    ("tidl", dict(kernel_shape=[8, 8], strides=[8, 8]), [1, 2, 40, 40], "conv.depthwise_kernels"),
+    ("rknn", dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1), [1, 2, 10, 10], "conv.pad_below_kernel"),
+    ("rknn", dict(kernel_shape=[9, 9], strides=[3, 3], pads=[4, 4, 4, 4]), [1, 2, 20, 20], "conv.pad_below_kernel"),
+    ("nvidia-dla", dict(kernel_shape=[13, 13], strides=[1, 1], pads=[6, 6, 6, 6]), [1, 2, 20, 20], None),
+]
+
+
+@pytest.mark.parametrize("target,attrs,shape,fitted", TARGET_CASES)
+def test_target_limits_kept_quantized(target, attrs, shape, fitted):
     """With --target the quantized construction is laid out within the profile like the
-    float one, and still reads every weight as int8 through DequantizeLinear."""
-    model = qdq_model("MaxPool", dict(kernel_shape=[13, 13], strides=[1, 1], pads=[6, 6, 6, 6]), [1, 2, 20, 20], np.int8, 9)
-    written, _, _ = check_exact(model, np.int8, target=target)
+    float one (the legalized convs still read their weights as int8 through
+    DequantizeLinear), or is a cascade of the target's native pools between Q/DQ."""
+    model = qdq_model("MaxPool", attrs, shape, np.int8, 9)
+    written, rows, _ = check_exact(model, np.int8, target=target)
     assert outside(model, written, target) == []
+    assert fitted is None or fitted in rows[0].fitted_to, rows[0].fitted_to
 
 
 AVERAGES = [
