@@ -30,7 +30,6 @@ from ..site import PoolSite
 from ..spec import AxisSpec, PoolSpec
 from .average_cascade import build_cascade, cascade_stages
 from .checks import Lowering, PoolPlan, Refusal, checked_spec
-from .qdq_average import qdq_average_refusal
 from .qdq_max import qdq_site_refusal
 from .windows import conv_window_run
 
@@ -222,7 +221,9 @@ class AveragePoolRule:
         if isinstance(spec, Refusal):
             return spec
         if site.between_qdq:
-            refused = qdq_average_refusal(site, spec)
+            from .qdq_average import qdq_average_refusal  # it reads this module's conv layout
+
+            refused = qdq_average_refusal(site, spec, lowering)
             if refused:
                 return refused
         return PoolPlan(spec)

@@ -73,7 +73,7 @@ def plan_global_pool(site: PoolSite, kind: str, lowering: Lowering, variant: int
     if isinstance(spec, Refusal):
         return spec
     if kind == "average" and site.between_qdq:
-        refused = qdq_average_refusal(site, spec)
+        refused = qdq_average_refusal(site, spec, lowering)
         if refused:
             return refused
     lowering = qdq_lowering(site, lowering)
