@@ -1,5 +1,13 @@
 """A small subgraph builder over onnx-graphsurgeon.
 
+In quantized mode (:meth:`SubgraphBuilder.quantized`, for a pool in a QDQ region)
+every value is an integer count of the input's steps: each op reads its data
+through a DequantizeLinear of scale 1, each Conv its weights as an int8
+initializer through one, and each Conv, Add or Concat result is requantized
+(scale 1, a zero point that holds its whole range) before anything else reads it,
+directly or through one Relu. The ranges are tracked per tensor, so a tensor whose
+range does not fit 8 bits is an error, not a silent saturation.
+
 The strict op set is depthwise Conv, Relu, Add and Concat. Every conv maps C
 channels to C channels with ``group = C`` and weights of shape ``[C, 1, *k]``:
 cost and weight size grow with C, never with C squared. A target
@@ -19,10 +27,16 @@ import onnx_graphsurgeon as gs
 
 from .legalize import INPUT, Conv, ConvMap, Program, Sum, plan_conv
 from .profile import concat_violations, conv_violations
+from .site import Quantization
 from .spec import PoolSpec
-from .target import PROFILE_OPS, STRICT_OPS, Target
+from .target import PROFILE_OPS, QDQ_OPS, STRICT_OPS, Target
 
 __all__ = ["PROFILE_OPS", "STRICT_OPS", "SubgraphBuilder"]
+
+
+class QuantizedRangeError(ValueError):
+    """A quantized lowering would need a tensor whose range 8 bits do not hold (or an op
+    with no exact quantized form): the pool is kept, with this as its reason."""
 
 
 class SubgraphBuilder:
@@ -65,6 +79,101 @@ class SubgraphBuilder:
         self.fitted_to: set[str] = set()  # the conv rules that made a conv be laid out again
         self.conv_macs = 0  # multiply-adds of the convs whose extents are known
         self._counter = 0
+        self.quantization: Optional[Quantization] = None  # set by :meth:`quantized`
+        self._source: Optional[tuple[str, str]] = None  # (the pool's float input, its integer tensor)
+        self._ranges: dict[str, tuple[int, int]] = {}  # integer range, in input steps, of each value
+        self._dequantized: set[str] = set()  # tensors that are a DequantizeLinear's output
+        self._requantized: dict[str, tuple[gs.Tensor, gs.Tensor]] = {}  # raw result -> (its Q, its DQ)
+        self._relu_read: set[str] = set()  # raw results a Relu reads directly
+
+    # -- quantized mode --------------------------------------------------------
+    def quantized(self, source: gs.Tensor, int_input: str, q: Quantization) -> None:
+        """Build in quantized mode: ``source`` (the pool's input) is the model's
+        ``DequantizeLinear(int_input)`` with quantization ``q``; the subgraph reads
+        ``int_input`` instead, at scale 1 and ``q``'s zero point."""
+        self.quantization = q
+        self._source = (source.name, int_input)
+        self._ranges[source.name] = q.steps
+        self.allowed = self.allowed | QDQ_OPS
+
+    @property
+    def is_quantized(self) -> bool:
+        return self.quantization is not None
+
+    @property
+    def value_range(self) -> tuple[int, int]:
+        """The range of the pool's values, in input steps (quantized mode)."""
+        assert self.quantization is not None
+        return self.quantization.steps
+
+    def quantize(self, x: gs.Tensor, scale: float, zero_point: int, dtype: np.dtype) -> gs.Variable:
+        """QuantizeLinear with a per-tensor ``scale`` and ``zero_point`` of ``dtype``."""
+        s = self._constant("q_scale", np.array(scale, dtype=np.float32))
+        z = self._constant("q_zero", np.array(zero_point, dtype=dtype))
+        return self._same_extents(self._emit("QuantizeLinear", [x, s, z], hint="q"), x)
+
+    def dequantize(self, q: gs.Tensor, scale: float, zero_point: int, dtype: np.dtype) -> gs.Variable:
+        """DequantizeLinear with a per-tensor ``scale`` and ``zero_point`` of ``dtype``."""
+        s = self._constant("dq_scale", np.array(scale, dtype=np.float32))
+        z = self._constant("dq_zero", np.array(zero_point, dtype=dtype))
+        y = self._emit("DequantizeLinear", [q, s, z], hint="dq")
+        self._dequantized.add(y.name)
+        return self._same_extents(y, q)
+
+    def _zero_point_for(self, lo: int, hi: int, name: str) -> int:
+        """A zero point of the input's type that holds ``[lo, hi]`` at scale 1: the
+        input's own when it does (values stay in the model's integers)."""
+        assert self.quantization is not None
+        qmin, qmax = self.quantization.int_range
+        if qmin <= lo + self.quantization.zero_point and hi + self.quantization.zero_point <= qmax:
+            return self.quantization.zero_point
+        if hi - lo > qmax - qmin:
+            raise QuantizedRangeError(f"quantized lowering: {name} spans [{lo}, {hi}] steps, more than 8 bits hold")
+        return qmin - lo
+
+    def _read(self, t: gs.Tensor) -> gs.Tensor:
+        """``t`` as a float op may read it in quantized mode: through a DequantizeLinear
+        (the pool's input from its integer tensor, a raw result requantized first)."""
+        if not self.is_quantized or t.name in self._dequantized:
+            return t
+        if t.name not in self._requantized:
+            if self._source is not None and t.name == self._source[0]:
+                q: gs.Tensor = gs.Variable(self._source[1])
+                zp = self.quantization.zero_point  # type: ignore[union-attr]
+            else:
+                if t.name in self._relu_read:
+                    raise QuantizedRangeError(f"quantized lowering: {t.name} is read by a Relu and by another op")
+                lo, hi = self._ranges[t.name]
+                zp = self._zero_point_for(lo, hi, t.name)
+                q = self.quantize(t, 1.0, zp, self.quantization.dtype)  # type: ignore[union-attr]
+            dq = self.dequantize(q, 1.0, zp, self.quantization.dtype)  # type: ignore[union-attr]
+            self._ranges[dq.name] = self._ranges[t.name]
+            if t.name in self.extents:
+                self.extents[dq.name] = self.extents[t.name]
+            self._requantized[t.name] = (q, dq)
+        return self._requantized[t.name][1]
+
+    def _weights(self, hint: str, weights: np.ndarray) -> gs.Tensor:
+        """A conv's weights: the float constant, or in quantized mode an int8 initializer
+        through DequantizeLinear (scale: the one power of two that makes them integers)."""
+        if not self.is_quantized:
+            return self._constant(hint + "_w", weights)
+        scale = 1.0
+        while not np.array_equal(weights / scale, np.round(weights / scale)) and scale > 2.0 ** -24:
+            scale /= 2  # 1/K of a power-of-two average: the int8 1 times 2^-k
+        ints = np.round(weights / scale)
+        if not np.array_equal(ints * scale, weights) or np.abs(ints).max(initial=0) > 127:
+            raise QuantizedRangeError("quantized lowering: conv weights are not int8 times a power of two")
+        w = self.dequantize(self._constant(hint + "_wq", ints.astype(np.int8)), scale, 0, np.dtype(np.int8))
+        self.shapes[w.name] = tuple(weights.shape)  # what the fit check reads the kernel from
+        return w
+
+    def _conv_range(self, x: gs.Tensor, kernel: np.ndarray, padded: bool) -> tuple[int, int]:
+        lo, hi = self._ranges[x.name]
+        if padded:  # a padded tap reads 0
+            lo, hi = min(lo, 0), max(hi, 0)
+        k = kernel.reshape(-1)
+        return int(np.floor(np.sum(np.minimum(k * lo, k * hi)))), int(np.ceil(np.sum(np.maximum(k * lo, k * hi))))
 
     def know_extents(self, t: gs.Tensor, extents: Optional[Sequence[object]]) -> None:
         """Record ``t``'s spatial extents, if they are static."""
@@ -135,7 +244,8 @@ class SubgraphBuilder:
         self, x: gs.Tensor, kernel: np.ndarray, strides: Sequence[int], dilations: Sequence[int], pads: Sequence[int], hint: str
     ) -> gs.Variable:
         weights = np.broadcast_to(kernel.astype(self.dtype), (self.channels, 1) + kernel.shape).copy()
-        w = self._constant(hint + "_w", weights)
+        w = self._weights(hint, weights)
+        x = self._read(x)
         attrs = {
             "group": self.channels,
             "kernel_shape": list(kernel.shape),
@@ -144,6 +254,8 @@ class SubgraphBuilder:
             "pads": list(pads),
         }
         y = self._emit("Conv", [x, w], attrs, hint)
+        if self.is_quantized:
+            self._ranges[y.name] = self._conv_range(x, kernel, any(pads))
         sizes = self.extents.get(x.name)
         if sizes is not None:
             r = self.rank
@@ -184,10 +296,33 @@ class SubgraphBuilder:
         return self.depthwise_conv(x, kernel, strides=strides, dilations=dilations, pads=pads, hint=hint)
 
     def relu(self, x: gs.Tensor) -> gs.Variable:
+        """Relu; in quantized mode it reads a raw Conv or Add result directly (the one
+        Relu between it and its QuantizeLinear), anything else through a DQ."""
+        if self.is_quantized:
+            direct = x.name in self._ranges and x.name not in self._requantized and x.name not in self._dequantized
+            direct = direct and not (self._source is not None and x.name == self._source[0])
+            if direct:
+                self._relu_read.add(x.name)
+            lo, hi = self._ranges[x.name]
+            y = self._emit("Relu", [x if direct else self._read(x)])
+            self._ranges[y.name] = (max(lo, 0), max(hi, 0))
+            return self._same_extents(y, x)
         return self._same_extents(self._emit("Relu", [x]), x)
 
-    def add(self, a: gs.Tensor, b: gs.Tensor) -> gs.Variable:
+    def add(self, a: gs.Tensor, b: gs.Tensor, *, within: Optional[tuple[int, int]] = None) -> gs.Variable:
+        """``a + b``. ``within``: in quantized mode, the range the sum is known to lie in
+        when it is tighter than the sum of the operands' ranges."""
+        if self.is_quantized:
+            (la, ha), (lb, hb) = self._ranges[a.name], self._ranges[b.name]
+            y = self._emit("Add", [self._read(a), self._read(b)])
+            self._ranges[y.name] = within if within is not None else (la + lb, ha + hb)
+            return self._same_extents(y, a, b)
         return self._same_extents(self._emit("Add", [a, b]), a, b)
+
+    def max_step(self, gain: gs.Tensor, base: gs.Tensor) -> gs.Variable:
+        """``base + gain`` where ``gain = relu(other - base)``: ``max(other, base)``, a
+        value of the pool (in quantized mode its range is the pool's, not the sum's)."""
+        return self.add(gain, base, within=self.value_range if self.is_quantized else None)
 
     def _same_extents(self, y: gs.Variable, *inputs: gs.Tensor) -> gs.Variable:
         for t in inputs:
@@ -207,28 +342,42 @@ class SubgraphBuilder:
             self.fitted_to.add("ops" if "Concat" not in self.target.ops else "concat_axes")
             for part, sizes in zip(parts, known):
                 placed = self.conv_along(part, axis, [1.0], pad_begin=start, pad_end=total - start - sizes[axis], hint="place")  # type: ignore[index]
-                out = placed if out is None else self.add(out, placed)
+                out = placed if out is None else self.add(out, placed, within=self._hull(out, placed))  # disjoint supports
                 start += sizes[axis]  # type: ignore[index]
             return out  # type: ignore[return-value]
-        y = self._emit("Concat", list(parts), {"axis": axis + 2})
+        y = self._emit("Concat", [self._read(p) for p in parts], {"axis": axis + 2})
+        if self.is_quantized:
+            self._ranges[y.name] = self._hull(*parts)
         if all(k is not None for k in known):
             sizes = list(known[0])  # type: ignore[arg-type]
             sizes[axis] = sum(k[axis] for k in known)  # type: ignore[index]
             self.know_extents(y, sizes)
         return y
 
+    def _hull(self, *parts: gs.Tensor) -> Optional[tuple[int, int]]:
+        if not self.is_quantized:
+            return None
+        ranges = [self._ranges[p.name] for p in parts]
+        return min(lo for lo, _ in ranges), max(hi for _, hi in ranges)
+
+    def _same_range(self, y: gs.Variable, *inputs: gs.Tensor) -> gs.Variable:
+        if self.is_quantized:
+            self._ranges[y.name] = self._hull(*inputs)  # type: ignore[assignment]
+        return y
+
     # -- ops a profile may allow ----------------------------------------------
     def max(self, a: gs.Tensor, b: gs.Tensor) -> gs.Variable:
-        return self._same_extents(self._emit("Max", [a, b]), a, b)
+        return self._same_range(self._same_extents(self._emit("Max", [self._read(a), self._read(b)]), a, b), a, b)
 
     def pad_edge(self, x: gs.Tensor, axis: int, begin: int, end: int) -> gs.Variable:
         """Pad(mode=edge) along spatial ``axis``."""
         pads = [0] * (2 * (self.rank + 2))
         pads[axis + 2], pads[axis + 2 + self.rank + 2] = begin, end
         if self.opset < 11:  # Pad-2 takes pads as an attribute
-            y = self._emit("Pad", [x], {"mode": "edge", "pads": pads}, "pad")
+            y = self._emit("Pad", [self._read(x)], {"mode": "edge", "pads": pads}, "pad")
         else:
-            y = self._emit("Pad", [x, self._constant("pads", np.array(pads, np.int64))], {"mode": "edge"}, "pad")
+            y = self._emit("Pad", [self._read(x), self._constant("pads", np.array(pads, np.int64))], {"mode": "edge"}, "pad")
+        self._same_range(y, x)
         if x.name in self.extents:
             sizes = list(self.extents[x.name])
             sizes[axis] += begin + end
@@ -237,6 +386,8 @@ class SubgraphBuilder:
 
     def scale_by_map(self, x: gs.Tensor, op: str, values: np.ndarray) -> gs.Variable:
         """Mul or Div by a constant map over the spatial positions (broadcast over N and C)."""
+        if self.is_quantized:
+            raise QuantizedRangeError(f"quantized lowering: no {op} by a constant map in a QDQ region")
         values = np.asarray(values, dtype=np.float64).reshape((1, 1) + tuple(values.shape))
         y = self._emit(op, [x, self._constant(op.lower() + "_map", values.astype(self.dtype))], hint=op.lower())
         return self._same_extents(y, x)
@@ -266,7 +417,9 @@ class SubgraphBuilder:
                 attrs["dilations"] = [a.dilation for a in spec.axes]
             if op == "AveragePool" and spec.count_include_pad:
                 attrs["count_include_pad"] = 1
-        y = self._emit(op, [x], attrs, hint or op.lower(), native=True)
+        if self.is_quantized and op not in ("MaxPool", "GlobalMaxPool"):
+            raise QuantizedRangeError(f"quantized lowering: a native {op} would round its own way")
+        y = self._same_range(self._emit(op, [self._read(x)], attrs, hint or op.lower(), native=True), x)
         self.shapes[x.name] = (None, self.channels) + tuple(a.size for a in spec.axes)
         self.shapes[y.name] = (None, self.channels) + spec.out_shape
         self.know_extents(y, spec.out_shape)
@@ -281,13 +434,28 @@ class SubgraphBuilder:
         Nodes of the subgraph that read ``produced`` (one pool built from another)
         read ``target`` instead.
         """
-        if produced is source:
+        if produced is source or produced.name in self._dequantized:
             produced = self.depthwise_conv(source, np.ones([1] * self.rank), hint="copy")
+        if self.is_quantized:
+            produced = self._model_output(produced)
         for node in self.nodes:
             for tensors in (node.outputs, node.inputs):
                 for i, tensor in enumerate(tensors):
                     if tensor is produced:
                         tensors[i] = target  # keeps graphsurgeon's producer and consumer links in sync
+
+    def _model_output(self, produced: gs.Tensor) -> gs.Tensor:
+        """The float the model's QuantizeLinear reads: the result requantized with the
+        input's zero point, dequantized with the input's scale. That is exactly the value
+        the original pool returns (one of its DQ'd inputs, for a max)."""
+        q = self.quantization
+        assert q is not None
+        self._read(produced)  # requantized at scale 1: with the input's zero point for a value of the pool
+        integers, _ = self._requantized[produced.name]
+        zp = self._zero_point_for(*self._ranges[produced.name], produced.name)
+        if zp != q.zero_point:
+            raise QuantizedRangeError(f"quantized lowering: the result spans {self._ranges[produced.name]} steps, not the input's")
+        return self.dequantize(integers, float(q.scale), q.zero_point, q.dtype)
 
     def op_counts(self) -> Counter:
         return Counter(node.op for node in self.nodes)
@@ -295,7 +463,7 @@ class SubgraphBuilder:
     def summary(self) -> str:
         """E.g. ``8 Conv, 4 Relu, 4 Add`` for the report's "became" column."""
         counts = self.op_counts()
-        order = ["Conv", "Relu", "Add", "Concat"] + sorted(set(counts) - STRICT_OPS)
+        order = ["Conv", "Relu", "Add", "Concat"] + sorted(set(counts) - STRICT_OPS - QDQ_OPS) + sorted(QDQ_OPS)
         return ", ".join(f"{counts[op]} {op}" for op in order if counts[op]) or "nothing"
 
 

@@ -22,7 +22,7 @@ from .graphs import all_graphs
 from .native_pools import node_native_refusal
 from .ops import ONNX_DOMAINS
 from .profile import Violation, concat_violations, conv_violations
-from .target import Target
+from .target import QDQ_OPS, Target
 from .tensor_types import value_types
 
 Shapes = Mapping[str, Sequence[Optional[int]]]
@@ -51,7 +51,7 @@ def node_violations(node: onnx.NodeProto, target: Target, shapes: Shapes) -> lis
         why = node_native_refusal(op, attrs, spatial, native)
         if why is not None:
             found.append(Violation(node.name, op, f"pools.{op}", why, "what it runs natively"))
-    elif op not in target.ops:
+    elif op not in target.ops and not (op in QDQ_OPS and node.domain in ONNX_DOMAINS):  # Q/DQ: only quantized builders emit them
         found.append(Violation(node.name, op, "ops", op, str(sorted(target.ops))))
     if profile is None or node.domain not in ONNX_DOMAINS:
         return found

@@ -22,12 +22,13 @@ import onnx.inliner
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
-from .builder import SubgraphBuilder
+from .builder import QuantizedRangeError, SubgraphBuilder
 from .fit import check_added, graph_shapes, needs, subgraph_violations
 from .graphs import all_graphs, functions_containing
 from .lower import RULES, Rule, rule_for
 from .lower.checks import STATIC_SHAPE_HINT, Lowering, PoolPlan, Refusal
 from .lower.max_strategies import MaxStrategy, select_strategies
+from .lower.qdq_max import qdq_strategy
 from .native_pools import native_reason
 from .ops import ONNX_DOMAINS, POOL_OPS, SITE_OPS, onnx_opset
 from .profile import Profile
@@ -133,7 +134,11 @@ class PoolRewritePass:
             result.invalid = isinstance(outcome, Refusal) and outcome.invalid and selection_reason is None
             return result, None
         prefix = _fresh_prefix(site.name or site.output_name, taken_prefixes)
-        fitted = self._fit(site, rule, outcome, lowering, prefix)
+        try:
+            fitted = self._fit(site, rule, outcome, lowering, prefix)
+        except QuantizedRangeError as err:  # e.g. a legalized conv chain with a signed intermediate
+            result.reason = str(err)
+            return result, None
         if isinstance(fitted, str):
             result.reason = fitted
             return result, None
@@ -150,7 +155,8 @@ class PoolRewritePass:
                 if rebuilt is None or _fingerprint(rebuilt) != _fingerprint(builder):
                     result.reason = f"dynamic spatial dims: the lowering would depend on the extent; {STATIC_SHAPE_HINT}"
                     return result, None
-        result.status, result.became, result.strategy = REWRITTEN, builder.summary(), outcome.strategy
+        strategy = qdq_strategy(outcome.strategy) if builder.is_quantized else outcome.strategy
+        result.status, result.became, result.strategy = REWRITTEN, builder.summary(), strategy
         result.fitted_to = sorted(builder.fitted_to)
         _record_check_start(result, site)
         result.nodes_added = len(builder.nodes)
@@ -222,6 +228,7 @@ class PoolRewritePass:
         names = ", ".join(site.display_name for site in group)
         results = []
         for i, (site, member_plan, (_, strategy)) in enumerate(zip(group, plan.plans, outputs)):  # type: ignore[attr-defined]
+            strategy = qdq_strategy(strategy) if builder.is_quantized else strategy
             result = NodeResult(name=site.name, op_type=site.op_type, output=site.output_name, status=REWRITTEN, strategy=strategy)
             result.attributes = member_plan.spec.describe()
             _record_check_start(result, site)
@@ -242,6 +249,8 @@ class PoolRewritePass:
             conv_layout_inputs=(site.input_name,) if site.input_from_conv else (),
         )
         builder.know_extents(gs.Variable(site.input_name), site.input_shape[2:])  # type: ignore[index]
+        if site.qdq is not None and site.qdq.usable:  # the rules refuse the QDQ regions they cannot build so
+            builder.quantized(gs.Variable(site.input_name), site.qdq.int_input, site.qdq.input)  # type: ignore[arg-type]
         return builder
 
     def _build(self, site: PoolSite, rule: Rule, plan: PoolPlan, lowering: Lowering, prefix: str) -> SubgraphBuilder:
@@ -465,6 +474,9 @@ class _ProtoIndex(ProtoFacts):
     def reader_ops(self, name: str) -> list[str]:
         return [n.op_type for n in self.consumers.get(name, [])]
 
+    def readers(self, name: str) -> list[tuple[str, Sequence[str], dict]]:
+        return [(n.op_type, list(n.input), _proto_attrs(n)) for n in self.consumers.get(name, [])]
+
     def is_graph_output(self, name: str) -> bool:
         return name in self.graph_outputs
 
@@ -506,6 +518,10 @@ class _GsIndex:
     def reader_ops(self, name: str) -> list[str]:
         tensor = self.tensors.get(name)
         return [n.op for n in tensor.outputs] if tensor is not None else []
+
+    def readers(self, name: str) -> list[tuple[str, Sequence[str], dict]]:
+        tensor = self.tensors.get(name)
+        return [(n.op, [t.name for t in n.inputs], dict(n.attrs)) for n in tensor.outputs] if tensor is not None else []
 
     def is_graph_output(self, name: str) -> bool:
         return name in self.graph_outputs

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Mapping, Optional, Protocol, Sequence
+from typing import Callable, Mapping, Optional, Protocol, Sequence, Union
 
 import numpy as np
 import onnx
@@ -43,6 +43,9 @@ class PoolSite:
     input_reach: Optional[tuple[tuple[int, int], ...]] = None
     input_chain_start: str = ""  # where that chain of "same" MaxPools starts ("": the input itself)
     between_qdq: bool = False  # input from DequantizeLinear, output only into QuantizeLinear
+    # The quantized region's facts when ``between_qdq`` (its ``refusal`` says why it is
+    # not one the quantized lowering handles); None outside QDQ regions.
+    qdq: Optional["QdqRegion"] = None
 
     @property
     def raw(self) -> RawPool:
@@ -82,6 +85,9 @@ class GraphFacts(Protocol):
 
     def reader_ops(self, name: str) -> list[str]:
         """The op types of the nodes reading ``name``."""
+
+    def readers(self, name: str) -> list[tuple[str, Sequence[str], dict]]:
+        """``(op_type, input names, attributes)`` of each node reading ``name``."""
 
     def is_graph_output(self, name: str) -> bool: ...
 
@@ -125,7 +131,101 @@ def build_site(
         feeder is not None and feeder[0] == "DequantizeLinear" and bool(readers)
         and all(op == "QuantizeLinear" for op in readers) and not facts.is_graph_output(y)
     )
+    if site.between_qdq:
+        site.qdq = qdq_region(feeder, facts.readers(y), facts)  # type: ignore[arg-type]
     return site
+
+
+# The integer types of the activations a quantized lowering handles, with their ranges.
+QDQ_INT_TYPES = {"int8": (-128, 127), "uint8": (0, 255)}
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """One per-tensor quantization: ``real = scale * (q - zero_point)``."""
+
+    scale: np.float32
+    zero_point: int
+    dtype: np.dtype  # int8 or uint8
+    scale_dtype: np.dtype  # the float type DequantizeLinear gives (the scale's)
+
+    @property
+    def int_range(self) -> tuple[int, int]:
+        return QDQ_INT_TYPES[self.dtype.name]
+
+    @property
+    def steps(self) -> tuple[int, int]:
+        """The range of ``q - zero_point``: what the dequantized value is, in steps."""
+        lo, hi = self.int_range
+        return lo - self.zero_point, hi - self.zero_point
+
+
+@dataclass(frozen=True)
+class QdqRegion:
+    """A pool between DequantizeLinear and QuantizeLinear: the input DQ's integer tensor
+    and quantization, and the quantization of each QuantizeLinear reading the output.
+    ``refusal`` says why the quantized lowering does not handle it ("" when it does)."""
+
+    int_input: str = ""
+    input: Optional[Quantization] = None
+    outputs: tuple[Quantization, ...] = ()
+    refusal: str = ""
+
+    @property
+    def usable(self) -> bool:
+        return not self.refusal and self.input is not None
+
+    @property
+    def same_scales(self) -> bool:
+        """Every output Q quantizes with the input's scale and zero point."""
+        return all(q == self.input for q in self.outputs)
+
+
+def _quantization(op: str, inputs: Sequence[str], attrs: dict, data_type: Optional[np.dtype], facts: GraphFacts) -> Union[Quantization, str]:
+    """The per-tensor quantization of a Q or DQ node, or why it is none we handle."""
+    scale = facts.constant(inputs[1]) if len(inputs) > 1 and inputs[1] else None
+    if scale is None:
+        return f"the {op}'s scale is computed, not an initializer or Constant"
+    zero = facts.constant(inputs[2]) if len(inputs) > 2 and inputs[2] else None
+    if len(inputs) > 2 and inputs[2] and zero is None:
+        return f"the {op}'s zero point is computed, not an initializer or Constant"
+    if scale.size != 1 or (zero is not None and zero.size != 1):
+        return f"the {op} quantizes per axis (scale of {scale.size} values): only per-tensor activations are lowered"
+    if zero is not None:
+        dtype: Optional[np.dtype] = zero.dtype
+    elif op == "DequantizeLinear":
+        dtype = data_type
+    else:  # QuantizeLinear without a zero point: uint8, or its output_dtype (opset 21)
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(attrs["output_dtype"])) if attrs.get("output_dtype") else np.dtype(np.uint8)
+    if dtype is None or np.dtype(dtype).name not in QDQ_INT_TYPES:
+        return f"the {op} is {np.dtype(dtype).name if dtype is not None else 'of unknown type'}: only int8 and uint8 are lowered"
+    if scale.dtype != np.float32:
+        return f"the {op}'s scale is {scale.dtype}: only float32 scales are lowered"
+    value = np.float32(scale.reshape(-1)[0])
+    if not (np.isfinite(value) and value > 0):
+        return f"the {op}'s scale {value} is not positive and finite"
+    zp = int(zero.reshape(-1)[0]) if zero is not None else 0
+    return Quantization(value, zp, np.dtype(dtype), np.dtype(np.float32))
+
+
+def qdq_region(feeder: tuple[str, Sequence[str], dict], readers: Sequence[tuple[str, Sequence[str], dict]], facts: GraphFacts) -> QdqRegion:
+    """The facts of a pool's QDQ region from its input DequantizeLinear (``feeder``) and
+    the QuantizeLinear nodes reading its output: read here, once."""
+    _, inputs, attrs = feeder
+    _, _, int_name = facts.tensor_type(inputs[0])
+    int_dtype = np.dtype(int_name) if int_name in QDQ_INT_TYPES else None
+    source = _quantization("DequantizeLinear", inputs, attrs, int_dtype, facts)
+    if isinstance(source, str):
+        return QdqRegion(refusal=source)
+    if int_name and int_name != source.dtype.name:
+        return QdqRegion(refusal=f"the DequantizeLinear reads {int_name} with a {source.dtype.name} zero point")
+    outputs = []
+    for op, q_inputs, q_attrs in readers:
+        q = _quantization(op, q_inputs, q_attrs, None, facts)
+        if isinstance(q, str):
+            return QdqRegion(refusal=q)
+        outputs.append(q)
+    return QdqRegion(inputs[0], source, tuple(outputs))
 
 
 # Ops whose output is >= 0 whatever their input (NaN aside).
@@ -208,7 +308,7 @@ class ProtoFacts:
         node = self.producers.get(name)
         if node is None:
             return None
-        return node.op_type, list(node.input), {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        return _facts_of(node)
 
     def constant(self, name: str) -> Optional[np.ndarray]:
         """The value of an initializer or of a Constant node's ``value``; None otherwise."""
@@ -277,3 +377,7 @@ def _is_nonnegative(tensor, producer, constant, recurse: Callable[[str, int], bo
     if op == "Max":
         return any(recurse(i, depth + 1) for i in inputs)
     return False
+
+
+def _facts_of(node: "onnx.NodeProto") -> tuple[str, list[str], dict]:
+    return node.op_type, list(node.input), {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}

@@ -22,11 +22,16 @@ def added_nodes_outside(original: onnx.ModelProto, written: onnx.ModelProto, lim
     ops, kernel, stride, dilation, pad = limits
     own = {n.name for n in original.graph.node}
     weights = {t.name: list(t.dims) for t in written.graph.initializer}
+    # A quantized rewrite's weights are an initializer through DequantizeLinear, which it
+    # may add (with QuantizeLinear) in a QDQ region whatever the ops.
+    dequantized = {n.output[0]: n.input[0] for n in written.graph.node if n.op_type == "DequantizeLinear"}
+    weights.update({out: weights[src] for out, src in dequantized.items() if src in weights})
+    quantized = ("QuantizeLinear", "DequantizeLinear") if any(n.op_type == "DequantizeLinear" for n in original.graph.node) else ()
     broken = []
     for node in written.graph.node:
         if node.name in own:
             continue
-        if node.op_type not in ops:
+        if node.op_type not in ops and node.op_type not in quantized:
             broken.append(f"{node.name}: op {node.op_type}")
         if node.op_type != "Conv":
             continue

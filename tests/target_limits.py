@@ -141,6 +141,11 @@ def outside(original: onnx.ModelProto, written: onnx.ModelProto, name: str) -> l
     t = LIMITS[name]
     own = {n.name for n in original.graph.node}
     weights = {i.name: list(i.dims) for i in written.graph.initializer}
+    # A quantized rewrite (issue 16) reads its weights as an initializer through
+    # DequantizeLinear, and adds Q/DQ in a QDQ region whatever the target's ops.
+    dequantized = {n.output[0]: n.input[0] for n in written.graph.node if n.op_type == "DequantizeLinear"}
+    weights.update({out: weights[src] for out, src in dequantized.items() if src in weights})
+    quantized = {"QuantizeLinear", "DequantizeLinear"} if dequantized.keys() & {i for n in original.graph.node for i in n.input} else set()
     inferred = onnx.shape_inference.infer_shapes(written)
     shapes = {
         v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
@@ -155,7 +160,7 @@ def outside(original: onnx.ModelProto, written: onnx.ModelProto, name: str) -> l
             shape = shapes.get(node.input[0])
             broken += [f"{node.name}: {why}" for why in pool_breaks(name, node, shape[2:] if shape else None)]
             continue
-        if op not in t["ops"]:
+        if op not in t["ops"] | quantized:
             broken.append(f"{node.name}: op {op}")
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if op == "Conv":

@@ -30,6 +30,7 @@ from ..site import PoolSite
 from ..spec import AxisSpec, PoolSpec
 from .average_cascade import build_cascade, cascade_stages
 from .checks import Lowering, PoolPlan, Refusal, checked_spec
+from .qdq_max import qdq_site_refusal
 from .windows import conv_window_run
 
 
@@ -213,12 +214,19 @@ class AveragePoolRule:
         why = lowering.target.pool_refusal(site.op_type)
         if why:
             return Refusal(why)
-        if site.between_qdq:
-            # A window mean can land exactly on a rounding tie of QuantizeLinear; the conv's
-            # different rounding order could then move the quantized result by one step.
-            return Refusal("AveragePool between DequantizeLinear and QuantizeLinear: the quantized output could differ at rounding ties")
+        refused = qdq_site_refusal(site)
+        if refused:
+            return refused
         spec = checked_spec(site, "average", lowering, variant)
-        return spec if isinstance(spec, Refusal) else PoolPlan(spec)
+        if isinstance(spec, Refusal):
+            return spec
+        if site.between_qdq:
+            from .qdq_average import qdq_average_refusal  # it reads this module's conv layout
+
+            refused = qdq_average_refusal(site, spec, lowering)
+            if refused:
+                return refused
+        return PoolPlan(spec)
 
     def rewrite(self, site: PoolSite, plan: PoolPlan, b: SubgraphBuilder, x: gs.Tensor) -> gs.Tensor:
         return lower_average_pool(b, x, plan.spec)

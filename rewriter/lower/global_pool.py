@@ -32,6 +32,8 @@ from .average_pool import lower_average_pool, plain_fits
 from .checks import Lowering, PoolPlan, Refusal, checked_spec
 from .max_cascade import GlobalCascadePlan, lower_global_native_cascade, plan_global_native_cascade
 from .max_pool import lower_max_pool, plan_max_pool
+from .qdq_average import qdq_average_refusal
+from .qdq_max import qdq_lowering, qdq_site_refusal
 
 MaxStage = tuple[int, int, int]  # (spatial axis, kernel, stride) of one strided max stage
 
@@ -64,9 +66,17 @@ class StridedMaxPlan(PoolPlan):
 
 def plan_global_pool(site: PoolSite, kind: str, lowering: Lowering, variant: int = 0) -> Union[PoolPlan, Refusal]:
     """The plan of a pool over the whole (static) extent, "max" or "average"."""
+    refused = qdq_site_refusal(site)
+    if refused:
+        return refused
     spec = checked_spec(site, kind, lowering, variant)
     if isinstance(spec, Refusal):
         return spec
+    if kind == "average" and site.between_qdq:
+        refused = qdq_average_refusal(site, spec, lowering)
+        if refused:
+            return refused
+    lowering = qdq_lowering(site, lowering)
     native = plan_global_native_cascade(spec, lowering.target)
     if native is not None:
         return native
@@ -74,7 +84,8 @@ def plan_global_pool(site: PoolSite, kind: str, lowering: Lowering, variant: int
         limits = lowering.target.conv_limits
         stages = None if lowering.target.profile is None or plain_fits(spec, limits) else cascade_stages(spec, limits)
         return AverageCascadePlan(spec, stages=tuple(stages)) if stages else PoolPlan(spec)
-    strided = plan_strided_max(spec, lowering.target)
+    # Its stages are nested relu chains: not in a QDQ region (rewriter.lower.qdq_max).
+    strided = None if site.between_qdq else plan_strided_max(spec, lowering.target)
     if strided is not None:
         return strided
     # A whole-extent window touches no padding, so non-negativity buys nothing.

@@ -125,7 +125,7 @@ def anchored_ladder(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec, pl
         else:
             diff = conv_window_run(b, m, axis, n, start=first_anchor + reach, taps=[1.0, -1.0], dilation=-reach, hint="max_diff", **run)
         base = conv_window_run(b, m, axis, n, start=first_anchor, taps=[1.0], hint="max_base", **run)
-        return b.add(b.relu(diff), base)
+        return b.max_step(b.relu(diff), base)
     if plan.identity:
         return m
     return conv_window_run(b, m, axis, n, start=first_anchor, count=a.out_size, stride=a.stride, taps=[1.0], hint="pick")
@@ -145,8 +145,8 @@ def anchored_step(b: SubgraphBuilder, m: gs.Tensor, axis: int, n: int, reach: in
     pads = (0, reach) if reach > 0 else (-reach, 0)
     placed = b.conv_along(gain, axis, [1.0], pad_begin=pads[0], pad_end=pads[1], hint="max_place")
     if base_is_input:
-        return b.add(placed, b.conv_along(m, axis, [1.0], hint="max_base"))
-    return b.add(placed, m)
+        return b.max_step(placed, b.conv_along(m, axis, [1.0], hint="max_base"))
+    return b.max_step(placed, m)
 
 def _border_outputs(a: AxisSpec, side: str) -> int:
     """How many outputs have a window reaching into the padding on ``side``."""
@@ -221,7 +221,7 @@ def pairwise_max(
         return b.max(left, right)
     diff = b.conv_along(m, axis, [-1.0, 1.0], hint="max_diff", **common)
     base = b.conv_along(m, axis, [1.0, 0.0], hint="max_base", **common)
-    return b.add(b.relu(diff), base)
+    return b.max_step(b.relu(diff), base)
 
 
 def replicate_pad(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec) -> gs.Variable:

@@ -56,6 +56,7 @@ from .checks import Lowering, PoolPlan, Refusal, checked_spec
 from .max_cascade import CascadePlan, lower_native_cascade, plan_native_cascade
 from .max_ladders import grow, pairwise_max, replicate_pad
 from .max_strategies import AxisContext, NoStrategyError, choose
+from .qdq_max import qdq_lowering, qdq_site_refusal
 from .windows import conv_window_run
 
 # The ops every shared ladder may emit: the target must run them all.
@@ -170,7 +171,7 @@ def lower_shared_max_pools(b: SubgraphBuilder, x: gs.Tensor, plans: list[PoolPla
         else:
             diff = conv_window_run(b, rung, 0, length, taps=[-1.0, 1.0], hint="max_diff", **run)
             base = conv_window_run(b, rung, 0, length, taps=[1.0, 0.0], hint="max_base", **run)
-            y = b.add(b.relu(diff), base)
+            y = b.max_step(b.relu(diff), base)
         for axis, (other, choice) in list(enumerate(zip(plan.spec.axes, plan.axes)))[1:]:
             y = choice.build(b, y, axis, other)
         outputs.append((y, " x ".join(["shared-ladder"] + [c.strategy.name for c in plan.axes[1:]])))
@@ -228,6 +229,10 @@ class MaxPoolRule:
     def check(self, site: PoolSite, lowering: Lowering, variant: int = 0) -> Union[PoolPlan, Refusal]:
         if site.indices_used:
             return Refusal("Indices output is used: Conv/Relu/Add cannot produce argmax indices")
+        refused = qdq_site_refusal(site)
+        if refused:
+            return refused
+        lowering = qdq_lowering(site, lowering)
         # Natively run pools: cheaper than any Conv lowering, and blind to the extents
         # (the pass still rebuilds it for other stand-ins of dynamic ones, to be sure).
         spec = checked_spec(site, "max", lowering, variant, extents_matter=False)
@@ -255,7 +260,7 @@ class MaxPoolRule:
         by_input: dict[tuple, list[int]] = {}
         for i, (site, plan) in enumerate(candidates):
             if not site.spatial_is_dynamic() and shareable(plan.spec) and not isinstance(plan, CascadePlan):
-                by_input.setdefault((site.input_name, site.dtype_name), []).append(i)
+                by_input.setdefault((site.input_name, site.dtype_name, site.between_qdq), []).append(i)
         groups = []
         for members in by_input.values():
             alone = [(i, self._reach_free(candidates[i], lowering)) for i in members]
@@ -273,4 +278,5 @@ class MaxPoolRule:
         site, plan = candidate
         if site.input_reach is None:
             return plan
+        lowering = qdq_lowering(site, lowering)
         return plan_max_pool(plan.spec, lowering, channels=int(site.input_shape[1]), input_nonnegative=site.input_nonnegative)  # type: ignore[index,arg-type]

@@ -1,0 +1,222 @@
+"""Pools in QDQ regions (DQ -> pool -> Q): the rewrite is fully quantized and bit-exact.
+
+Hand-built QDQ models, int8 and uint8 at several zero points, opsets 13 and 21, run on
+onnxruntime with no graph optimizations and with all of them (where it runs its integer
+kernels), on input suites that include the range's ends and integer ties; the integer
+outputs must be equal (np.array_equal). The structure is checked from the ONNX graph:
+every generated Conv reads its data and its weights (an int8 initializer) through
+DequantizeLinear, every Conv/Add/Concat result is requantized before anything reads it.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from target_limits import outside  # issue 15's limits, encoded independently of rewriter/
+from rewriter.passes import rewrite_model
+
+LEVELS = {"none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+ELEM = {np.int8: TensorProto.INT8, np.uint8: TensorProto.UINT8}
+RANGE = {np.int8: (-128, 127), np.uint8: (0, 255)}
+FLOAT_OPS = {"Conv", "Add", "Concat", "Relu", "Max", "Pad", "MaxPool"}
+
+# (name, op, attributes, input shape, number of chained pools)
+MAX_SHAPES = [
+    ("stem 3x3/s2/p1", "MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]), [1, 3, 16, 16], 1),
+    ("stem odd 3x3/s2/p1", "MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]), [1, 2, 15, 15], 1),
+    ("sppf 5x5/s1/p2 x3", "MaxPool", dict(kernel_shape=[5, 5], strides=[1, 1], pads=[2, 2, 2, 2]), [1, 2, 10, 10], 3),
+    ("2x2/s2", "MaxPool", dict(kernel_shape=[2, 2], strides=[2, 2]), [1, 3, 8, 8], 1),
+    ("3x3/s2 ceil", "MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1), [1, 2, 10, 10], 1),
+    ("13x13/s1/p6", "MaxPool", dict(kernel_shape=[13, 13], strides=[1, 1], pads=[6, 6, 6, 6]), [1, 2, 9, 9], 1),
+    ("global max 8x8", "GlobalMaxPool", {}, [1, 3, 8, 8], 1),
+    ("global max 7x7", "GlobalMaxPool", {}, [1, 3, 7, 7], 1),
+]
+# (dtype, zero point): signed with an offset, the relu-like ends, uint8 centred.
+QUANTIZATIONS = [(np.int8, 0), (np.int8, -128), (np.int8, 17), (np.uint8, 0), (np.uint8, 128)]
+
+
+def qdq_model(
+    op: str, attrs: dict, shape: Sequence[int], dtype, zero_point: int, *, chain: int = 1, opset: int = 13,
+    scale: float = 0.0173, out_scale: Optional[float] = None, out_zero_point: Optional[int] = None,
+) -> onnx.ModelProto:
+    """xq -> DQ -> pool [-> Q -> DQ -> pool ...] -> Q -> yq: ``chain`` pools, each between a
+    DQ and a Q (SPPF's chain), the last Q with ``out_scale``/``out_zero_point`` if given."""
+    inits = [numpy_helper.from_array(np.array(scale, np.float32), "s"), numpy_helper.from_array(np.array(zero_point, dtype), "z")]
+    inits += [numpy_helper.from_array(np.array(out_scale or scale, np.float32), "so"),
+              numpy_helper.from_array(np.array(zero_point if out_zero_point is None else out_zero_point, dtype), "zo")]
+    nodes, q = [], "xq"
+    for i in range(chain):
+        last = i == chain - 1
+        nodes.append(helper.make_node("DequantizeLinear", [q, "s", "z"], [f"x{i}"], name=f"dq{i}"))
+        nodes.append(helper.make_node(op, [f"x{i}"], [f"y{i}"], name=f"pool{i}", **attrs))
+        q = "yq" if last else f"q{i}"
+        nodes.append(helper.make_node("QuantizeLinear", [f"y{i}", "so" if last else "s", "zo" if last else "z"], [q], name=f"q{i}"))
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("xq", ELEM[dtype], list(shape))],
+                              [helper.make_tensor_value_info("yq", ELEM[dtype], None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8 if opset < 21 else 10
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def suites(shape: Sequence[int], dtype) -> dict[str, np.ndarray]:
+    """Input suites over the whole integer range: random, the ends, a narrow band around
+    a value (many equal maxima), and ties (pairs of equal neighbours)."""
+    lo, hi = RANGE[dtype]
+    rng = np.random.default_rng(16)
+    full = rng.integers(lo, hi + 1, shape)
+    ties = np.repeat(rng.integers(lo, hi + 1, list(shape[:-1]) + [(shape[-1] + 1) // 2]), 2, axis=-1)[..., : shape[-1]]
+    return {
+        "random": full,
+        "ends": rng.choice([lo, hi], shape),
+        "lowest": np.full(shape, lo),
+        "band": rng.integers(lo, lo + 3, shape),
+        "ties": ties,
+    } | {k: v for k, v in {"descending": np.sort(full, axis=-1)[..., ::-1]}.items()}
+
+
+def run(model: onnx.ModelProto, x: np.ndarray, level: str) -> np.ndarray:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = LEVELS[level]
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {"xq": x})[0]
+
+
+def quantized_structure(original: onnx.ModelProto, written: onnx.ModelProto) -> list[str]:
+    """What breaks the issue's rules among the nodes the rewrite added: read from the graph."""
+    own = {n.name for n in original.graph.node}
+    producer = {o: n for n in written.graph.node for o in n.output}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in written.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    inits = {t.name: t for t in written.graph.initializer}
+    broken = []
+    for n in written.graph.node:
+        if n.name in own:
+            continue
+        made = lambda t: producer[t].op_type if t in producer else "input"  # noqa: E731
+        if n.op_type == "Conv":
+            data, weight = n.input[0], n.input[1]
+            if made(data) != "DequantizeLinear":
+                broken.append(f"{n.name}: data from {made(data)}")
+            w = producer.get(weight)
+            if w is None or w.op_type != "DequantizeLinear" or w.input[0] not in inits or inits[w.input[0]].data_type != TensorProto.INT8:
+                broken.append(f"{n.name}: weights not an int8 initializer through DequantizeLinear")
+        if n.op_type in ("Conv", "Add", "Concat"):
+            after = readers.get(n.output[0], [])
+            direct = after and all(r.op_type == "QuantizeLinear" for r in after)
+            relu = len(after) == 1 and after[0].op_type == "Relu" and readers.get(after[0].output[0]) and all(
+                r.op_type == "QuantizeLinear" for r in readers[after[0].output[0]])
+            if not (direct or relu):
+                broken.append(f"{n.name}: {n.op_type} result read by {[r.op_type for r in after]}")
+        if n.op_type in FLOAT_OPS:  # no float op between Q/DQ pairs: every data input dequantized
+            for t in n.input[:1] if n.op_type in ("Conv", "Pad") else n.input:
+                ok = made(t) == "DequantizeLinear" or (n.op_type == "Relu" and made(t) in ("Conv", "Add"))
+                if not ok:
+                    broken.append(f"{n.name}: {n.op_type} reads {t} from {made(t)}")
+    return broken
+
+
+def check_exact(model: onnx.ModelProto, dtype, **rewrite_options) -> tuple[onnx.ModelProto, list, int]:
+    """Rewrite ``model``, check the structure, compare every suite at both levels; the
+    rewritten model, the report rows, and how many outputs were compared."""
+    written, report = rewrite_model(model, **rewrite_options)
+    assert all(r.status == "rewritten" for r in report.nodes), [(r.name, r.reason) for r in report.nodes]
+    assert quantized_structure(model, written) == []
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    compared = 0
+    for name, x in suites(shape, dtype).items():
+        x = x.astype(dtype)
+        for level in LEVELS:
+            want, got = run(model, x, level), run(written, x, level)
+            assert want.dtype == got.dtype == dtype
+            assert np.array_equal(want, got), (name, level, int(np.sum(want != got)))
+            compared += want.size
+    return written, report.nodes, compared
+
+
+@pytest.mark.parametrize("opset", [13, 21])
+@pytest.mark.parametrize("dtype,zero_point", QUANTIZATIONS, ids=[f"{d.__name__}-zp{z}" for d, z in QUANTIZATIONS])
+@pytest.mark.parametrize("name,op,attrs,shape,chain", MAX_SHAPES, ids=[s[0] for s in MAX_SHAPES])
+def test_max_pools_bit_exact(name, op, attrs, shape, chain, dtype, zero_point, opset):
+    model = qdq_model(op, attrs, shape, dtype, zero_point, chain=chain, opset=opset)
+    written, rows, compared = check_exact(model, dtype)
+    assert compared > 0
+    assert all(r.strategy.startswith("qdq ") and "nested" not in r.strategy and "border" not in r.strategy for r in rows), [r.strategy for r in rows]
+    ops = {n.op_type for n in written.graph.node if n.name not in {m.name for m in model.graph.node}}
+    assert ops <= {"Conv", "Relu", "Add", "Concat", "QuantizeLinear", "DequantizeLinear"}, ops
+
+
+@pytest.mark.parametrize("out_scale,out_zero_point", [(0.031, 5), (0.009, -20), (0.0173, 40)])
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8])
+def test_output_scale_differs(dtype, out_scale, out_zero_point):
+    """A pool whose output Q has another scale or zero point than its input DQ: the rewrite
+    hands the model's Q the very float the original max returns, so its own Q rounds it
+    the same (saturation included)."""
+    zero_point = 0 if dtype == np.uint8 else -3
+    out_zero_point = out_zero_point if dtype == np.int8 else abs(out_zero_point)
+    model = qdq_model("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]), [1, 3, 12, 12], dtype, zero_point,
+                      out_scale=out_scale, out_zero_point=out_zero_point)
+    _, _, compared = check_exact(model, dtype)
+    assert compared == 6 * 2 * 3 * 6 * 6
+
+
+TARGET_CASES = [
+    ("tidl", dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1), [1, 2, 10, 10], "conv.depthwise_kernels"),
+    ("tidl", dict(kernel_shape=[8, 8], strides=[8, 8]), [1, 2, 40, 40], "conv.depthwise_kernels"),
+    ("rknn", dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1), [1, 2, 10, 10], "conv.pad_below_kernel"),
+    ("rknn", dict(kernel_shape=[9, 9], strides=[3, 3], pads=[4, 4, 4, 4]), [1, 2, 20, 20], "conv.pad_below_kernel"),
+    ("nvidia-dla", dict(kernel_shape=[13, 13], strides=[1, 1], pads=[6, 6, 6, 6]), [1, 2, 20, 20], None),
+]
+
+
+@pytest.mark.parametrize("target,attrs,shape,fitted", TARGET_CASES)
+def test_target_limits_kept_quantized(target, attrs, shape, fitted):
+    """With --target the quantized construction is laid out within the profile like the
+    float one (the legalized convs still read their weights as int8 through
+    DequantizeLinear), or is a cascade of the target's native pools between Q/DQ."""
+    model = qdq_model("MaxPool", attrs, shape, np.int8, 9)
+    written, rows, _ = check_exact(model, np.int8, target=target)
+    assert outside(model, written, target) == []
+    assert fitted is None or fitted in rows[0].fitted_to, rows[0].fitted_to
+
+
+AVERAGES = [
+    ("avg 2x2/s2", "AveragePool", dict(kernel_shape=[2, 2], strides=[2, 2]), [1, 3, 8, 8]),
+    ("avg 3x3/s1/p1 exclude pad", "AveragePool", dict(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1]), [1, 2, 7, 7]),
+    ("global avg 8x8", "GlobalAveragePool", {}, [1, 3, 8, 8]),
+    ("global avg 7x7", "GlobalAveragePool", {}, [1, 3, 7, 7]),
+]
+
+
+@pytest.mark.parametrize("dtype,zero_point", QUANTIZATIONS[:2] + QUANTIZATIONS[3:], ids=lambda v: str(v))
+@pytest.mark.parametrize("name,op,attrs,shape", AVERAGES, ids=[a[0] for a in AVERAGES])
+def test_averages_in_qdq_regions_follow_one_rule(name, op, attrs, shape, dtype, zero_point):
+    """AveragePool and GlobalAveragePool between DQ and Q follow one rule: rewritten, and
+    bit-exact on inputs with rounding ties, where the scale is a power of two and every
+    window holds the same power-of-two count; otherwise kept, saying which windows and
+    which tie (at scale 0.0173 the original itself rounds ties differently at the two
+    optimization levels)."""
+    exact_windows = name in ("avg 2x2/s2", "global avg 8x8")
+    model = qdq_model(op, attrs, shape, dtype, zero_point, scale=2.0 ** -7)
+    _, report = rewrite_model(model)
+    assert (report.nodes[0].status == "rewritten") == exact_windows, report.nodes[0].reason
+    if exact_windows:
+        _, _, compared = check_exact(model, dtype)
+        x = suites(shape, dtype)["random"] - zero_point
+        k = 4 if op == "AveragePool" else 64
+        sums = x.reshape(shape[0], shape[1], -1, 2, shape[3] // 2, 2).sum(axis=(3, 5)) if k == 4 else x.sum(axis=(2, 3))
+        assert k == 64 or np.sum(sums % k == k // 2) > 0  # the 2x2 suite holds exact ties
+        assert compared > 0
+    else:
+        assert "tie" in report.nodes[0].reason or "counts" in report.nodes[0].reason, report.nodes[0].reason
+    generic = qdq_model(op, attrs, shape, dtype, zero_point, scale=0.0173)
+    (row,) = rewrite_model(generic)[1].nodes
+    assert row.status == "kept" and "tie" in row.reason, row.reason
