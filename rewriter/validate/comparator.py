@@ -34,11 +34,41 @@ class OutputComparison:
     noise_floor: Optional[float] = None  # the original's own rounding noise there (see rewriter.validate.noise)
     noise_ratio: Optional[float] = None  # max_abs_error / noise_floor
     pool_noise: Optional[float] = None  # the rewritten nodes' own rounding carried here, when measured
+    level: str = "ORT_DISABLE_ALL"  # the onnxruntime graph-optimization level both models ran at
+    exact: bool = False  # compared exactly: no tolerance, no noise floor (quantized outputs)
 
     @classmethod
     def failure(cls, output: str, suite: str, note: str) -> "OutputComparison":
         """A comparison that could not even measure an error (shape, dtype, a run that failed)."""
         return cls(output, suite, False, float("inf"), float("inf"), float("inf"), note)
+
+
+def compare_exact(output: str, suite: str, ref: np.ndarray, cand: np.ndarray) -> OutputComparison:
+    """``cand`` against ``ref`` with no tolerance at all: same shape, dtype and values
+    (NaN where the reference has NaN). For quantized outputs: integers, and floats that are
+    DequantizeLinear of integers. The error is the largest difference (in integer steps
+    for integers) and the note says how many values differ."""
+    if ref.shape != cand.shape:
+        return OutputComparison.failure(output, suite, f"shape {cand.shape} != reference {ref.shape}")
+    if ref.dtype != cand.dtype:
+        return OutputComparison.failure(output, suite, f"dtype {cand.dtype} != reference {ref.dtype}")
+    if np.issubdtype(ref.dtype, np.floating):
+        differ = (ref != cand) & ~(np.isnan(ref) & np.isnan(cand))
+        finite = differ & np.isfinite(ref) & np.isfinite(cand)
+        if (differ & ~finite).any():  # NaN or inf where the other has something else
+            diff = float("inf")
+        else:
+            diff = float(np.max(np.abs(ref[finite].astype(np.float64) - cand[finite]), initial=0.0))
+    else:
+        wide = np.int64 if ref.dtype != np.uint64 else np.float64
+        differ = ref != cand
+        diff = float(np.max(np.abs(ref.astype(wide) - cand.astype(wide)), initial=0))
+    count = int(np.count_nonzero(differ))
+    scale = float(np.max(np.abs(ref[np.isfinite(ref)] if np.issubdtype(ref.dtype, np.floating) else ref).astype(np.float64), initial=0.0))
+    rel = diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
+    ulp = diff / float(np.spacing(ref.dtype.type(scale))) if np.issubdtype(ref.dtype, np.floating) and scale > 0 else diff
+    note = "" if count == 0 else f"exact comparison: {count} of {ref.size} values differ"
+    return OutputComparison(output, suite, count == 0, diff, rel, ulp, note, allowed=0.0, strict_allowed=0.0, exact=True)
 
 
 @dataclass

@@ -15,10 +15,11 @@ from .. import model_io
 from ..input_dims import graph_inputs
 from ..model_io import first_line
 from .arrays import all_finite
-from .comparator import OutputComparison, ToleranceComparator
+from .comparator import OutputComparison, ToleranceComparator, compare_exact
 from .inputs import DEFAULT_SUITES, InputSuite
 from .localize import CheckStarts, Localize, Paths, check_node, check_starts_for, nodes_to_check
 from .noise import PERTURBATION_METHOD, OutputNoise, PerturbedTarget, output_noise, perturbed
+from .quantized import AS_WRITTEN, EXACT_REFERENCE, INTEGER_KERNELS
 from .reference import ReferenceRun, record_reference
 from .result import ValidationResult
 from .runners import OrtRunner
@@ -48,6 +49,9 @@ def compare_with_reference(
     comparator = comparator or ToleranceComparator()
     original = reference.skeleton
     result = ValidationResult(passed=True, tolerance=comparator.describe(), suites=[s.name for s in reference.suites])
+    exact = set(reference.exact)
+    if INTEGER_KERNELS in reference.levels:
+        result.exact_outputs, result.exact_reference = list(reference.exact), EXACT_REFERENCE
     try:
         tested = candidate_runner(candidate)
     except Exception as err:
@@ -85,13 +89,18 @@ def compare_with_reference(
         floors = reference.noise[index] if index < len(reference.noise) else {}
         for name in graph_outputs:
             if output_map.get(name) in actual:
-                comparison = comparator.compare(name, suite_name, expected[name], actual[output_map[name]], floors.get(name))
+                if name in exact:
+                    comparison = compare_exact(name, suite_name, expected[name], actual[output_map[name]])
+                else:
+                    comparison = comparator.compare(name, suite_name, expected[name], actual[output_map[name]], floors.get(name))
                 result.comparisons.append(comparison)
                 result.passed &= comparison.passed
     feeds = expected = actual = None
 
     del tested  # peak memory: the candidate's session is done before the node checks start theirs
     model_io.release_freed_memory()
+    if INTEGER_KERNELS in reference.levels:
+        _compare_with_integer_kernels(result, reference, candidate, comparator, input_map, output_map, progress, candidate_runner)
     checks = nodes_to_check(original, candidate, localize, check_starts, set(reference.exposed))
     if progress and checks:
         progress(f"validating: {len(checks)} node(s) one by one")
@@ -113,6 +122,62 @@ def compare_with_reference(
     return result
 
 
+def _compare_with_integer_kernels(
+    result: ValidationResult,
+    reference: ReferenceRun,
+    candidate: onnx.ModelProto,
+    comparator: ToleranceComparator,
+    input_map: Mapping[str, str],
+    output_map: Mapping[str, str],
+    progress: Optional[Callable[[str], None]],
+    candidate_runner: Callable[..., Any],
+) -> None:
+    """A quantized model's second run: the candidate at ``ORT_ENABLE_ALL`` (onnxruntime's
+    integer kernels) against the original at the same level; exact outputs exactly, the
+    others as at the first level (see :mod:`rewriter.validate.quantized`)."""
+    if candidate_runner is not OrtRunner:
+        return  # another backend (true convolution) has no onnxruntime optimization levels
+    exact = set(reference.exact)
+    try:
+        tested = OrtRunner(candidate, optimization=INTEGER_KERNELS)
+    except Exception as err:
+        result.comparisons.append(OutputComparison.failure("<session>", "-", f"candidate does not load at {INTEGER_KERNELS}: {first_line(err)}"))
+        result.comparisons[-1].level = INTEGER_KERNELS
+        result.passed = False
+        return
+    result.levels = [AS_WRITTEN, INTEGER_KERNELS]
+    for index, suite_name in enumerate(reference.run_names):
+        if progress:
+            progress(f"validating: the candidate at {INTEGER_KERNELS} on {suite_name} inputs ({index + 1}/{len(reference.run_names)})")
+        try:
+            actual = tested.run({input_map.get(k, k): v for k, v in reference.suite_feeds(index).items()})
+        except Exception as err:
+            result.comparisons.append(OutputComparison.failure("<run>", suite_name, f"candidate fails to run at {INTEGER_KERNELS}: {first_line(err)}"))
+            result.comparisons[-1].level = INTEGER_KERNELS
+            result.passed = False
+            continue
+        floors = reference.noise[index] if index < len(reference.noise) else {}
+        for name in [o.name for o in reference.skeleton.graph.output]:
+            try:
+                expected = reference.recorded_output(index, name, INTEGER_KERNELS)
+            except KeyError:
+                continue
+            if output_map.get(name) not in actual:
+                continue
+            if name in exact:
+                comparison = compare_exact(name, suite_name, expected, actual[output_map[name]])
+            elif suite_name != "user" and not all_finite([expected]):
+                continue  # inconclusive, as at the first level
+            else:
+                comparison = comparator.compare(name, suite_name, expected, actual[output_map[name]], floors.get(name))
+            comparison.level = INTEGER_KERNELS
+            result.comparisons.append(comparison)
+            result.passed &= comparison.passed
+        del actual
+    del tested
+    model_io.release_freed_memory()
+
+
 def _relax_by_pool_noise(
     result: ValidationResult,
     reference: ReferenceRun,
@@ -128,6 +193,8 @@ def _relax_by_pool_noise(
     :mod:`rewriter.validate.noise`). Only a candidate whose every checked node matches gets here."""
     checked = [n for n in result.nodes if n.passed]
     targets = [PerturbedTarget(n.output, reference.types.get(n.output) or onnx.TensorProto.FLOAT) for n in checked]
+    if any(not c.passed and (c.exact or c.level != AS_WRITTEN) for c in result.comparisons):
+        return  # an exact comparison has no floor, and the floor is measured at the first level only
     failing = [i for i, c in enumerate(result.comparisons) if not c.passed and np.isfinite(c.max_abs_error)]
     if not failing or len(failing) != sum(not c.passed for c in result.comparisons):
         return  # a shape, dtype or non-finite mismatch: no floor excuses it

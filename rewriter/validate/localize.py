@@ -22,8 +22,9 @@ from ..graphs import producers
 from ..model_io import first_line
 from ..ops import ONNX_DOMAINS, POOL_OPS, REDUCE_POOL_OPS
 from .arrays import all_finite
-from .comparator import OutputComparison, ToleranceComparator
+from .comparator import OutputComparison, ToleranceComparator, compare_exact
 from .inputs import InputDescription, InputSuite, make_feeds
+from .quantized import INTEGER_SUITES, integer_values, through_qdq
 from .runners import OrtRunner
 
 
@@ -35,6 +36,11 @@ class NodeCheckStart:
 
     start: str
     nonnegative: bool = False
+    # Inside a QDQ region (see :func:`in_integers`): the tensor the check ends at (the
+    # QuantizeLinear after the node; "" for the node's own output), and the zero point
+    # of the integers it starts from (None: the start is not quantized).
+    end: str = ""
+    zero_point: Optional[int] = None
 
 
 # Where the checks of a model's nodes start, by node output; a node left out starts at its own input.
@@ -88,6 +94,8 @@ class NodeCheck:
     ulp_error: float = 0.0
     worst_suite: str = ""
     note: str = ""
+    compared: str = ""  # the tensor compared: the node's output, or the QuantizeLinear's after it
+    exact: bool = False  # compared exactly, in integers (a node between DequantizeLinear and QuantizeLinear)
     # Per run of the real activations: (max abs error, max |reference|) at the node.
     errors_by_run: dict[str, tuple[float, float]] = field(default_factory=dict, repr=False)
 
@@ -148,9 +156,23 @@ def recorded_starts(
     (a chain's start is a pool's input, so any check can start where it must)."""
     if isinstance(localize, Mapping):
         available = set(producers([original.graph])) | {i.name for i in original.graph.input}
-        return sorted({s.start for s in localize.values() if s.start in available})
+        starts = {s.start for s in localize.values()} | {in_integers(original, o, s).start for o, s in localize.items()}
+        return sorted(s for s in starts if s in available)
     nodes = localizable_nodes(original, None, None, ranks) + (localizable_nodes(original, None, localize, ranks) if localize else [])
-    return sorted({n.input[0] for n in nodes})
+    # A node in a QDQ region is checked from the integers its DequantizeLinear reads: record both.
+    return sorted({n.input[0] for n in nodes} | {through_qdq(original, n.input[0], n.output[0])[0] for n in nodes})
+
+
+def in_integers(model: onnx.ModelProto, output: str, start: NodeCheckStart) -> NodeCheckStart:
+    """``start`` of the check of the node making ``output``, moved into integers when the
+    node sits in a QDQ region (:func:`~rewriter.validate.quantized.through_qdq`): from the
+    integers its DequantizeLinear reads to the integers of the QuantizeLinear after it."""
+    if start.zero_point is not None:
+        return start
+    begin, end, zero_point = through_qdq(model, start.start, output)
+    if zero_point is None:
+        return start
+    return NodeCheckStart(begin, start.nonnegative, "" if end == output else end, zero_point)
 
 
 def nodes_to_check(
@@ -169,6 +191,7 @@ def nodes_to_check(
         start = starts.get(node.output[0]) or NodeCheckStart(node.input[0])
         if start.start not in recorded:
             start = NodeCheckStart(node.input[0], start.nonnegative)
+        start = in_integers(original, node.output[0], start)
         if start.start in recorded:
             chosen.append((node, start))
     return chosen
@@ -193,7 +216,8 @@ def check_node(
     One input of the node is in memory at a time."""
     check = NodeCheck(node.name, node.op_type, node.output[0], passed=None)
     start = start or NodeCheckStart(node.input[0])
-    x_name, y_name = start.start, node.output[0]
+    x_name, y_name = start.start, start.end or node.output[0]
+    check.compared = y_name
     try:
         ref_runner = OrtRunner(original.between(x_name, y_name))
         cand_runner = candidate_runner(candidate.between(x_name, y_name))
@@ -213,6 +237,13 @@ def check_node(
             at_node = InputDescription(x_name, x.shape, x.dtype)
             yield suite_name, x
             del x
+        if at_node is not None and start.zero_point is not None and np.issubdtype(at_node.dtype, np.integer) and direct_suites:
+            # Quantized: adversarial integers over the dtype's range (>= the zero point when provably non-negative).
+            rng = np.random.default_rng(seed)
+            floor = start.zero_point if start.nonnegative else None
+            for kind in INTEGER_SUITES:
+                yield f"{kind} integers at the node", integer_values(kind, rng, at_node.shape, at_node.dtype, floor)
+            return
         for suite in direct_suites if at_node else ():
             x = make_feeds([at_node], suite, seed)[x_name]
             if start.nonnegative:
@@ -230,7 +261,11 @@ def check_node(
                 check.passed, check.note, check.worst_suite = False, f"fails to run: {first_line(err)}", suite_name
                 return check
             del x  # before the comparison's own temporaries
-            c = comparator.compare(y_name, suite_name, expected, actual)
+            if np.issubdtype(expected.dtype, np.integer):  # after a QuantizeLinear: the integers, exactly
+                c = compare_exact(y_name, suite_name, expected, actual)
+                check.exact = True
+            else:
+                c = comparator.compare(y_name, suite_name, expected, actual)
             if not suite_name.endswith(" at the node") and np.issubdtype(expected.dtype, np.floating) and expected.size:
                 check.errors_by_run[suite_name] = (c.max_abs_error, float(np.max(np.abs(expected[np.isfinite(expected)]), initial=0.0)))
             del expected, actual

@@ -19,6 +19,7 @@ from .inputs import (
 )
 from .localize import Localize, recorded_starts
 from .noise import NOISE_OPTIMIZATION, OutputNoise, noise_of_run
+from .quantized import AS_WRITTEN, INTEGER_KERNELS, QUANTIZED_LEVELS, exact_outputs, is_quantized
 from .runners import OrtRunner
 
 
@@ -45,6 +46,12 @@ class ReferenceRun:
     spill: memory.SpillFolder = field(default_factory=memory.SpillFolder)
     # Per suite, each graph output's rounding noise (empty when not measured).
     noise: list[dict[str, OutputNoise]] = field(default_factory=list)
+    # The levels candidates run at: as written, and for a quantized model also with
+    # onnxruntime's integer kernels (see :mod:`rewriter.validate.quantized`).
+    levels: list[str] = field(default_factory=lambda: [AS_WRITTEN])
+    exact: list[str] = field(default_factory=list)  # the graph outputs compared exactly
+    # Per run, the graph outputs of the original at INTEGER_KERNELS (quantized models only).
+    optimized: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def run_names(self) -> list[str]:
@@ -59,8 +66,13 @@ class ReferenceRun:
             return dict(self.user_inputs)
         raise IndexError(f"run {index} of {len(self.run_names)}")
 
-    def recorded_output(self, index: int, name: str) -> np.ndarray:
-        """What the original computed for ``name`` (a graph output or an exposed tensor) on run ``index``."""
+    def recorded_output(self, index: int, name: str, level: str = AS_WRITTEN) -> np.ndarray:
+        """What the original computed for ``name`` (a graph output or an exposed tensor) on run
+        ``index``, at graph-optimization ``level`` (another level than as written: graph outputs only)."""
+        if level != AS_WRITTEN:
+            if level != INTEGER_KERNELS or index >= len(self.optimized) or name not in self.optimized[index]:
+                raise KeyError(f"{name} at {level}")
+            return memory.SpillFolder.load(self.optimized[index][name])
         kept = self.recorded[index].get(name)
         if kept is not None:
             return memory.SpillFolder.load(kept)
@@ -143,6 +155,9 @@ def record_reference(
     start from are recorded too (default: every pool node's input).
     ``measure_noise`` also runs the original with all graph optimizations, to
     measure each output's own rounding noise (:mod:`rewriter.validate.noise`).
+    A quantized original is always also run that way, and its outputs kept: a
+    candidate runs at both levels, each compared with the original at its own
+    (:mod:`rewriter.validate.quantized`).
     Raises :class:`ValidationSetupError` when the original does not run, or when
     validation would need more memory than is available (checked before anything
     big is allocated, see :func:`~rewriter.validate.memory.estimate_validation_memory`).
@@ -175,17 +190,26 @@ def record_reference(
         del outputs
     del runner
     model_io.release_freed_memory()
-    if measure_noise:
-        reference.noise = _measure_noise(original, reference, progress)
+    if is_quantized(original):
+        reference.levels, reference.exact = list(QUANTIZED_LEVELS), exact_outputs(original, types)
+    if measure_noise or INTEGER_KERNELS in reference.levels:
+        noise = _measure_noise(original, reference, progress, keep=INTEGER_KERNELS in reference.levels)
+        reference.noise = noise if measure_noise else []
     return reference
 
 
-def _measure_noise(original: onnx.ModelProto, reference: "ReferenceRun", progress: Optional[Callable[[str], None]]) -> list[dict[str, OutputNoise]]:
-    """Each graph output's gap between the original optimized and as written, per run."""
+def _measure_noise(
+    original: onnx.ModelProto, reference: "ReferenceRun", progress: Optional[Callable[[str], None]], keep: bool = False
+) -> list[dict[str, OutputNoise]]:
+    """Each graph output's gap between the original optimized and as written, per run;
+    ``keep`` also keeps the optimized outputs in ``reference.optimized`` (it is the
+    reference of a quantized candidate's run at that level)."""
     names = [o.name for o in original.graph.output]
     try:
         runner = OrtRunner(original, optimization=NOISE_OPTIMIZATION)
-    except Exception:  # an optimizer failure is onnxruntime's problem: no floor, strict tolerance
+    except Exception as err:  # an optimizer failure is onnxruntime's problem: no floor, strict tolerance
+        if keep:
+            raise ValidationSetupError(f"the original model does not load in onnxruntime at {NOISE_OPTIMIZATION}: {first_line(err)}") from err
         return []
     noise = []
     for index, run_name in enumerate(reference.run_names):
@@ -193,11 +217,15 @@ def _measure_noise(original: onnx.ModelProto, reference: "ReferenceRun", progres
             progress(f"validating: the original's own rounding noise on {run_name} inputs ({index + 1}/{len(reference.run_names)})")
         try:
             optimized = runner.run(reference.suite_feeds(index))
-        except Exception:
+        except Exception as err:
+            if keep:
+                raise ValidationSetupError(f"the original model fails on {run_name} inputs at {NOISE_OPTIMIZATION}: {first_line(err)}") from err
             noise.append({})
             continue
         expected = {name: reference.recorded_output(index, name) for name in names}
         noise.append(noise_of_run(expected, optimized, names))
+        if keep:
+            reference.optimized.append({name: reference.spill.keep(optimized[name]) for name in names})
         del optimized, expected
     del runner
     model_io.release_freed_memory()

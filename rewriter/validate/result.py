@@ -24,6 +24,10 @@ class ValidationResult:
     tolerance: dict[str, Any] = field(default_factory=dict)
     suites: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # The onnxruntime graph-optimization levels the candidate ran at (a quantized model: both).
+    levels: list[str] = field(default_factory=lambda: [ORT_OPTIMIZATION])
+    exact_outputs: list[str] = field(default_factory=list)  # quantized: graph outputs compared exactly
+    exact_reference: Optional[str] = None  # what they were compared with
 
     @property
     def worst(self) -> Optional[OutputComparison]:
@@ -54,7 +58,7 @@ class ValidationResult:
             {
                 "output": c.output, "suite": c.suite, "error": c.max_abs_error, "rel_error": c.rel_error,
                 "noise_floor": c.noise_floor, "pool_noise_floor": c.pool_noise, "ratio": c.noise_ratio, "allowed": c.allowed,
-                "passed": c.passed,
+                "passed": c.passed, "level": c.level, "exact": c.exact,
             }
             for c in worst.values()
         ]
@@ -65,7 +69,7 @@ class ValidationResult:
             [
                 r["output"], r["suite"], f"{r['error']:.3g}",
                 "-" if r["noise_floor"] is None else f"{r['noise_floor']:.3g}",
-                "-" if r["ratio"] is None else f"{r['ratio']:.2g}x" if np.isfinite(r["ratio"]) else "inf", f"{r['allowed']:.3g}", "ok" if r["passed"] else "FAIL",
+                "-" if r["ratio"] is None else f"{r['ratio']:.2g}x" if np.isfinite(r["ratio"]) else "inf", "exact" if r["exact"] else f"{r['allowed']:.3g}", "ok" if r["passed"] else "FAIL",
             ]
             for r in self.per_output()
         ]
@@ -88,13 +92,19 @@ class ValidationResult:
         detail = w.note or f"max abs error {w.max_abs_error:.3g}, {w.rel_error:.3g} of max |reference|, {w.ulp_error:.3g} ulp"
         if not w.note and w.noise_floor:
             detail += f", {w.noise_ratio:.2g}x the network's own rounding noise ({w.noise_floor:.3g})"
-        text = f"validation {verdict}: worst output '{w.output}' on {w.suite} inputs: {detail}"
+        if w.exact and w.max_abs_error:
+            detail += f", by up to {w.max_abs_error:.3g}"
+        level = f" at {w.level}" if len(self.levels) > 1 else ""
+        text = f"validation {verdict}: worst output '{w.output}' on {w.suite} inputs{level}: {detail}"
         if failed:
             shown = ", ".join(f"'{n.name or n.output}' ({n.op_type}, {n.note or f'{n.rel_error:.3g} of max |reference|'})" for n in failed[:3])
             more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
             text += f"; failing node(s): {shown}{more}"
         elif not self.passed:
             text += _unchecked(self.unchecked_nodes)
+        if self.exact_reference:
+            exact = ", ".join(f"'{n}'" for n in self.exact_outputs[:3]) + (f" and {len(self.exact_outputs) - 3} more" if len(self.exact_outputs) > 3 else "")
+            text += f"; quantized: ran at {' and '.join(self.levels)}, " + (f"{exact} compared exactly" if exact else "no output compared exactly")
         return text
 
     def to_dict(self) -> dict[str, Any]:
@@ -103,6 +113,9 @@ class ValidationResult:
         return {
             "passed": self.passed,
             "ort_graph_optimization": ORT_OPTIMIZATION,
+            "levels": self.levels,
+            "exact_outputs": self.exact_outputs,
+            "exact_reference": self.exact_reference,
             "tolerance": self.tolerance,
             "suites": self.suites,
             "worst": asdict(w) if w else None,

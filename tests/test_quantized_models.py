@@ -1,0 +1,149 @@
+"""Issue 16's acceptance: models quantized by onnxruntime's quantize_static (QDQ; int8 and
+uint8 activations; per-channel int8 weights; with and without quant_pre_process) from a
+ResNet stem, SPPF on a signed input, VGG with a DenseNet 2x2 average and a global average
+over 8x8, and Inception with a global average over 7x7 (tests/quantized.py):
+
+- every MaxPool is rewritten, every average whose window count is a power of two is
+  rewritten, any other average kept with a reason;
+- every generated Conv reads its data and its weights through DequantizeLinear, the
+  weights from 8-bit initializers;
+- every generated Conv, Add or Concat result is requantized before anything else reads it
+  (by a QuantizeLinear, directly or through one Relu), and no other float compute is generated;
+- the outputs equal the original's bit for bit on onnxruntime, with all graph
+  optimizations and with none, on several input suites.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import quantized as Q
+from rewriter import rewrite_model
+from rewriter.validate import validate_models
+
+pytestmark = pytest.mark.xfail(reason="needs the quantized lowering (qdq16)", strict=False)
+
+ROOT = Path(__file__).resolve().parents[1]
+LEVELS = ("ORT_DISABLE_ALL", "ORT_ENABLE_ALL")
+GENERATED_OPS = {"Conv", "Relu", "Add", "Concat", "QuantizeLinear", "DequantizeLinear"}
+EIGHT_BIT = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
+
+
+def _window_count(node: onnx.NodeProto, model: onnx.ModelProto) -> int:
+    """The number of values in each window: the kernel's size, or the input's spatial size."""
+    if node.op_type == "GlobalAveragePool":
+        inferred = onnx.shape_inference.infer_shapes(model)
+        value = next(v for v in inferred.graph.value_info if v.name == node.input[0])
+        return int(np.prod([d.dim_value for d in value.type.tensor_type.shape.dim[2:]]))
+    kernel = next(onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "kernel_shape")
+    return int(np.prod(kernel))
+
+
+def _power_of_two_everywhere(node: onnx.NodeProto, model: onnx.ModelProto) -> bool:
+    """Same power-of-two divisor in every window: unpadded (or padded with count_include_pad=1)."""
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    padded = any(attrs.get("pads", [])) and not attrs.get("count_include_pad", 0)
+    count = _window_count(node, model)
+    return not padded and count & (count - 1) == 0
+
+
+def _generated(original: onnx.ModelProto, rewritten: onnx.ModelProto) -> list[onnx.NodeProto]:
+    kept = {(n.op_type, tuple(n.input), tuple(n.output)) for n in original.graph.node}
+    return [n for n in rewritten.graph.node if (n.op_type, tuple(n.input), tuple(n.output)) not in kept]
+
+
+def check_structure(original: onnx.ModelProto, rewritten: onnx.ModelProto) -> None:
+    made_by = {o: n for n in rewritten.graph.node for o in n.output}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in rewritten.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    inits = {t.name: t for t in rewritten.graph.initializer}
+    graph_outputs = {o.name for o in rewritten.graph.output}
+    generated = _generated(original, rewritten)
+    assert generated
+    assert {n.op_type for n in generated} <= GENERATED_OPS, "float compute in a QDQ region"
+    for node in generated:
+        if node.op_type == "Conv":
+            data, weight = made_by.get(node.input[0]), made_by.get(node.input[1])
+            assert data is not None and data.op_type == "DequantizeLinear", f"{node.name}: data not through DQ"
+            assert weight is not None and weight.op_type == "DequantizeLinear", f"{node.name}: weights not through DQ"
+            assert weight.input[0] in inits and inits[weight.input[0]].data_type in EIGHT_BIT, f"{node.name}: weights not 8-bit"
+        if node.op_type in ("Conv", "Add", "Concat"):
+            out = node.output[0]
+            assert out not in graph_outputs
+            for reader in readers.get(out, []):
+                if reader.op_type == "Relu":
+                    assert all(r.op_type == "QuantizeLinear" for r in readers.get(reader.output[0], [])), f"{node.name}: Relu not requantized"
+                else:
+                    assert reader.op_type == "QuantizeLinear", f"{node.name} is read by {reader.op_type} before a QuantizeLinear"
+
+
+def check_pools(original: onnx.ModelProto, report) -> None:
+    by_name = {n.name: n for n in original.graph.node}
+    for entry in report.nodes:
+        node = by_name[entry.name]
+        if node.op_type in ("MaxPool", "GlobalMaxPool") or _power_of_two_everywhere(node, original):
+            assert entry.status == "rewritten", f"{entry.name}: {entry.reason}"
+        else:
+            assert entry.status == "rewritten" or entry.reason, entry.name
+
+
+def check_bit_exact(original: onnx.ModelProto, rewritten: onnx.ModelProto) -> None:
+    for level in LEVELS:
+        for suite, x in Q.integer_suites(original).items():
+            want, got = Q.run(original, {"x": x}, level), Q.run(rewritten, {"x": x}, level)
+            for w, g in zip(want, got):
+                assert w.dtype == g.dtype and np.array_equal(w, g), f"{suite} at {level}: {np.count_nonzero(w != g)} values differ"
+
+
+@pytest.mark.parametrize("how", Q.ACCEPTANCE, ids=lambda h: h.label)
+@pytest.mark.parametrize("name", list(Q.BUILDERS))
+def test_quantized_model_rewritten_exactly(name: str, how: Q.Quantization) -> None:
+    original = Q.quantized(name, how)
+    rewritten, report = rewrite_model(original)
+    check_pools(original, report)
+    check_structure(original, rewritten)
+    check_bit_exact(original, rewritten)
+    result = validate_models(original, rewritten)
+    assert result.passed and list(result.levels) == list(LEVELS), result.summary()
+
+
+@pytest.mark.parametrize("activation", Q.ACTIVATIONS)
+def test_per_tensor_weights(activation: str) -> None:
+    original = Q.quantized("inception", Q.Quantization(activation, False, False))
+    rewritten, report = rewrite_model(original)
+    check_pools(original, report)
+    check_structure(original, rewritten)
+    check_bit_exact(original, rewritten)
+
+
+@pytest.mark.parametrize("activation", Q.ACTIVATIONS)
+def test_pool_with_another_output_scale(activation: str) -> None:
+    """The Q after the MaxPool has another scale than its input: rewritten exactly, or kept with a reason."""
+    original = Q.rescale_after_pool(Q.quantized("resnet_stem", Q.Quantization(activation, True, False)))
+    rewritten, report = rewrite_model(original)
+    (entry,) = report.nodes
+    assert entry.status == "rewritten" or entry.reason
+    if entry.status == "rewritten":
+        check_structure(original, rewritten)
+    check_bit_exact(original, rewritten)
+
+
+def test_cli_on_a_quantized_model(tmp_path: Path) -> None:
+    source, target, report = tmp_path / "q.onnx", tmp_path / "out.onnx", tmp_path / "r.json"
+    onnx.save(Q.quantized("sppf", Q.Quantization("int8", True, True)), source)
+    run = subprocess.run([sys.executable, "-m", "rewriter", str(source), str(target), "--report", str(report)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    data = json.loads(report.read_text())
+    assert data["totals"]["kept"] == 0 and data["validation"]["passed"]
+    assert data["validation"]["levels"] == list(LEVELS) and data["validation"]["exact_outputs"] == ["sppf/cv2"]
+    check_structure(onnx.load(source), onnx.load(target))
