@@ -9,10 +9,14 @@ of the float products and sum decides which way it goes: measured on onnxruntime
 scale 0.0173, so no rewrite can equal it at both levels.
 
 Exact: an input scale that is a power of two, the output's quantization equal to the
-input's, and the same power-of-two count ``K = 2^k`` in every window. Then every
-``s * n_i``, their sum and ``/ K`` are exact, a tie is a true tie that both levels round
-half to even, and the rewrite (one conv summing the window with int8 weights 1 at scale
-2^-k, requantized at scale 1) rounds the same exact value the same way.
+input's, an even zero point, and the same power-of-two count ``K = 2^k`` in every window.
+Then every ``s * n_i``, their sum and ``/ K`` are exact, a tie is a true tie, and both
+levels round it half to even onto the same integer: ORT_DISABLE_ALL rounds ``S / K``
+and adds the zero point, QLinearAveragePool rounds ``sum(q_i) / K = S / K + z``, which
+agree only for an even ``z`` (measured: at scale 0.25 with zero point -3 the original
+differs between the levels on a quarter of the 2x2 windows). The rewrite (one conv
+summing the window with int8 weights 1 at scale 2^-k, requantized at scale 1) rounds
+the same exact value the same way.
 """
 
 from __future__ import annotations
@@ -50,10 +54,17 @@ def qdq_average_refusal(site: PoolSite, spec: PoolSpec, lowering: Lowering) -> O
         return Refusal(f"{site.op_type} in a QDQ region over {k} values per window, no power of two: its means are no exact "
                        f"binary fractions, and {tie}", spec=spec)
     q = site.qdq.input
+    if not site.qdq.same_scales:
+        return Refusal(f"{site.op_type} in a QDQ region whose output scale or zero point differs from the input's: the "
+                       "original rounds its float mean of DequantizeLinear values once, at the output's scale, and that "
+                       "float's last bits, which no requantized subgraph reproduces, decide every mean that lies within "
+                       "them of a rounding boundary", spec=spec)
     if not _power_of_two(q.scale):
         return Refusal(f"{site.op_type} in a QDQ region at scale {str(q.scale)}, no power of two: {tie}", spec=spec)
-    if not site.qdq.same_scales:
-        return Refusal(f"{site.op_type} in a QDQ region whose output scale or zero point differs from the input's: {tie}", spec=spec)
+    if int(q.zero_point) % 2:
+        return Refusal(f"{site.op_type} in a QDQ region with the odd zero point {int(q.zero_point)}: {tie}; onnxruntime's "
+                       "QLinearAveragePool rounds the tie with the zero point added, its float path before, which differ "
+                       "by one for an odd zero point", spec=spec)
     if len(folded_groups(spec, [True] * spec.rank)) != 1 or not plain_fits(spec, lowering.target.conv_limits):
         return Refusal(f"{site.op_type} in a QDQ region that needs more than one conv: each would round its partial "
                        "mean when requantized", spec=spec)
