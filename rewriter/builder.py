@@ -77,6 +77,7 @@ class SubgraphBuilder:
         # within a profile's limits needs (:mod:`rewriter.legalize`).
         self.extents: dict[str, tuple[int, ...]] = {}
         self.fitted_to: set[str] = set()  # the conv rules that made a conv be laid out again
+        self.fitted_nodes: set[str] = set()  # names of the nodes of those laid-out programs
         self.conv_macs = 0  # multiply-adds of the convs whose extents are known
         self._counter = 0
         self.quantization: Optional[Quantization] = None  # set by :meth:`quantized`
@@ -237,7 +238,10 @@ class SubgraphBuilder:
             program = plan_conv(ConvMap.of_conv(kernel, strides, dilations, pads, sizes), limits)
             if program is not None:
                 self.fitted_to.update(v.rule for v in broken)
-                return self._emit_program(x, program, hint)
+                start = len(self.nodes)
+                y = self._emit_program(x, program, hint)
+                self.fitted_nodes.update(n.name for n in self.nodes[start:])
+                return y
         return self._emit_conv(x, kernel, strides, dilations, pads, hint)
 
     def _emit_conv(

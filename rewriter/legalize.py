@@ -262,7 +262,7 @@ class _Search:
         if depth > _MAX_PROGRAM_CONVS or self.steps > _MAX_SEARCH_STEPS:
             raise _TooLong
         limits = self.limits
-        conv = _without_dead_taps(conv)
+        conv = _free_single_outputs(_without_dead_taps(conv))
         if _is_identity(conv):
             return INPUT
         layout = _cached_layout(conv, limits)
@@ -388,6 +388,18 @@ def _without_dead_taps(conv: ConvMap) -> ConvMap:
     if taps == conv.taps:
         return conv
     return replace(conv, taps=taps or (((0,) * conv.rank, 0.0),))
+
+
+def _free_single_outputs(conv: ConvMap) -> ConvMap:
+    """``conv`` with the stride of every axis that has one output set to the others'
+    largest (1 if none): one output reads the same taps at any stride, and equal strides
+    on every axis are what some targets require."""
+    if all(c > 1 for c in conv.counts):
+        return conv
+    many = [s for s, c in zip(conv.strides, conv.counts) if c > 1]
+    free = max(many) if many else 1
+    strides = tuple(s if c > 1 else free for s, c in zip(conv.strides, conv.counts))
+    return conv if strides == conv.strides else replace(conv, strides=strides)
 
 
 def _width_fits(offsets: list[int], limits: ConvLimits) -> bool:

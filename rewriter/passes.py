@@ -184,7 +184,9 @@ class PoolRewritePass:
                 cost = (builder.conv_macs, len(builder.nodes))
                 if best is None or cost < best[0]:
                     best = (cost, plan, builder, lowering)
-                culprits = {name for _, _, name in spans} if builder.fitted_to else set()
+                index = {n.name: i for i, n in enumerate(builder.nodes)}
+                laid_out = [index[name] for name in builder.fitted_nodes if name in index]
+                culprits = {name for start, end, name in spans if any(start <= i < end for i in laid_out)}
             else:
                 index = {n.name: i for i, n in enumerate(builder.nodes)}
                 culprits = {name for v in found for start, end, name in spans if start <= index.get(v.node, -1) < end}

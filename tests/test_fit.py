@@ -19,7 +19,9 @@ from rewriter import PoolRewritePass
 from rewriter.fit import FitError, audit_violations, check_added, node_violations
 from rewriter.profile import ConvLimits, Profile, Range
 from rewriter.target import Target
+from rewriter.profiles import load_profile
 from tests.helpers import added_nodes_outside, input_suites, pool_model, run
+from tests.target_limits import outside
 
 # The user profile file, and rknn's published conv limits.
 USER = Profile("user", ops=frozenset({"Conv", "Relu", "Add"}), conv=ConvLimits(kernel=Range(1, 5), stride=Range(1, 2), dilation=Range(1, 1), pad_below_kernel=True))
@@ -158,3 +160,22 @@ def test_audit_lists_the_models_own_nodes_rule_by_rule() -> None:
     rows = audit_violations(helper.make_model(graph), Target.of(profile=USER))
     assert {(r["node"], r["rule"]) for r in rows} == {("own_conv", "conv.kernel"), ("own_sigmoid", "ops")}
     assert next(r for r in rows if r["rule"] == "conv.kernel")["value"] == "7"
+
+
+# Found by fuzzing pools through the built-in profiles (each crashed or was kept wrongly).
+FUZZED = [
+    ("tidl", "MaxPool", [1, 2, 10, 3], dict(kernel_shape=[2, 1], strides=[2, 2], auto_pad="VALID"), True),  # a 1-tap axis, strides at once
+    ("nvidia-dla", "MaxPool", [1, 2, 11, 11], dict(kernel_shape=[3, 1], strides=[1, 1], pads=[2, 0, 1, 0], ceil_mode=1), False),
+    ("rknn", "AveragePool", [1, 3, 20, 5], dict(kernel_shape=[5, 2], strides=[1, 1], pads=[2, 0, 4, 1], ceil_mode=1), False),  # one output: any stride
+    ("nvidia-dla", "MaxPool", [1, 1, 23, 23], dict(kernel_shape=[2, 7], strides=[1, 3], pads=[1, 6, 1, 4], ceil_mode=1), False),
+]
+
+
+@pytest.mark.parametrize("target,op,shape,attrs,relu", FUZZED, ids=[f"{t}-{op}-{i}" for i, (t, op, *_) in enumerate(FUZZED)])
+def test_fuzzed_pools_are_rewritten_within_the_builtin_profiles(target: str, op: str, shape: list[int], attrs: dict, relu: bool) -> None:
+    model = pool_model(op, shape, attrs, prefix_relu=relu)
+    result = PoolRewritePass(target=load_profile(target)).run(model)
+    assert result.report.nodes[-1].status == "rewritten", result.report.nodes[-1].reason
+    assert outside(model, result.model, target) == []
+    for name, x in input_suites(shape).items():
+        np.testing.assert_allclose(run(result.model, {"x": x})[0], run(model, {"x": x})[0], rtol=1e-5, atol=1e-5, err_msg=name)

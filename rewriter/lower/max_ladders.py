@@ -91,8 +91,8 @@ def plan_anchored(a: AxisSpec) -> Optional[AnchoredPlan]:
         left, right = [-s for s in _growth(c)], _growth(a.kernel - 1 - c)
         identity = a.stride == 1 and first_anchor == 0 and a.out_size == n
         for shifts in (left + right, right + left):
-            reach = shifts[-1] * d
-            merge = not identity and first_anchor + reach >= 0 and last_anchor + reach <= n - 1
+            reach = shifts[-1] * d if shifts else 0  # kernel 1: no step, the anchor is the window
+            merge = bool(shifts) and not identity and first_anchor + reach >= 0 and last_anchor + reach <= n - 1
             plan = AnchoredPlan(c, tuple(shifts), merge, identity)
             candidates.append(((plan.steps, not (merge or identity)), plan))
     return min(candidates, key=lambda item: item[0])[1] if candidates else None
