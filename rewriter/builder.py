@@ -335,12 +335,17 @@ class SubgraphBuilder:
                 break
         return y
 
+    def concat_runs_natively(self, axis: int) -> bool:
+        """Whether the target runs a Concat along spatial ``axis`` (always without a profile)."""
+        if self.target.profile is None:
+            return True
+        return "Concat" in self.target.ops and not concat_violations(axis + 2, self.rank + 2, self.target.concat_axes)
+
     def concat(self, parts: Sequence[gs.Tensor], axis: int) -> gs.Tensor:
         """Concatenate along spatial ``axis``. A target that does not concatenate on it
         gets the same tensor as a sum of the parts, each padded into place by a conv."""
         known = [self.extents.get(p.name) for p in parts]
-        refused = "Concat" not in self.target.ops or concat_violations(axis + 2, self.rank + 2, self.target.concat_axes)
-        if self.target.profile is not None and refused and all(k is not None for k in known):
+        if not self.concat_runs_natively(axis) and all(k is not None for k in known):
             total = sum(k[axis] for k in known)  # type: ignore[index]
             out, start = None, 0
             self.fitted_to.add("ops" if "Concat" not in self.target.ops else "concat_axes")

@@ -179,3 +179,21 @@ def test_fuzzed_pools_are_rewritten_within_the_builtin_profiles(target: str, op:
     assert outside(model, result.model, target) == []
     for name, x in input_suites(shape).items():
         np.testing.assert_allclose(run(result.model, {"x": x})[0], run(model, {"x": x})[0], rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("target,concats", [("rknn", True), ("nvidia-dla", False)])
+def test_an_average_with_border_counts_concatenates_its_runs_where_the_target_can(target: str, concats: bool) -> None:
+    # Inception's 3x3/s1/p1 count_include_pad=0 average: three runs per axis (2, 3, ..., 3, 2
+    # taps). rknn concatenates on any axis: one conv per run, no correction placed across
+    # the map (which pads or dilates by the whole extent). nvidia-dla concatenates on
+    # channels only: the corrections are placed, laid out within its limits.
+    model = pool_model("AveragePool", [1, 3, 35, 35], dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=0, strides=[1, 1]))
+    profile = load_profile(target)
+    profile = Profile(profile.name, ops=profile.ops, conv=profile.conv, concat_axes=profile.concat_axes)  # nothing native
+    result = PoolRewritePass(target=profile).run(model)
+    ops = [n.op_type for n in result.model.graph.node]
+    assert result.report.nodes[0].status == "rewritten"
+    assert (ops.count("Concat") == 2) == concats and ops.count("Conv") <= (10 if concats else 40), ops
+    assert outside(model, result.model, target) == []
+    for name, x in input_suites([1, 3, 35, 35]).items():
+        np.testing.assert_allclose(run(result.model, {"x": x})[0], run(model, {"x": x})[0], rtol=1e-5, atol=1e-5, err_msg=name)

@@ -143,6 +143,8 @@ def average_along_axis(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec,
     a full-size Concat would break. Runs at both ends (a "same" pool) share one
     thin tensor, ``[tail, head]``, and one conv puts both in place; with a single
     window at each end and one count, one two-tap conv makes that thin tensor.
+    On a target that concatenates along the axis, the runs are convs of their own,
+    concatenated.
     """
     runs, first = [], 0
     for count, run in groupby(divisors):
@@ -158,6 +160,11 @@ def average_along_axis(b: SubgraphBuilder, x: gs.Tensor, axis: int, a: AxisSpec,
         )
 
     n = a.out_size
+    if b.target.profile is not None and len(runs) > 1 and b.concat_runs_natively(axis):
+        # On an accelerator a Concat of the runs is cheap, and each run's conv fits the
+        # target's limits where placing corrections across the axis needs pads or
+        # dilations as long as the axis (onnxruntime's CPU layout cost does not apply).
+        return b.concat([windows(run.first, run.length, 1.0 / run.count, "avg_run") for run in runs], axis)
     main = windows(0, n, 1.0 / common, "avg")
 
     def difference(run: Run) -> gs.Variable:
