@@ -25,7 +25,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .legalize import INPUT, Conv, ConvMap, Program, Sum, plan_conv
+from .legalize import INPUT, Conv, ConvMap, Program, Sum, direct_layout, plan_conv
 from .profile import concat_violations, conv_violations
 from .site import Quantization
 from .spec import PoolSpec
@@ -244,6 +244,18 @@ class SubgraphBuilder:
                 return y
         return self._emit_conv(x, kernel, strides, dilations, pads, hint)
 
+    def copy(self, x: gs.Tensor) -> gs.Variable:
+        """A new tensor equal to ``x``: a one-tap conv, laid out within the target's limits
+        (never elided as the identity it is: the caller needs a tensor of its own)."""
+        one = np.ones([1] * self.rank)
+        sizes = self.extents.get(x.name)
+        if self.target.profile is not None and sizes is not None:
+            identity = ConvMap((((0,) * self.rank, 1.0),), (1,) * self.rank, sizes, sizes)
+            layout = direct_layout(identity, self.target.conv_limits)
+            if layout is not None:
+                return self._emit_conv(x, layout.kernel, layout.strides, layout.dilations, layout.pads, "copy")
+        return self._emit_conv(x, one, (1,) * self.rank, (1,) * self.rank, (0,) * (2 * self.rank), "copy")
+
     def _emit_conv(
         self, x: gs.Tensor, kernel: np.ndarray, strides: Sequence[int], dilations: Sequence[int], pads: Sequence[int], hint: str
     ) -> gs.Variable:
@@ -444,7 +456,7 @@ class SubgraphBuilder:
         read ``target`` instead.
         """
         if produced is source or produced.name in self._dequantized:
-            produced = self.depthwise_conv(source, np.ones([1] * self.rank), hint="copy")
+            produced = self.copy(source)
         if self.is_quantized:
             produced = self._model_output(produced)
         for node in self.nodes:

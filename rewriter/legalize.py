@@ -120,6 +120,8 @@ def conv_count(program: Program) -> int:
 
 def plan_conv(conv: ConvMap, limits: ConvLimits) -> Optional[Program]:
     """A program of legal depthwise convs (and Adds) computing ``conv``, or None."""
+    if limits.spatial_ranks is not None and conv.rank not in limits.spatial_ranks:
+        return None  # no program of convs changes the rank
     search = _Search(limits)
     try:
         program = search.plan(conv, depth=0)
@@ -136,6 +138,8 @@ class _TooLong(Exception):
 
 # How many maps one search may plan before it gives up (a program that long is no use).
 _MAX_SEARCH_STEPS = 600
+# Per axis, how many of its cheapest layouts one conv's layout is chosen among.
+_OPTIONS_PER_AXIS = 9
 
 
 # -- one conv ----------------------------------------------------------------------
@@ -232,13 +236,14 @@ def direct_layout(conv: ConvMap, limits: ConvLimits) -> Optional[Layout]:
 
 
 def _thin(options: list[_AxisLayout]) -> list[_AxisLayout]:
-    """A few layouts per kernel length: enough for the cross-axis rules to choose from."""
+    """A few of the cheapest layouts, at most three per kernel length: enough for the
+    cross-axis rules (square kernels, equal strides, area) to choose from."""
     kept, per_kernel = [], {}
     for layout in options:
         if per_kernel.get(layout.kernel, 0) < 3:
             kept.append(layout)
             per_kernel[layout.kernel] = per_kernel.get(layout.kernel, 0) + 1
-    return kept
+    return kept[:_OPTIONS_PER_AXIS]
 
 
 # -- programs ----------------------------------------------------------------------

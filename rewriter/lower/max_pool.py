@@ -199,7 +199,7 @@ def pools_from_each_other(b: SubgraphBuilder, x: gs.Tensor, plans: list[PoolPlan
         for axis, (have, target) in enumerate(zip(reaches[previous], reaches[i])):
             y = grow(b, y, axis, specs[i].axes[axis].size, have, target)
         if y is outputs[previous][0]:  # the same pool twice: each output needs a tensor of its own
-            y = b.conv_along(y, 0, [1.0], hint="copy")
+            y = b.copy(y)
         outputs[i] = (y, grown)
     return [outputs[i] for i in range(len(specs))]
 
