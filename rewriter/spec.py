@@ -93,10 +93,14 @@ class AxisSpec:
         return self.pad_begin, self.kernel - 1 - self.pad_begin
 
     def at_stride_one(self) -> "AxisSpec":
-        """The same windows at every input step up to the last one: output ``o * stride``
-        of the result is output ``o`` of this axis (for a stride applied later)."""
+        """The same windows at every input step: output ``o * stride`` of the result is
+        output ``o`` of this axis (for a stride applied later). Its outputs run to the
+        last strided one, or past it to the end of the input where floor mode dropped a
+        tail, so that its output count is the conv formula's."""
         count = (self.out_size - 1) * self.stride + 1
-        pad_end = max(0, count - 1 + self.effective_kernel - self.pad_begin - self.size)
+        pad_end = count - 1 + self.effective_kernel - self.pad_begin - self.size
+        if pad_end < 0:  # floor mode dropped a tail: keep its windows (all real), so the pads are whole
+            count, pad_end = count - pad_end, 0
         return AxisSpec(self.size, self.kernel, 1, self.dilation, self.pad_begin, pad_end, count)
 
 

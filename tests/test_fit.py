@@ -168,6 +168,9 @@ FUZZED = [
     ("nvidia-dla", "MaxPool", [1, 2, 11, 11], dict(kernel_shape=[3, 1], strides=[1, 1], pads=[2, 0, 1, 0], ceil_mode=1), False),
     ("rknn", "AveragePool", [1, 3, 20, 5], dict(kernel_shape=[5, 2], strides=[1, 1], pads=[2, 0, 4, 1], ceil_mode=1), False),  # one output: any stride
     ("nvidia-dla", "MaxPool", [1, 1, 23, 23], dict(kernel_shape=[2, 7], strides=[1, 3], pads=[1, 6, 1, 4], ceil_mode=1), False),
+    # Strides at once where floor mode drops a tail: the stride-1 windows run to the input's end.
+    ("tidl", "MaxPool", [1, 2, 20, 7], dict(kernel_shape=[2, 7], strides=[2, 2], pads=[1, 6, 0, 5]), False),
+    ("tidl", "MaxPool", [1, 3, 12, 21, 14], dict(kernel_shape=[3, 2, 3], strides=[2, 2, 2], pads=[2, 1, 1, 0, 1, 2]), False),
     # An identity average: its copy conv is laid out as tidl's 3x3, never elided (the output must exist).
     ("tidl", "AveragePool", [1, 1, 20, 2], dict(kernel_shape=[1, 1], strides=[1, 1], ceil_mode=1, count_include_pad=1), False),
 ]
