@@ -79,6 +79,9 @@ class SubgraphBuilder:
         self.fitted_to: set[str] = set()  # the conv rules that made a conv be laid out again
         self.fitted_nodes: set[str] = set()  # names of the nodes of those laid-out programs
         self.conv_macs = 0  # multiply-adds of the convs whose extents are known
+        # (tensor, strides): every 1-D conv reading that tensor also applies these strides
+        # on its other axes (a pool's last axis taking all its strides at once).
+        self.strided_reads: Optional[tuple[str, tuple[int, ...]]] = None
         self._counter = 0
         self.quantization: Optional[Quantization] = None  # set by :meth:`quantized`
         self._source: Optional[tuple[str, str]] = None  # (the pool's float input, its integer tensor)
@@ -302,10 +305,13 @@ class SubgraphBuilder:
         pad_end: int = 0,
         hint: str = "conv",
     ) -> gs.Variable:
-        """A 1-D depthwise conv along spatial ``axis``; the other axes are untouched."""
+        """A 1-D depthwise conv along spatial ``axis``; the other axes are untouched,
+        unless ``x`` is the tensor :attr:`strided_reads` names: then they are strided too."""
         shape = [1] * self.rank
         shape[axis] = len(taps)
         strides, dilations, pads = [1] * self.rank, [1] * self.rank, [0] * (2 * self.rank)
+        if self.strided_reads is not None and x.name == self.strided_reads[0]:
+            strides = list(self.strided_reads[1])
         strides[axis], dilations[axis] = stride, dilation
         pads[axis], pads[axis + self.rank] = pad_begin, pad_end
         kernel = np.asarray(taps, dtype=np.float64).reshape(shape)

@@ -202,3 +202,18 @@ def test_an_average_with_border_counts_concatenates_its_runs_where_the_target_ca
     assert outside(model, result.model, target) == []
     for name, x in input_suites([1, 3, 35, 35]).items():
         np.testing.assert_allclose(run(result.model, {"x": x})[0], run(model, {"x": x})[0], rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+def test_on_tidl_the_last_axis_takes_every_stride_at_once() -> None:
+    # SqueezeNet's 3x3/s2 ceil_mode pool: tidl's depthwise convs need one stride on both
+    # axes, so the rows are pooled at stride 1, and every level of the columns' nested
+    # chain reads them at stride (2, 2): no pick conv, no stride-1 pass over the columns.
+    model = pool_model("MaxPool", [1, 2, 15, 15], dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1))
+    result = PoolRewritePass(target=load_profile("tidl")).run(model)
+    node = result.report.nodes[0]
+    assert node.strategy == "nested-chain at stride 1 x nested-chain, strides 2x2 at once", node.strategy
+    strided = [n for n in result.model.graph.node if n.op_type == "Conv" and list(next(a.ints for a in n.attribute if a.name == "strides")) == [2, 2]]
+    assert len(strided) == 3  # the chain's three levels
+    assert outside(model, result.model, "tidl") == []
+    for name, x in input_suites([1, 2, 15, 15]).items():
+        np.testing.assert_allclose(run(result.model, {"x": x})[0], run(model, {"x": x})[0], rtol=1e-5, atol=1e-5, err_msg=name)

@@ -82,7 +82,17 @@ def plan_max_pool(
             input_nonnegative=input_nonnegative,
             input_reach=input_reach,
         )
-        return inner if isinstance(inner, Refusal) else StridesAtOncePlan(spec, inner.axes, inner)
+        if isinstance(inner, Refusal):
+            return inner
+        last = plan_max_pool(
+            replace(spec, axes=spec.axes[-1:]), replace(lowering, max_strategies=tuple(
+                s for s in lowering.max_strategies if s.name in STRIDES_AT_ONCE_LAST)),
+            channels=channels, input_nonnegative=input_nonnegative,
+            input_reach=input_reach[-1:] if input_reach else None,
+        )
+        if not isinstance(last, Refusal) and len({a.stride for a in spec.axes}) == 1:
+            return StridesAtOncePlan(spec, inner.axes[:-1] + last.axes, inner, last_strided=True)
+        return StridesAtOncePlan(spec, inner.axes, inner)
     values = channels * math.prod(a.size for a in spec.axes)
     choices = []
     for axis, a in enumerate(spec.axes):
@@ -102,10 +112,21 @@ class StridesAtOncePlan(PoolPlan):
     then one pick conv applies every axis's stride at once."""
 
     inner: Optional[PoolPlan] = None
+    # The last axis built at its own stride, its convs that read the other axes' result
+    # applying their strides too (every such conv strides that axis: the nested chain).
+    last_strided: bool = False
 
     @property
     def strategy(self) -> str:
-        return f"{self.inner.strategy} at stride 1, then strides {'x'.join(str(a.stride) for a in self.spec.axes)} at once"  # type: ignore[union-attr]
+        strides = "x".join(str(a.stride) for a in self.spec.axes)
+        if self.last_strided:
+            names = [c.strategy.name for c in self.axes]
+            return f"{' x '.join(names[:-1])} at stride 1 x {names[-1]}, strides {strides} at once"
+        return f"{self.inner.strategy} at stride 1, then strides {strides} at once"  # type: ignore[union-attr]
+
+
+# The last-axis strategies whose every conv reading the axis's input strides it.
+STRIDES_AT_ONCE_LAST = frozenset({"nested-chain", "single-tap"})
 
 
 def _strides_at_once(spec: PoolSpec, lowering: Lowering) -> bool:
@@ -116,6 +137,16 @@ def _strides_at_once(spec: PoolSpec, lowering: Lowering) -> bool:
 
 def lower_max_pool(b: SubgraphBuilder, x: gs.Tensor, plan: PoolPlan) -> gs.Tensor:
     """Build the max pool ``plan`` describes, axis by axis; returns the result tensor."""
+    if isinstance(plan, StridesAtOncePlan) and plan.last_strided:
+        inner = plan.inner.spec.axes  # type: ignore[union-attr]
+        y = x
+        for axis, (a, choice) in enumerate(zip(inner[:-1], plan.axes[:-1])):
+            y = choice.build(b, y, axis, a)
+        b.strided_reads = (y.name, tuple(a.stride for a in plan.spec.axes))
+        try:
+            return plan.axes[-1].build(b, y, plan.spec.rank - 1, plan.spec.axes[-1])
+        finally:
+            b.strided_reads = None
     if isinstance(plan, StridesAtOncePlan):
         y = lower_max_pool(b, x, replace(plan.inner, axes=plan.axes))  # type: ignore[arg-type]  # the axes the pass traces
         return b.depthwise_conv(y, np.ones([1] * plan.spec.rank), strides=[a.stride for a in plan.spec.axes], hint="strides")
