@@ -20,11 +20,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tests.target_limits import outside  # issue 15's limits, encoded independently of rewriter/
 from rewriter.passes import rewrite_model
+from tests.quantized import quantized_structure
 
 LEVELS = {"none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
 ELEM = {np.int8: TensorProto.INT8, np.uint8: TensorProto.UINT8}
 RANGE = {np.int8: (-128, 127), np.uint8: (0, 255)}
-FLOAT_OPS = {"Conv", "Add", "Concat", "Relu", "Max", "Pad", "MaxPool"}
 
 # (name, op, attributes, input shape, number of chained pools)
 MAX_SHAPES = [
@@ -86,42 +86,6 @@ def run(model: onnx.ModelProto, x: np.ndarray, level: str) -> np.ndarray:
     options.log_severity_level = 3
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return session.run(None, {"xq": x})[0]
-
-
-def quantized_structure(original: onnx.ModelProto, written: onnx.ModelProto) -> list[str]:
-    """What breaks the issue's rules among the nodes the rewrite added: read from the graph."""
-    own = {n.name for n in original.graph.node}
-    producer = {o: n for n in written.graph.node for o in n.output}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for n in written.graph.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
-    inits = {t.name: t for t in written.graph.initializer}
-    broken = []
-    for n in written.graph.node:
-        if n.name in own:
-            continue
-        made = lambda t: producer[t].op_type if t in producer else "input"  # noqa: E731
-        if n.op_type == "Conv":
-            data, weight = n.input[0], n.input[1]
-            if made(data) != "DequantizeLinear":
-                broken.append(f"{n.name}: data from {made(data)}")
-            w = producer.get(weight)
-            if w is None or w.op_type != "DequantizeLinear" or w.input[0] not in inits or inits[w.input[0]].data_type != TensorProto.INT8:
-                broken.append(f"{n.name}: weights not an int8 initializer through DequantizeLinear")
-        if n.op_type in ("Conv", "Add", "Concat"):
-            after = readers.get(n.output[0], [])
-            direct = after and all(r.op_type == "QuantizeLinear" for r in after)
-            relu = len(after) == 1 and after[0].op_type == "Relu" and readers.get(after[0].output[0]) and all(
-                r.op_type == "QuantizeLinear" for r in readers[after[0].output[0]])
-            if not (direct or relu):
-                broken.append(f"{n.name}: {n.op_type} result read by {[r.op_type for r in after]}")
-        if n.op_type in FLOAT_OPS:  # no float op between Q/DQ pairs: every data input dequantized
-            for t in n.input[:1] if n.op_type in ("Conv", "Pad") else n.input:
-                ok = made(t) == "DequantizeLinear" or (n.op_type == "Relu" and made(t) in ("Conv", "Add"))
-                if not ok:
-                    broken.append(f"{n.name}: {n.op_type} reads {t} from {made(t)}")
-    return broken
 
 
 def check_exact(model: onnx.ModelProto, dtype, **rewrite_options) -> tuple[onnx.ModelProto, list, int]:
