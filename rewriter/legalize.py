@@ -181,10 +181,15 @@ def _dilation_choices(offsets: Sequence[int], limits: ConvLimits) -> list[int]:
     return sorted(d for d in found if dmin <= d <= dmax) or ([1] if dmin <= 1 else [])
 
 
-def _pad_ok(pad: int, kernel: int, limits: ConvLimits) -> bool:
-    if pad < 0 or (limits.pad is not None and pad not in limits.pad):
-        return False
-    return not (limits.pad_below_kernel and pad >= kernel)
+@lru_cache(maxsize=256)
+def _one_axis(limits: ConvLimits) -> ConvLimits:
+    """The rules one axis must keep to by itself (the cross-axis ones, square depthwise
+    shapes, equal strides and the rank, are checked on the whole conv)."""
+    return replace(limits, spatial_ranks=None, depthwise_kernels=None, equal_strides=False)
+
+
+def _axis_fits(kernel: int, stride: int, dilation: int, pad_begin: int, pad_end: int, limits: ConvLimits) -> bool:
+    return not conv_violations((kernel,), (stride,), (dilation,), (pad_begin, pad_end), True, _one_axis(limits))
 
 
 @lru_cache(maxsize=8192)
@@ -197,15 +202,17 @@ def _axis_layouts(offsets: tuple[int, ...], stride: int, count: int, size: int, 
             if kernel == 1 and dilation != 1:
                 continue
             width = (hi - lo) // dilation + 1
-            if width > kernel or (limits.dilation is not None and dilation not in limits.dilation and kernel > 1):
+            if width > kernel:
                 continue
             for lead in range(kernel - width + 1):
                 pad_begin = lead * dilation - lo
-                if not _pad_ok(pad_begin, kernel, limits):
+                if pad_begin < 0:
                     continue
                 span = (kernel - 1) * dilation + 1
                 least = (count - 1) * stride + span - size - pad_begin
-                pad_end = next((p for p in range(max(0, least), least + stride) if _pad_ok(p, kernel, limits)), None)
+                pad_end = next(
+                    (p for p in range(max(0, least), least + stride) if _axis_fits(kernel, stride, dilation, pad_begin, p, limits)), None
+                )
                 if pad_end is not None:
                     found.append(_AxisLayout(kernel, dilation if kernel > 1 else 1, pad_begin, pad_end))
     found.sort(key=lambda l: (l.kernel, l.dilation != 1, l.pad_begin + l.pad_end))
