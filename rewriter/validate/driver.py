@@ -49,7 +49,6 @@ def compare_with_reference(
     comparator = comparator or ToleranceComparator()
     original = reference.skeleton
     result = ValidationResult(passed=True, tolerance=comparator.describe(), suites=[s.name for s in reference.suites])
-    exact = set(reference.exact)
     if INTEGER_KERNELS in reference.levels:
         result.exact_outputs, result.exact_reference = list(reference.exact), EXACT_REFERENCE
     try:
@@ -68,34 +67,7 @@ def compare_with_reference(
         result.comparisons.append(OutputComparison.failure(missing[0], "-", f"candidate lacks graph output(s) {missing}"))
         result.passed = False
 
-    for index, suite_name in enumerate(reference.run_names):
-        feeds = expected = actual = None  # the previous run's arrays go before this run's are made
-        feeds, expected = reference.suite_feeds(index), reference.outputs[index]
-        if progress:
-            progress(f"validating: the candidate on {suite_name} inputs ({index + 1}/{len(reference.run_names)})")
-        try:
-            actual = tested.run({input_map.get(k, k): v for k, v in feeds.items()})
-            feeds = None
-        except Exception as err:  # the candidate does not run: that is a failed validation
-            result.comparisons.append(OutputComparison.failure("<run>", suite_name, f"candidate fails to run: {first_line(err)}"))
-            result.passed = False
-            continue
-        if suite_name != "user" and not all_finite(expected[name] for name in graph_outputs):
-            # Overflow upstream (wide ranges through deep or float16 models): conv-based
-            # selection turns inf into NaN, so these inputs cannot judge a rewrite.
-            note = "inconclusive: the original's outputs are not all finite on these inputs"
-            result.comparisons.append(OutputComparison("<all>", suite_name, True, 0.0, 0.0, 0.0, note))
-            continue
-        floors = reference.noise[index] if index < len(reference.noise) else {}
-        for name in graph_outputs:
-            if output_map.get(name) in actual:
-                if name in exact:
-                    comparison = compare_exact(name, suite_name, expected[name], actual[output_map[name]])
-                else:
-                    comparison = comparator.compare(name, suite_name, expected[name], actual[output_map[name]], floors.get(name))
-                result.comparisons.append(comparison)
-                result.passed &= comparison.passed
-    feeds = expected = actual = None
+    _compare_runs(result, tested, reference, AS_WRITTEN, input_map, output_map, comparator, progress)
 
     del tested  # peak memory: the candidate's session is done before the node checks start theirs
     model_io.release_freed_memory()
@@ -122,6 +94,56 @@ def compare_with_reference(
     return result
 
 
+def _compare_runs(
+    result: ValidationResult,
+    tested: Any,
+    reference: ReferenceRun,
+    level: str,
+    input_map: Mapping[str, str],
+    output_map: Mapping[str, str],
+    comparator: ToleranceComparator,
+    progress: Optional[Callable[[str], None]],
+) -> None:
+    """Every run of ``reference`` through the candidate's session ``tested``, each graph
+    output compared with the original's at the same onnxruntime ``level``: the exact
+    outputs of a quantized model exactly, the others within tolerance."""
+    graph_outputs = [o.name for o in reference.skeleton.graph.output]
+    exact = set(reference.exact)
+    at = "" if level == AS_WRITTEN else f" at {level}"
+
+    def add(comparison: OutputComparison) -> None:
+        comparison.level = level
+        result.comparisons.append(comparison)
+        result.passed &= comparison.passed
+
+    for index, suite_name in enumerate(reference.run_names):
+        if progress:
+            progress(f"validating: the candidate{at} on {suite_name} inputs ({index + 1}/{len(reference.run_names)})")
+        try:
+            actual = tested.run({input_map.get(k, k): v for k, v in reference.suite_feeds(index).items()})
+        except Exception as err:  # the candidate does not run: that is a failed validation
+            add(OutputComparison.failure("<run>", suite_name, f"candidate fails to run{at}: {first_line(err)}"))
+            continue
+        if level == AS_WRITTEN:
+            expected = reference.outputs[index]
+        else:
+            expected = {name: reference.recorded_output(index, name, level) for name in graph_outputs}
+        if suite_name != "user" and not all_finite(expected[name] for name in graph_outputs):
+            # Overflow upstream (wide ranges through deep or float16 models): conv-based
+            # selection turns inf into NaN, so these inputs cannot judge a rewrite.
+            note = "inconclusive: the original's outputs are not all finite on these inputs"
+            add(OutputComparison("<all>", suite_name, True, 0.0, 0.0, 0.0, note))
+            continue
+        floors = reference.noise[index] if index < len(reference.noise) else {}
+        for name in graph_outputs:
+            if output_map.get(name) in actual:
+                if name in exact:
+                    add(compare_exact(name, suite_name, expected[name], actual[output_map[name]]))
+                else:
+                    add(comparator.compare(name, suite_name, expected[name], actual[output_map[name]], floors.get(name)))
+        del actual, expected
+
+
 def _compare_with_integer_kernels(
     result: ValidationResult,
     reference: ReferenceRun,
@@ -133,11 +155,10 @@ def _compare_with_integer_kernels(
     candidate_runner: Callable[..., Any],
 ) -> None:
     """A quantized model's second run: the candidate at ``ORT_ENABLE_ALL`` (onnxruntime's
-    integer kernels) against the original at the same level; exact outputs exactly, the
-    others as at the first level (see :mod:`rewriter.validate.quantized`)."""
+    integer kernels) against the original at the same level (see
+    :mod:`rewriter.validate.quantized`)."""
     if candidate_runner is not OrtRunner:
         return  # another backend (true convolution) has no onnxruntime optimization levels
-    exact = set(reference.exact)
     try:
         tested = OrtRunner(candidate, optimization=INTEGER_KERNELS)
     except Exception as err:
@@ -146,34 +167,7 @@ def _compare_with_integer_kernels(
         result.passed = False
         return
     result.levels = [AS_WRITTEN, INTEGER_KERNELS]
-    for index, suite_name in enumerate(reference.run_names):
-        if progress:
-            progress(f"validating: the candidate at {INTEGER_KERNELS} on {suite_name} inputs ({index + 1}/{len(reference.run_names)})")
-        try:
-            actual = tested.run({input_map.get(k, k): v for k, v in reference.suite_feeds(index).items()})
-        except Exception as err:
-            result.comparisons.append(OutputComparison.failure("<run>", suite_name, f"candidate fails to run at {INTEGER_KERNELS}: {first_line(err)}"))
-            result.comparisons[-1].level = INTEGER_KERNELS
-            result.passed = False
-            continue
-        floors = reference.noise[index] if index < len(reference.noise) else {}
-        for name in [o.name for o in reference.skeleton.graph.output]:
-            try:
-                expected = reference.recorded_output(index, name, INTEGER_KERNELS)
-            except KeyError:
-                continue
-            if output_map.get(name) not in actual:
-                continue
-            if name in exact:
-                comparison = compare_exact(name, suite_name, expected, actual[output_map[name]])
-            elif suite_name != "user" and not all_finite([expected]):
-                continue  # inconclusive, as at the first level
-            else:
-                comparison = comparator.compare(name, suite_name, expected, actual[output_map[name]], floors.get(name))
-            comparison.level = INTEGER_KERNELS
-            result.comparisons.append(comparison)
-            result.passed &= comparison.passed
-        del actual
+    _compare_runs(result, tested, reference, INTEGER_KERNELS, input_map, output_map, comparator, progress)
     del tested
     model_io.release_freed_memory()
 
