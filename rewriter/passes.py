@@ -180,17 +180,17 @@ class PoolRewritePass:
             builder = self._build(site, rule, traced, lowering, prefix)
             profile = lowering.target.profile
             found = [] if profile is None else subgraph_violations(builder, lowering.target)
+            index = {n.name: i for i, n in enumerate(builder.nodes)}
             if not found:
                 cost = (builder.conv_macs, len(builder.nodes))
                 if best is None or cost < best[0]:
                     best = (cost, plan, builder, lowering)
-                index = {n.name: i for i, n in enumerate(builder.nodes)}
-                laid_out = [index[name] for name in builder.fitted_nodes if name in index]
-                culprits = {name for start, end, name in spans if any(start <= i < end for i in laid_out)}
+                # Strategies whose convs were laid out again: the others may be cheaper.
+                marked = [index[name] for name in builder.fitted_nodes if name in index]
             else:
-                index = {n.name: i for i, n in enumerate(builder.nodes)}
-                culprits = {name for v in found for start, end, name in spans if start <= index.get(v.node, -1) < end}
+                marked = [index.get(v.node, -1) for v in found]
                 why = needs(found[0], profile.name)  # type: ignore[union-attr]
+            culprits = {name for start, end, name in spans if any(start <= i < end for i in marked)}
             if not culprits:
                 break
             lowering = Lowering(lowering.target, tuple(s for s in lowering.max_strategies if s.name not in culprits))
