@@ -89,6 +89,7 @@ class SubgraphBuilder:
         self._dequantized: set[str] = set()  # tensors that are a DequantizeLinear's output
         self._requantized: dict[str, tuple[gs.Tensor, gs.Tensor]] = {}  # raw result -> (its Q, its DQ)
         self._relu_read: set[str] = set()  # raw results a Relu reads directly
+        self.model_scale_source = ""  # set by :meth:`at_model_scale`
 
     # -- quantized mode --------------------------------------------------------
     def quantized(self, source: gs.Tensor, int_input: str, q: Quantization) -> None:
@@ -98,6 +99,15 @@ class SubgraphBuilder:
         self.quantization = q
         self._source = (source.name, int_input)
         self._ranges[source.name] = q.steps
+        self.allowed = self.allowed | QDQ_OPS
+
+    def at_model_scale(self, source: gs.Tensor) -> None:
+        """Build one conv on ``source``, the model's own DequantizeLinear output, with its
+        weights an int8 initializer through DequantizeLinear; the model's QuantizeLinear
+        reads the result (:class:`~rewriter.lower.qdq_average.ModelScalePlan`). Any
+        other node, or a conv reading anything else, is an error."""
+        self.model_scale_source = source.name
+        self._dequantized.add(source.name)
         self.allowed = self.allowed | QDQ_OPS
 
     @property
@@ -160,8 +170,14 @@ class SubgraphBuilder:
     def _weights(self, hint: str, weights: np.ndarray) -> gs.Tensor:
         """A conv's weights: the float constant, or in quantized mode an int8 initializer
         through DequantizeLinear (scale: the one power of two that makes them integers)."""
-        if not self.is_quantized:
+        if not self.is_quantized and not self.model_scale_source:
             return self._constant(hint + "_w", weights)
+        magnitudes = np.unique(np.abs(weights[weights != 0]))
+        if self.model_scale_source and len(magnitudes) == 1:  # a mean's 1/K: the int8 1 times 1/K
+            scale = float(magnitudes[0])
+            w = self.dequantize(self._constant(hint + "_wq", np.sign(weights).astype(np.int8)), scale, 0, np.dtype(np.int8))
+            self.shapes[w.name] = tuple(weights.shape)
+            return w
         scale = 1.0
         while not np.array_equal(weights / scale, np.round(weights / scale)) and scale > 2.0 ** -24:
             scale /= 2  # 1/K of a power-of-two average: the int8 1 times 2^-k
@@ -205,6 +221,8 @@ class SubgraphBuilder:
         return c
 
     def _emit(self, op: str, inputs: list[gs.Tensor], attrs: dict | None = None, hint: str = "", native: bool = False) -> gs.Variable:
+        if self.model_scale_source and op not in ("Conv", "DequantizeLinear"):
+            raise QuantizedRangeError(f"quantized lowering: the model-scale mean is one conv, and would need a {op}")
         if op not in self.allowed and not native:
             raise ValueError(f"{op} is outside the target op set {sorted(self.allowed)}")
         out = gs.Variable(self._name((hint or op.lower()) + "_out"))
@@ -263,6 +281,8 @@ class SubgraphBuilder:
         self, x: gs.Tensor, kernel: np.ndarray, strides: Sequence[int], dilations: Sequence[int], pads: Sequence[int], hint: str
     ) -> gs.Variable:
         weights = np.broadcast_to(kernel.astype(self.dtype), (self.channels, 1) + kernel.shape).copy()
+        if self.model_scale_source and x.name != self.model_scale_source:
+            raise QuantizedRangeError("quantized lowering: the model-scale mean is one conv, and would need a second")
         w = self._weights(hint, weights)
         x = self._read(x)
         attrs = {

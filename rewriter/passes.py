@@ -28,6 +28,7 @@ from .graphs import all_graphs, functions_containing
 from .lower import RULES, Rule, rule_for
 from .lower.checks import STATIC_SHAPE_HINT, Lowering, PoolPlan, Refusal
 from .lower.max_strategies import MaxStrategy, select_strategies
+from .lower.qdq_average import ModelScalePlan
 from .lower.qdq_max import qdq_strategy
 from .native_pools import native_reason
 from .ops import ONNX_DOMAINS, POOL_OPS, SITE_OPS, onnx_opset
@@ -157,6 +158,7 @@ class PoolRewritePass:
                     return result, None
         strategy = qdq_strategy(outcome.strategy) if builder.is_quantized else outcome.strategy
         result.status, result.became, result.strategy = REWRITTEN, builder.summary(), strategy
+        result.note = getattr(outcome, "caveat", "")
         result.fitted_to = sorted(builder.fitted_to)
         _record_check_start(result, site)
         result.nodes_added = len(builder.nodes)
@@ -241,7 +243,7 @@ class PoolRewritePass:
             results.append(result)
         return results, builder
 
-    def _new_builder(self, site: PoolSite, lowering: Lowering, prefix: str) -> SubgraphBuilder:
+    def _new_builder(self, site: PoolSite, lowering: Lowering, prefix: str, plan: Optional[PoolPlan] = None) -> SubgraphBuilder:
         builder = SubgraphBuilder(
             prefix,
             channels=int(site.input_shape[1]),  # type: ignore[index,arg-type]
@@ -251,12 +253,14 @@ class PoolRewritePass:
             conv_layout_inputs=(site.input_name,) if site.input_from_conv else (),
         )
         builder.know_extents(gs.Variable(site.input_name), site.input_shape[2:])  # type: ignore[index]
-        if site.qdq is not None and site.qdq.usable:  # the rules refuse the QDQ regions they cannot build so
+        if isinstance(plan, ModelScalePlan):
+            builder.at_model_scale(gs.Variable(site.input_name))
+        elif site.qdq is not None and site.qdq.usable:  # the rules refuse the QDQ regions they cannot build so
             builder.quantized(gs.Variable(site.input_name), site.qdq.int_input, site.qdq.input)  # type: ignore[arg-type]
         return builder
 
     def _build(self, site: PoolSite, rule: Rule, plan: PoolPlan, lowering: Lowering, prefix: str) -> SubgraphBuilder:
-        builder = self._new_builder(site, lowering, prefix)
+        builder = self._new_builder(site, lowering, prefix, plan)
         x = gs.Variable(site.input_name)
         builder.bind_output(rule.rewrite(site, plan, builder, x), gs.Variable(site.output_name), x)
         return builder

@@ -35,6 +35,7 @@ class NodeResult:
     strategy: str = ""  # a rewritten max pool's strategy per axis, e.g. "nested-chain x anchored-ladder"
     # On a target: the conv limits that made the builder lay convs out again (rewriter/legalize.py).
     fitted_to: list[str] = field(default_factory=list)
+    note: str = ""  # a rewritten node's caveat, e.g. a QDQ mean's sums near a rounding tie
 
 
 @dataclass
@@ -96,6 +97,9 @@ class Report:
             if len(text) > CELL_WIDTH:
                 details.append(numbered_note(len(details) + 1, f"{label}: {text}"))
                 text = f"see [{len(details)}]"
+            if n.note:  # a rewritten node's caveat, in full after the totals
+                details.append(numbered_note(len(details) + 1, f"{label}: {n.note}"))
+                text += f" [{len(details)}]"
             shown = n.strategy + (f" [fitted to {', '.join(n.fitted_to)}]" if n.fitted_to else "")
             rows.append([label, n.op_type, n.attributes, n.status, text, str(n.nodes_added)] + ([shown.strip()] if strategies else []))
         out = format_columns(headers, rows, right=(5,))

@@ -228,11 +228,9 @@ class AveragePoolRule:
         if isinstance(spec, Refusal):
             return spec
         if site.between_qdq:
-            from .qdq_average import qdq_average_refusal  # it reads this module's conv layout
+            from .qdq_average import qdq_average_plan  # it reads this module's conv layout
 
-            refused = qdq_average_refusal(site, spec, lowering)
-            if refused:
-                return refused
+            return qdq_average_plan(site, spec, lowering)
         return PoolPlan(spec)
 
     def rewrite(self, site: PoolSite, plan: PoolPlan, b: SubgraphBuilder, x: gs.Tensor) -> gs.Tensor:

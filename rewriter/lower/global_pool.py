@@ -32,7 +32,7 @@ from .average_pool import lower_average_pool, plain_fits
 from .checks import Lowering, PoolPlan, Refusal, checked_spec
 from .max_cascade import GlobalCascadePlan, lower_global_native_cascade, plan_global_native_cascade
 from .max_pool import lower_max_pool, plan_max_pool
-from .qdq_average import qdq_average_refusal
+from .qdq_average import qdq_average_plan
 from .qdq_max import qdq_lowering, qdq_site_refusal
 
 MaxStage = tuple[int, int, int]  # (spatial axis, kernel, stride) of one strided max stage
@@ -73,9 +73,7 @@ def plan_global_pool(site: PoolSite, kind: str, lowering: Lowering, variant: int
     if isinstance(spec, Refusal):
         return spec
     if kind == "average" and site.between_qdq:
-        refused = qdq_average_refusal(site, spec, lowering)
-        if refused:
-            return refused
+        return qdq_average_plan(site, spec, lowering)
     lowering = qdq_lowering(site, lowering)
     native = plan_global_native_cascade(spec, lowering.target)
     if native is not None:

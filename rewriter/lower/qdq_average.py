@@ -1,35 +1,148 @@
-"""Averages in a QDQ region: rewritten only where every step is exact, else kept.
+"""Averages in a QDQ region: rewritten where every rounding is decided alike, else kept.
 
-The original computes ``Q(fl(sum of fl(s * n_i)) / K)``, with ``n_i = q_i - z``. Where
-the window sum ``S`` of the ``n_i`` has ``S ≡ K/2 (mod K)`` (same input and output
-scale), ``S / K`` lies exactly on a half step of QuantizeLinear, and the rounding error
-of the float products and sum decides which way it goes: measured on onnxruntime
-1.32, the original itself then differs between ORT_DISABLE_ALL and ORT_ENABLE_ALL
-(which runs QLinearAveragePool) on about 1% of the 2x2 windows of random int8 input at
-scale 0.0173, so no rewrite can equal it at both levels.
+The original computes ``Q(mean of fl(s_in * n_i))``, ``n_i = q_i - z_in``: the window
+mean ``v = S * s_in / (K * s_out)`` of the window sum ``S`` (in output steps), rounded
+half to even. Its float error is what differs between implementations:
+onnxruntime's float path at ORT_DISABLE_ALL, its QLinearAveragePool at ORT_ENABLE_ALL
+(which also adds the zero point before rounding), and any rewrite. Two constructions:
 
-Exact: an input scale that is a power of two, the output's quantization equal to the
-input's, an even zero point, and the same power-of-two count ``K = 2^k`` in every window.
-Then every ``s * n_i``, their sum and ``/ K`` are exact, a tie is a true tie, and both
-levels round it half to even onto the same integer: ORT_DISABLE_ALL rounds ``S / K``
-and adds the zero point, QLinearAveragePool rounds ``sum(q_i) / K = S / K + z``, which
-agree only for an even ``z`` (measured: at scale 0.25 with zero point -3 the original
-differs between the levels on a quarter of the 2x2 windows). The rewrite (one conv
-summing the window with int8 weights 1 at scale 2^-k, requantized at scale 1) rounds
-the same exact value the same way.
+* **Integers** (:class:`PoolPlan`, the builder's quantized mode): an input scale that
+  is a power of two, the output's quantization equal to the input's, an even zero
+  point and the same power-of-two count ``K = 2^k`` in every window. Then every
+  product, sum and ``/ K`` is exact, a tie is a true tie, and all paths round it half
+  to even onto the same integer. One conv sums the window with int8 weights 1 at
+  scale 2^-k, requantized at scale 1.
+* **The model's scales** (:class:`ModelScalePlan`): where no reachable sum lands on a
+  tie exactly (:func:`tie_margin`, a rational test), one conv reads the model's
+  DequantizeLinear, weighs the window with int8 weights 1 at scale 1/K, and the
+  model's QuantizeLinear reads it. The margin by which the reachable means miss the
+  ties is computed against a bound on every implementation's float32 rounding: past
+  it, every path rounds the same way, proven (odd counts at one scale: a mean is a
+  multiple of 1/K, at least 1/(2K) from a tie). Sums within the bound are named in
+  the report: there onnxruntime's own levels can round either way, and the validator
+  compares the outputs exactly at both.
+
+Otherwise (a tie is reachable: one non-power-of-two scale and an even count), the
+pool is kept, with the reason.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Optional
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from ..site import PoolSite
+from ..site import PoolSite, Quantization
 from ..spec import PoolSpec
 from .average_pool import folded_groups, plain_fits
-from .checks import Lowering, Refusal
+from .checks import Lowering, PoolPlan, Refusal
+
+UNIT_ROUNDOFF = 2.0 ** -24  # float32
+
+
+@dataclass(frozen=True)
+class TieMargin:
+    """How the window means of an average miss QuantizeLinear's rounding ties.
+
+    ``exact_tie``: the smallest window sum that lands on a tie exactly (None: none can).
+    ``near``: reachable sums whose mean lies within ``bound`` (float32 rounding, in
+    output steps, of any implementation) of a tie; ``nearest`` one of them as
+    ``(sum, mean in steps)``.
+    """
+
+    exact_tie: Optional[int]
+    near: int = 0
+    nearest: Optional[tuple[int, float]] = None
+
+    @property
+    def proven(self) -> bool:
+        return self.exact_tie is None and self.near == 0
+
+
+def _exact_tie(ratio: Fraction, sums: tuple[int, int], out: Quantization) -> Optional[int]:
+    """The smallest |S| in ``sums`` with ``S * ratio`` a half step that decides an output.
+
+    ``S * P / Q`` is a half step iff ``2 S P / Q`` is odd: ``P`` odd, ``Q`` even and
+    ``S`` an odd multiple of ``Q / 2``."""
+    p, q = ratio.numerator, ratio.denominator
+    if p % 2 == 0 or q % 2:
+        return None
+    lo, hi = out.int_range
+    half = q // 2
+    for m in range(1, max(abs(sums[0]), abs(sums[1])) // half + 1, 2):
+        for s in (m * half, -m * half):
+            t = Fraction(s) * ratio + out.zero_point
+            if sums[0] <= s <= sums[1] and lo < t < hi:  # a tie past the clamp decides nothing
+                return s
+    return None
+
+
+_CHUNK = 1 << 20
+
+
+def _near_ties(s_values: np.ndarray, ratio: float, out: Quantization, count: int, one_sign: bool, widest: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which sums have a mean within float32 rounding of a deciding tie, and the distances."""
+    t = s_values * ratio + out.zero_point
+    # One sign of n: the terms' magnitude is |S|; both: up to count * max |n|.
+    magnitude = np.abs(s_values) if one_sign else float(count * widest)
+    bound = 1.01 * ((count + 8) * UNIT_ROUNDOFF * magnitude * ratio + 4 * UNIT_ROUNDOFF * (np.abs(t) + abs(out.zero_point) + 1)) + 1e-9
+    half = np.floor(t) + 0.5
+    qmin, qmax = out.int_range
+    distance = np.abs(t - half)
+    return (half > qmin) & (half < qmax) & (distance <= bound), distance
+
+
+def tie_margin(source: Quantization, outputs: Sequence[Quantization], divisor: int, count: int) -> TieMargin:
+    """The ties of a mean of ``count`` values (at most) divided by ``divisor``, read at
+    ``source``'s quantization and written at each of ``outputs``'.
+
+    The float bound covers DequantizeLinear's products, any summation order of
+    ``count`` terms, the weight or ``1/K`` and the division by the output scale
+    (``count + 8`` roundings of the terms' magnitude), and the zero point added
+    before rounding (a few roundings of the result)."""
+    lo_n, hi_n = source.steps
+    sums = (count * lo_n, count * hi_n)
+    worst: Optional[TieMargin] = None
+    for out in outputs:
+        ratio = Fraction(float(source.scale)) / (Fraction(float(out.scale)) * divisor)
+        tie = _exact_tie(ratio, sums, out)
+        if tie is not None:
+            return TieMargin(tie)
+        found, nearest = 0, (np.inf, 0)
+        for start in range(sums[0], sums[1] + 1, _CHUNK):  # a 160x160 mean has 6.5M sums per sign
+            s_values = np.arange(start, min(start + _CHUNK, sums[1] + 1), dtype=np.float64)
+            near, distance = _near_ties(s_values, float(ratio), out, count, one_sign=lo_n == 0 or hi_n == 0, widest=max(-lo_n, hi_n))
+            found += int(near.sum())
+            if near.any():
+                i = int(np.argmin(np.where(near, distance, np.inf)))
+                nearest = min(nearest, (float(distance[i]), int(s_values[i])))
+        if found and (worst is None or found > worst.near):
+            worst = TieMargin(None, found, (nearest[1], nearest[1] * float(ratio)))
+    return worst or TieMargin(None)
+
+
+@dataclass(frozen=True)
+class ModelScalePlan(PoolPlan):
+    """An average in a QDQ region as one conv on the model's own DequantizeLinear values,
+    read by the model's QuantizeLinear (no exact tie reachable: :func:`tie_margin`)."""
+
+    margin: TieMargin = TieMargin(None)
+
+    @property
+    def strategy(self) -> str:
+        return "qdq model-scale conv"
+
+    @property
+    def caveat(self) -> str:
+        """What the report says of the window sums within float rounding of a tie."""
+        if self.margin.proven or self.margin.nearest is None:
+            return ""
+        s, v = self.margin.nearest
+        return (f"{self.margin.near} window sum(s) of q - z lie within float32 rounding of a QuantizeLinear tie "
+                f"(e.g. {s}: {v:.7f} steps); onnxruntime's own levels may round them either way")
 
 
 def _power_of_two(value: float) -> bool:
@@ -37,35 +150,33 @@ def _power_of_two(value: float) -> bool:
     return mantissa == 0.5
 
 
-def qdq_average_refusal(site: PoolSite, spec: PoolSpec, lowering: Lowering) -> Optional[Refusal]:
-    """Why an average between DequantizeLinear and QuantizeLinear is kept, or None."""
+def qdq_average_plan(site: PoolSite, spec: PoolSpec, lowering: Lowering) -> Union[PoolPlan, Refusal]:
+    """The plan of an average between DequantizeLinear and QuantizeLinear, or why it is kept."""
     assert site.qdq is not None and site.qdq.input is not None
     divisors = [sorted(set(spec.divisors(i))) for i in range(spec.rank)]
     if any(len(d) > 1 for d in divisors):
         which = ", ".join(f"axis {i}: {d}" for i, d in enumerate(divisors) if len(d) > 1)
-        return Refusal(f"{site.op_type} in a QDQ region with windows of different counts ({which}): a count that is no power "
-                       "of two makes window means that are no exact binary fractions, rounded at a tie of QuantizeLinear "
-                       "by the original's float error", spec=spec)
-    k = int(np.prod([d[0] for d in divisors]))
-    tie = (f"a window whose sum of q - z is {k // 2} mod {k} lands on a rounding tie of QuantizeLinear, and the original's "
-           f"float sum of DequantizeLinear values decides it (onnxruntime rounds such ties differently with and without "
-           f"graph optimizations)")
-    if k & (k - 1):
-        return Refusal(f"{site.op_type} in a QDQ region over {k} values per window, no power of two: its means are no exact "
-                       f"binary fractions, and {tie}", spec=spec)
-    q = site.qdq.input
-    if not site.qdq.same_scales:
-        return Refusal(f"{site.op_type} in a QDQ region whose output scale or zero point differs from the input's: the "
-                       "original rounds its float mean of DequantizeLinear values once, at the output's scale, and that "
-                       "float's last bits, which no requantized subgraph reproduces, decide every mean that lies within "
-                       "them of a rounding boundary", spec=spec)
-    if not _power_of_two(q.scale):
-        return Refusal(f"{site.op_type} in a QDQ region at scale {str(q.scale)}, no power of two: {tie}", spec=spec)
-    if int(q.zero_point) % 2:
-        return Refusal(f"{site.op_type} in a QDQ region with the odd zero point {int(q.zero_point)}: {tie}; onnxruntime's "
-                       "QLinearAveragePool rounds the tie with the zero point added, its float path before, which differ "
-                       "by one for an odd zero point", spec=spec)
+        return Refusal(f"{site.op_type} in a QDQ region with windows of different counts ({which}): one conv divides "
+                       "every window by the same count, and more would each round their part", spec=spec)
     if len(folded_groups(spec, [True] * spec.rank)) != 1 or not plain_fits(spec, lowering.target.conv_limits):
         return Refusal(f"{site.op_type} in a QDQ region that needs more than one conv: each would round its partial "
                        "mean when requantized", spec=spec)
-    return None
+    k = int(np.prod([d[0] for d in divisors]))
+    q = site.qdq.input
+    if site.qdq.same_scales and _power_of_two(q.scale) and not int(q.zero_point) % 2 and not k & (k - 1):
+        return PoolPlan(spec)
+    margin = tie_margin(q, site.qdq.outputs, k, int(np.prod([a.kernel for a in spec.axes])))
+    if margin.exact_tie is None:
+        return ModelScalePlan(spec, margin=margin)
+    tie = (f"a window whose sum of q - z is {margin.exact_tie} has its mean exactly on a rounding tie of QuantizeLinear, "
+           f"and the original's float error decides it (onnxruntime rounds such ties differently with and without graph "
+           f"optimizations)")
+    if site.qdq.same_scales and _power_of_two(q.scale) and int(q.zero_point) % 2:
+        return Refusal(f"{site.op_type} in a QDQ region with the odd zero point {int(q.zero_point)}: {tie}; "
+                       "QLinearAveragePool rounds the tie with the zero point added, the float path before, which differ "
+                       "by one for an odd zero point", spec=spec)
+    if site.qdq.same_scales and k & (k - 1):
+        return Refusal(f"{site.op_type} in a QDQ region over {k} values per window, no power of two: {tie}", spec=spec)
+    return Refusal(f"{site.op_type} in a QDQ region at scale {str(q.scale)}"
+                   + ("" if site.qdq.same_scales else f" (output scale {', '.join(str(o.scale) for o in site.qdq.outputs)})")
+                   + f": {tie}", spec=spec)
