@@ -27,7 +27,7 @@ import onnx_graphsurgeon as gs
 
 from .legalize import INPUT, Conv, ConvMap, Program, Sum, direct_layout, plan_conv
 from .profile import concat_violations, conv_violations
-from .site import Quantization
+from .site import QdqRegion, Quantization
 from .spec import PoolSpec
 from .target import PROFILE_OPS, QDQ_OPS, STRICT_OPS, Target
 
@@ -90,25 +90,48 @@ class SubgraphBuilder:
         self._requantized: dict[str, tuple[gs.Tensor, gs.Tensor]] = {}  # raw result -> (its Q, its DQ)
         self._relu_read: set[str] = set()  # raw results a Relu reads directly
         self.model_scale_source = ""  # set by :meth:`at_model_scale`
+        self._model_scale_input: Optional[gs.Tensor] = None  # the source requantized (scale-sharing ops before)
+        self._model_scale_output: Optional[Quantization] = None  # requantize the result (scale-sharing ops after)
 
     # -- quantized mode --------------------------------------------------------
     def quantized(self, source: gs.Tensor, int_input: str, q: Quantization) -> None:
         """Build in quantized mode: ``source`` (the pool's input) is the model's
         ``DequantizeLinear(int_input)`` with quantization ``q``; the subgraph reads
-        ``int_input`` instead, at scale 1 and ``q``'s zero point."""
+        ``int_input`` instead, at scale 1 and ``q``'s zero point. An empty ``int_input``
+        (the DQ is reached through scale-sharing ops): ``source`` requantized with ``q``,
+        which gives back the model's integers exactly."""
         self.quantization = q
+        self.allowed = self.allowed | QDQ_OPS
+        if not int_input:
+            int_input = self.quantize(source, float(q.scale), q.zero_point, q.dtype).name
         self._source = (source.name, int_input)
         self._ranges[source.name] = q.steps
-        self.allowed = self.allowed | QDQ_OPS
 
-    def at_model_scale(self, source: gs.Tensor) -> None:
+    def at_model_scale(self, source: gs.Tensor, region: QdqRegion) -> None:
         """Build one conv on ``source``, the model's own DequantizeLinear output, with its
         weights an int8 initializer through DequantizeLinear; the model's QuantizeLinear
-        reads the result (:class:`~rewriter.lower.qdq_average.ModelScalePlan`). Any
-        other node, or a conv reading anything else, is an error."""
+        reads the result (:class:`~rewriter.lower.qdq_average.ModelScalePlan`). Through
+        scale-sharing ops, the conv reads ``source`` requantized and dequantized, and its
+        result is requantized with the (one) output quantization before they read it.
+        Any other node, or a conv reading anything else, is an error."""
+        assert region.input is not None
+        self.allowed = self.allowed | QDQ_OPS
         self.model_scale_source = source.name
         self._dequantized.add(source.name)
-        self.allowed = self.allowed | QDQ_OPS
+        if region.input_through:
+            q = region.input
+            requantized = self.quantize(source, float(q.scale), q.zero_point, q.dtype)
+            self._model_scale_input = self.dequantize(requantized, float(q.scale), q.zero_point, q.dtype)
+        if region.output_through:
+            if any(o != region.outputs[0] for o in region.outputs):
+                raise QuantizedRangeError("quantized lowering: the mean reaches QuantizeLinear nodes of different "
+                                          "quantizations through scale-sharing ops")
+            self._model_scale_output = region.outputs[0]
+
+    @property
+    def one_conv_per_mean(self) -> bool:
+        """In a QDQ region a mean is one conv: a second would round a partial mean."""
+        return self.is_quantized or bool(self.model_scale_source)
 
     @property
     def is_quantized(self) -> bool:
@@ -221,7 +244,7 @@ class SubgraphBuilder:
         return c
 
     def _emit(self, op: str, inputs: list[gs.Tensor], attrs: dict | None = None, hint: str = "", native: bool = False) -> gs.Variable:
-        if self.model_scale_source and op not in ("Conv", "DequantizeLinear"):
+        if self.model_scale_source and op not in ("Conv", "QuantizeLinear", "DequantizeLinear"):
             raise QuantizedRangeError(f"quantized lowering: the model-scale mean is one conv, and would need a {op}")
         if op not in self.allowed and not native:
             raise ValueError(f"{op} is outside the target op set {sorted(self.allowed)}")
@@ -284,7 +307,7 @@ class SubgraphBuilder:
         if self.model_scale_source and x.name != self.model_scale_source:
             raise QuantizedRangeError("quantized lowering: the model-scale mean is one conv, and would need a second")
         w = self._weights(hint, weights)
-        x = self._read(x)
+        x = self._model_scale_input if self._model_scale_input is not None else self._read(x)
         attrs = {
             "group": self.channels,
             "kernel_shape": list(kernel.shape),
@@ -485,6 +508,9 @@ class SubgraphBuilder:
             produced = self.copy(source)
         if self.is_quantized:
             produced = self._model_output(produced)
+        if self._model_scale_output is not None:
+            q = self._model_scale_output
+            produced = self.dequantize(self.quantize(produced, float(q.scale), q.zero_point, q.dtype), float(q.scale), q.zero_point, q.dtype)
         for node in self.nodes:
             for tensors in (node.outputs, node.inputs):
                 for i, tensor in enumerate(tensors):

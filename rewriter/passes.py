@@ -254,7 +254,7 @@ class PoolRewritePass:
         )
         builder.know_extents(gs.Variable(site.input_name), site.input_shape[2:])  # type: ignore[index]
         if isinstance(plan, ModelScalePlan):
-            builder.at_model_scale(gs.Variable(site.input_name))
+            builder.at_model_scale(gs.Variable(site.input_name), site.qdq)  # type: ignore[arg-type]
         elif site.qdq is not None and site.qdq.usable:  # the rules refuse the QDQ regions they cannot build so
             builder.quantized(gs.Variable(site.input_name), site.qdq.int_input, site.qdq.input)  # type: ignore[arg-type]
         return builder
@@ -480,8 +480,8 @@ class _ProtoIndex(ProtoFacts):
     def reader_ops(self, name: str) -> list[str]:
         return [n.op_type for n in self.consumers.get(name, [])]
 
-    def readers(self, name: str) -> list[tuple[str, Sequence[str], dict]]:
-        return [(n.op_type, list(n.input), _proto_attrs(n)) for n in self.consumers.get(name, [])]
+    def readers(self, name: str) -> list[tuple[str, Sequence[str], dict, Sequence[str]]]:
+        return [(n.op_type, list(n.input), _proto_attrs(n), list(n.output)) for n in self.consumers.get(name, [])]
 
     def is_graph_output(self, name: str) -> bool:
         return name in self.graph_outputs
@@ -525,9 +525,11 @@ class _GsIndex:
         tensor = self.tensors.get(name)
         return [n.op for n in tensor.outputs] if tensor is not None else []
 
-    def readers(self, name: str) -> list[tuple[str, Sequence[str], dict]]:
+    def readers(self, name: str) -> list[tuple[str, Sequence[str], dict, Sequence[str]]]:
         tensor = self.tensors.get(name)
-        return [(n.op, [t.name for t in n.inputs], dict(n.attrs)) for n in tensor.outputs] if tensor is not None else []
+        if tensor is None:
+            return []
+        return [(n.op, [t.name for t in n.inputs], dict(n.attrs), [t.name for t in n.outputs]) for n in tensor.outputs]
 
     def is_graph_output(self, name: str) -> bool:
         return name in self.graph_outputs

@@ -86,8 +86,8 @@ class GraphFacts(Protocol):
     def reader_ops(self, name: str) -> list[str]:
         """The op types of the nodes reading ``name``."""
 
-    def readers(self, name: str) -> list[tuple[str, Sequence[str], dict]]:
-        """``(op_type, input names, attributes)`` of each node reading ``name``."""
+    def readers(self, name: str) -> list[tuple[str, Sequence[str], dict, Sequence[str]]]:
+        """``(op_type, input names, attributes, output names)`` of each node reading ``name``."""
 
     def is_graph_output(self, name: str) -> bool: ...
 
@@ -122,18 +122,60 @@ def build_site(
     )
     if not is_pool(site):
         return None
-    feeder, readers = facts.producer(x), facts.reader_ops(y)
     site.input_nonnegative = nonnegative(x)
     site.input_from_conv = comes_out_of_conv(x, facts.producer)
     site.input_reach = max_window_reach(x, facts.producer)
     site.input_chain_start = max_window_source(x, facts.producer)
-    site.between_qdq = (
-        feeder is not None and feeder[0] == "DequantizeLinear" and bool(readers)
-        and all(op == "QuantizeLinear" for op in readers) and not facts.is_graph_output(y)
-    )
+    dequantized = dequantized_source(x, facts)
+    quantizers = quantizing_readers(y, facts) if dequantized is not None else None
+    site.between_qdq = dequantized is not None and quantizers is not None
     if site.between_qdq:
-        site.qdq = qdq_region(feeder, facts.readers(y), facts)  # type: ignore[arg-type]
+        site.qdq = qdq_region(dequantized, quantizers, facts)  # type: ignore[arg-type]
     return site
+
+
+# Ops that only move values (one data input, the first): a quantizer gives their output the
+# input's scale, so a pool reached through them from a DequantizeLinear, or reaching a
+# QuantizeLinear through them, is still in the QDQ region.
+SCALE_SHARING_OPS = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose"}
+_SHARING_DEPTH = 8
+
+
+def dequantized_source(x: str, facts: GraphFacts) -> Optional[tuple[tuple[str, Sequence[str], dict], tuple[str, ...]]]:
+    """The DequantizeLinear ``x`` comes from, directly or through :data:`SCALE_SHARING_OPS`,
+    and the ops passed on the way (nearest first); None when it comes from anything else."""
+    through: list[str] = []
+    feeder = facts.producer(x)
+    while feeder is not None and feeder[0] in SCALE_SHARING_OPS and len(through) < _SHARING_DEPTH and feeder[1]:
+        through.append(feeder[0])
+        feeder = facts.producer(feeder[1][0])
+    if feeder is None or feeder[0] != "DequantizeLinear":
+        return None
+    return feeder, tuple(through)
+
+
+def quantizing_readers(y: str, facts: GraphFacts, depth: int = 0) -> Optional[tuple[list[tuple[str, Sequence[str], dict]], tuple[str, ...]]]:
+    """The QuantizeLinear nodes that read ``y``, directly or through :data:`SCALE_SHARING_OPS`,
+    and the ops passed on the way; None when anything else reads it (or it is a graph output)."""
+    readers = facts.readers(y)
+    if not readers or facts.is_graph_output(y):
+        return None
+    found: list[tuple[str, Sequence[str], dict]] = []
+    through: list[str] = []
+    for op, inputs, attrs, outputs in readers:
+        if not inputs or inputs[0] != y:
+            return None
+        if op == "QuantizeLinear":
+            found.append((op, inputs, attrs))
+            continue
+        if op not in SCALE_SHARING_OPS or depth >= _SHARING_DEPTH or not outputs:
+            return None
+        further = quantizing_readers(outputs[0], facts, depth + 1)
+        if further is None:
+            return None
+        found.extend(further[0])
+        through.extend([op, *further[1]])
+    return found, tuple(through)
 
 
 # The integer types of the activations a quantized lowering handles, with their ranges.
@@ -166,10 +208,12 @@ class QdqRegion:
     and quantization, and the quantization of each QuantizeLinear reading the output.
     ``refusal`` says why the quantized lowering does not handle it ("" when it does)."""
 
-    int_input: str = ""
+    int_input: str = ""  # "" when the DQ is reached through scale-sharing ops: the rewrite requantizes its input
     input: Optional[Quantization] = None
     outputs: tuple[Quantization, ...] = ()
     refusal: str = ""
+    input_through: tuple[str, ...] = ()  # the scale-sharing ops between the DQ and the pool
+    output_through: tuple[str, ...] = ()  # those between the pool and its QuantizeLinear nodes
 
     @property
     def usable(self) -> bool:
@@ -208,10 +252,17 @@ def _quantization(op: str, inputs: Sequence[str], attrs: dict, data_type: Option
     return Quantization(value, zp, np.dtype(dtype), np.dtype(np.float32))
 
 
-def qdq_region(feeder: tuple[str, Sequence[str], dict], readers: Sequence[tuple[str, Sequence[str], dict]], facts: GraphFacts) -> QdqRegion:
-    """The facts of a pool's QDQ region from its input DequantizeLinear (``feeder``) and
-    the QuantizeLinear nodes reading its output: read here, once."""
-    _, inputs, attrs = feeder
+def qdq_region(
+    dequantized: tuple[tuple[str, Sequence[str], dict], tuple[str, ...]],
+    quantizers: tuple[list[tuple[str, Sequence[str], dict]], tuple[str, ...]],
+    facts: GraphFacts,
+) -> QdqRegion:
+    """The facts of a pool's QDQ region from its input DequantizeLinear and the
+    QuantizeLinear nodes reading its output (each with the scale-sharing ops between
+    them and the pool, from :func:`dequantized_source` and :func:`quantizing_readers`):
+    read here, once."""
+    (_, inputs, attrs), input_through = dequantized
+    readers, output_through = quantizers
     _, _, int_name = facts.tensor_type(inputs[0])
     int_dtype = np.dtype(int_name) if int_name in QDQ_INT_TYPES else None
     source = _quantization("DequantizeLinear", inputs, attrs, int_dtype, facts)
@@ -225,7 +276,7 @@ def qdq_region(feeder: tuple[str, Sequence[str], dict], readers: Sequence[tuple[
         if isinstance(q, str):
             return QdqRegion(refusal=q)
         outputs.append(q)
-    return QdqRegion(inputs[0], source, tuple(outputs))
+    return QdqRegion("" if input_through else inputs[0], source, tuple(outputs), "", input_through, output_through)
 
 
 # Ops whose output is >= 0 whatever their input (NaN aside).

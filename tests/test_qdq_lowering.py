@@ -304,3 +304,72 @@ def test_model_scale_mismatches_only_where_the_report_names_near_ties(op, attrs,
                 assert not bad.any(), (level, int(bad.sum()))
             means = sums[bad] * ratio
             assert np.all(np.abs(means - np.floor(means) - 0.5) < 1e-4), means
+
+
+def shared_scale_model(op: str, attrs: dict, before: Sequence[tuple], after: Sequence[tuple], shape: Sequence[int], dtype,
+                       quantization: tuple[float, int, float, int]) -> onnx.ModelProto:
+    """xq -> DQ -> ``before`` ops -> pool -> ``after`` ops -> Q -> yq; each op is
+    ``(op_type, attributes[, constant second input])``: the scale-sharing ops a
+    quantizer (or an NHWC export) leaves between the pool and its DQ and Q."""
+    scale, zero_point, out_scale, out_zero_point = quantization
+    inits = [numpy_helper.from_array(np.array(scale, np.float32), "s"), numpy_helper.from_array(np.array(zero_point, dtype), "z"),
+             numpy_helper.from_array(np.array(out_scale, np.float32), "so"), numpy_helper.from_array(np.array(out_zero_point, dtype), "zo")]
+    nodes = [helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["t0"], name="dq")]
+    t = "t0"
+
+    def chain(ops: Sequence[tuple], tag: str) -> None:
+        nonlocal t
+        for i, (kind, kind_attrs, *second) in enumerate(ops):
+            inputs = [t]
+            if second:
+                inits.append(numpy_helper.from_array(np.array(second[0], np.int64), f"{tag}{i}_arg"))
+                inputs.append(f"{tag}{i}_arg")
+            nodes.append(helper.make_node(kind, inputs, [f"{tag}{i}"], name=f"{tag}{i}_node", **kind_attrs))
+            t = f"{tag}{i}"
+
+    chain(before, "b")
+    nodes.append(helper.make_node(op, [t], ["pooled"], name="pool", **attrs))
+    t = "pooled"
+    chain(after, "a")
+    nodes.append(helper.make_node("QuantizeLinear", [t, "so", "zo"], ["yq"], name="q"))
+    graph = helper.make_graph(nodes, "shared", [helper.make_tensor_value_info("xq", ELEM[dtype], list(shape))],
+                              [helper.make_tensor_value_info("yq", ELEM[dtype], None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return onnx.shape_inference.infer_shapes(model)
+
+
+TO_NCHW, TO_NHWC = ("Transpose", dict(perm=[0, 3, 1, 2])), ("Transpose", dict(perm=[0, 2, 3, 1]))
+SHARED_SCALE_CASES = [
+    ("nhwc max 3x3/s2/p1", "MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]), [TO_NCHW], [TO_NHWC], [1, 9, 9, 3]),
+    ("nhwc avg 3x3/s3", "AveragePool", dict(kernel_shape=[3, 3], strides=[3, 3]), [TO_NCHW], [TO_NHWC], [2, 9, 9, 4]),
+    ("nhwc global avg 9x9, flatten", "GlobalAveragePool", {}, [TO_NCHW], [("Flatten", {})], [2, 9, 9, 4]),
+    ("reshape, identity, global max", "GlobalMaxPool", {}, [("Reshape", {}, [1, 4, 6, 6]), ("Identity", {})], [("Reshape", {}, [1, 4])], [1, 4, 36]),
+    ("max 2x2/s2, squeeze-unsqueeze", "MaxPool", dict(kernel_shape=[2, 2], strides=[2, 2]), [("Unsqueeze", {}, [0]), ("Squeeze", {}, [0])],
+     [("Identity", {})], [1, 3, 8, 8]),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8])
+@pytest.mark.parametrize("name,op,attrs,before,after,shape", SHARED_SCALE_CASES, ids=[c[0] for c in SHARED_SCALE_CASES])
+def test_pools_reached_through_scale_sharing_ops_are_in_the_qdq_region(name, op, attrs, before, after, shape, dtype):
+    """A pool whose DQ or Q is reached through ops that only move values (Transpose of an
+    NHWC export, Reshape, Flatten, Squeeze, Unsqueeze, Identity) is lowered quantized
+    too: the rewrite requantizes the pool's input (giving back the model's integers) and
+    hands the chain after it dequantized integers; bit-exact at both levels."""
+    zero_point = -128 if dtype == np.int8 else 0
+    max_pool = "Max" in op
+    quantization = (0.02364, zero_point) + ((0.02364, zero_point) if max_pool else (0.0071, zero_point + 3))
+    model = shared_scale_model(op, attrs, before, after, shape, dtype, quantization)
+    written, (row,), _ = check_exact(model, dtype)
+    assert row.strategy.startswith("qdq "), row.strategy
+
+
+def test_a_float_op_between_dq_and_pool_is_no_qdq_region():
+    """A Relu computed in float between the DQ and the pool is a float region already: the
+    pool's rewrite is the float one (no QuantizeLinear of its own)."""
+    model = shared_scale_model("MaxPool", dict(kernel_shape=[2, 2], strides=[2, 2]), [("Relu", {})], [], [1, 3, 8, 8], np.int8,
+                               (0.02364, 0, 0.02364, 0))
+    written, report = rewrite_model(model)
+    assert report.nodes[0].status == "rewritten" and not report.nodes[0].strategy.startswith("qdq"), report.nodes[0].strategy
+    assert [n.op_type for n in written.graph.node].count("QuantizeLinear") == 1

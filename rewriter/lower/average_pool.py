@@ -40,8 +40,11 @@ MAX_FOLDED_TAPS = 64
 
 
 def lower_average_pool(b: SubgraphBuilder, x: gs.Tensor, spec: PoolSpec) -> gs.Tensor:
-    """Build the average pool of ``x`` described by ``spec``; returns the result tensor."""
-    stages = None if plain_fits(spec, b.target.conv_limits) else cascade_stages(spec, b.target.conv_limits)
+    """Build the average pool of ``x`` described by ``spec``; returns the result tensor.
+    In a QDQ region (the builder's :attr:`~SubgraphBuilder.one_conv_per_mean`) the
+    mean is one conv however many taps it has: a second would round a partial mean."""
+    max_taps = None if b.one_conv_per_mean else MAX_FOLDED_TAPS
+    stages = None if plain_fits(spec, b.target.conv_limits, max_taps) else cascade_stages(spec, b.target.conv_limits)
     if stages:
         return build_cascade(b, x, spec, stages)
     divisors = [spec.divisors(i) for i in range(spec.rank)]
@@ -50,7 +53,7 @@ def lower_average_pool(b: SubgraphBuilder, x: gs.Tensor, spec: PoolSpec) -> gs.T
     if scale_op:
         return sum_then_scale(b, x, spec, divisors, scale_op)
     y = x
-    for group in folded_groups(spec, uniform):
+    for group in folded_groups(spec, uniform, max_taps):
         y = uniform_axes_conv(b, y, spec, group, divisors)
     for axis, a in enumerate(spec.axes):
         if not uniform[axis]:
@@ -58,12 +61,12 @@ def lower_average_pool(b: SubgraphBuilder, x: gs.Tensor, spec: PoolSpec) -> gs.T
     return y
 
 
-def folded_groups(spec: PoolSpec, axes: list[bool]) -> list[list[bool]]:
-    """The selected axes as one conv, or one conv per axis past MAX_FOLDED_TAPS taps."""
+def folded_groups(spec: PoolSpec, axes: list[bool], max_taps: Optional[int] = MAX_FOLDED_TAPS) -> list[list[bool]]:
+    """The selected axes as one conv, or one conv per axis past ``max_taps`` taps (None: no limit)."""
     taps = 1
     for a, selected in zip(spec.axes, axes):
         taps *= a.kernel if selected else 1
-    if taps <= MAX_FOLDED_TAPS:
+    if max_taps is None or taps <= max_taps:
         return [axes] if any(axes) else []
     return [[i == j for j in range(spec.rank)] for i in range(spec.rank) if axes[i]]
 
@@ -114,9 +117,9 @@ def uniform_axes_conv(
     return b.depthwise_conv(x, kernel, strides=shape.strides, dilations=shape.dilations, pads=shape.pads, hint="avg")
 
 
-def plain_fits(spec: PoolSpec, limits: ConvLimits) -> bool:
+def plain_fits(spec: PoolSpec, limits: ConvLimits, max_taps: Optional[int] = MAX_FOLDED_TAPS) -> bool:
     """Whether the plain lowering's main convs (one per folded group of axes) fit ``limits``."""
-    shapes = [uniform_axes_shape(spec, group) for group in folded_groups(spec, [True] * spec.rank)]
+    shapes = [uniform_axes_shape(spec, group) for group in folded_groups(spec, [True] * spec.rank, max_taps)]
     return not any(conv_violations(*shape, depthwise=True, limits=limits) for shape in shapes)
 
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from ..site import PoolSite, Quantization
 from ..spec import PoolSpec
-from .average_pool import folded_groups, plain_fits
+from .average_pool import plain_fits
 from .checks import Lowering, PoolPlan, Refusal
 
 UNIT_ROUNDOFF = 2.0 ** -24  # float32
@@ -158,9 +158,9 @@ def qdq_average_plan(site: PoolSite, spec: PoolSpec, lowering: Lowering) -> Unio
         which = ", ".join(f"axis {i}: {d}" for i, d in enumerate(divisors) if len(d) > 1)
         return Refusal(f"{site.op_type} in a QDQ region with windows of different counts ({which}): one conv divides "
                        "every window by the same count, and more would each round their part", spec=spec)
-    if len(folded_groups(spec, [True] * spec.rank)) != 1 or not plain_fits(spec, lowering.target.conv_limits):
-        return Refusal(f"{site.op_type} in a QDQ region that needs more than one conv: each would round its partial "
-                       "mean when requantized", spec=spec)
+    if not plain_fits(spec, lowering.target.conv_limits, max_taps=None):
+        return Refusal(f"{site.op_type} in a QDQ region whose one conv breaks the target's conv limits, and more convs "
+                       "would each round a partial mean when requantized", spec=spec)
     k = int(np.prod([d[0] for d in divisors]))
     q = site.qdq.input
     if site.qdq.same_scales and _power_of_two(q.scale) and not int(q.zero_point) % 2 and not k & (k - 1):
