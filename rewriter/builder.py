@@ -87,7 +87,8 @@ class SubgraphBuilder:
         self._source: Optional[tuple[str, str]] = None  # (the pool's float input, its integer tensor)
         self._ranges: dict[str, tuple[int, int]] = {}  # integer range, in input steps, of each value
         self._dequantized: set[str] = set()  # tensors that are a DequantizeLinear's output
-        self._requantized: dict[str, tuple[gs.Tensor, gs.Tensor]] = {}  # raw result -> (its Q, its DQ)
+        self._requantized: dict[str, tuple[gs.Tensor, int]] = {}  # raw result -> (its Q, the zero point)
+        self._read_as: dict[str, gs.Tensor] = {}  # tensor -> the DQ float ops read it through
         self._relu_read: set[str] = set()  # raw results a Relu reads directly
         self.model_scale_source = ""  # set by :meth:`at_model_scale`
         self._model_scale_input: Optional[gs.Tensor] = None  # the source requantized (scale-sharing ops before)
@@ -173,22 +174,28 @@ class SubgraphBuilder:
         (the pool's input from its integer tensor, a raw result requantized first)."""
         if not self.is_quantized or t.name in self._dequantized:
             return t
-        if t.name not in self._requantized:
-            if self._source is not None and t.name == self._source[0]:
-                q: gs.Tensor = gs.Variable(self._source[1])
-                zp = self.quantization.zero_point  # type: ignore[union-attr]
-            else:
-                if t.name in self._relu_read:
-                    raise QuantizedRangeError(f"quantized lowering: {t.name} is read by a Relu and by another op")
-                lo, hi = self._ranges[t.name]
-                zp = self._zero_point_for(lo, hi, t.name)
-                q = self.quantize(t, 1.0, zp, self.quantization.dtype)  # type: ignore[union-attr]
+        if t.name not in self._read_as:
+            q, zp = self._integers(t)
             dq = self.dequantize(q, 1.0, zp, self.quantization.dtype)  # type: ignore[union-attr]
             self._ranges[dq.name] = self._ranges[t.name]
             if t.name in self.extents:
                 self.extents[dq.name] = self.extents[t.name]
-            self._requantized[t.name] = (q, dq)
-        return self._requantized[t.name][1]
+            self._read_as[t.name] = dq
+        return self._read_as[t.name]
+
+    def _integers(self, t: gs.Tensor) -> tuple[gs.Tensor, int]:
+        """``t``'s integers at scale 1 and their zero point: the pool's input's own, or a
+        raw result requantized (once)."""
+        assert self.quantization is not None
+        if self._source is not None and t.name == self._source[0]:
+            return gs.Variable(self._source[1]), self.quantization.zero_point
+        if t.name not in self._requantized:
+            if t.name in self._relu_read:
+                raise QuantizedRangeError(f"quantized lowering: {t.name} is read by a Relu and by another op")
+            lo, hi = self._ranges[t.name]
+            zp = self._zero_point_for(lo, hi, t.name)
+            self._requantized[t.name] = (self.quantize(t, 1.0, zp, self.quantization.dtype), zp)
+        return self._requantized[t.name]
 
     def _weights(self, hint: str, weights: np.ndarray) -> gs.Tensor:
         """A conv's weights: the float constant, or in quantized mode an int8 initializer
@@ -523,9 +530,7 @@ class SubgraphBuilder:
         the original pool returns (one of its DQ'd inputs, for a max)."""
         q = self.quantization
         assert q is not None
-        self._read(produced)  # requantized at scale 1: with the input's zero point for a value of the pool
-        integers, _ = self._requantized[produced.name]
-        zp = self._zero_point_for(*self._ranges[produced.name], produced.name)
+        integers, zp = self._integers(produced)  # requantized at scale 1: with the input's zero point for a value of the pool
         if zp != q.zero_point:
             raise QuantizedRangeError(f"quantized lowering: the result spans {self._ranges[produced.name]} steps, not the input's")
         return self.dequantize(integers, float(q.scale), q.zero_point, q.dtype)

@@ -94,6 +94,8 @@ def check_exact(model: onnx.ModelProto, dtype, **rewrite_options) -> tuple[onnx.
     written, report = rewrite_model(model, **rewrite_options)
     assert all(r.status == "rewritten" for r in report.nodes), [(r.name, r.reason) for r in report.nodes]
     assert quantized_structure(model, written) == []
+    read = {i for n in written.graph.node for i in n.input} | {o.name for o in written.graph.output}
+    assert [n.name for n in written.graph.node if not set(n.output) & read] == []  # no DQ left unread, the model's or ours
     shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     compared = 0
     for name, x in suites(shape, dtype).items():

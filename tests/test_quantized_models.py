@@ -140,6 +140,8 @@ def test_quantized_model_rewritten_exactly(name: str, how: Q.Quantization) -> No
     rewritten, report = rewrite_model(original)
     check_pools(original, report)
     check_structure(original, rewritten)
+    read = {i for n in rewritten.graph.node for i in n.input} | {o.name for o in rewritten.graph.output}
+    assert [n.name for n in rewritten.graph.node if not set(n.output) & read] == []  # no DequantizeLinear left unread
     check_bit_exact(original, rewritten)
     result = validate_models(original, rewritten)
     assert result.passed and list(result.levels) == list(LEVELS), result.summary()

@@ -106,8 +106,9 @@ def localizable_nodes(
     only: Optional[Sequence[str]],
     ranks: Optional[Mapping[str, Optional[int]]] = None,
 ) -> list[onnx.NodeProto]:
-    """Original pool nodes whose input and output tensors the candidate also has
-    (with no candidate yet: every pool node of the original, or those in ``only``).
+    """Original pool nodes whose input (or, in a QDQ region, the integers its
+    DequantizeLinear reads) and output tensors the candidate also has (with no
+    candidate yet: every pool node of the original, or those in ``only``).
     Reduces count as pools when they reduce every axis after the channel axis
     (by ``ranks``, when known) and the candidate computes them otherwise."""
     source = candidate if candidate is not None else original
@@ -128,7 +129,9 @@ def localizable_nodes(
                 continue
             if candidate is not None and producer_op.get(node.output[0]) == node.op_type:
                 continue  # the candidate still reduces there: nothing rewritten to check
-        if node.output[0] in produced and node.input[0] in available:
+        # A rewrite inside a QDQ region may read the DQ's integers and drop the DQ itself.
+        reachable = node.input[0] in available or through_qdq(original, node.input[0], node.output[0])[0] in available
+        if node.output[0] in produced and reachable:
             nodes.append(node)
     return nodes
 
