@@ -282,3 +282,34 @@ def test_report_fields_from_the_cli(tmp_path: Path, stem: onnx.ModelProto) -> No
     assert all(o["exact"] and o["error"] == 0 for o in validation["outputs"])
     assert [(n["name"], n["exact"], n["compared"]) for n in validation["nodes"]] == [("stem/maxpool", True, Q.qdq_pools(stem)[0].quantize[0].output[0])]
     assert "'head' compared exactly" in run.stdout and "exact" in run.stdout.split("verdict")[-1]
+
+
+def test_node_check_in_integers_runs_at_both_levels() -> None:
+    """A QDQ node check also runs at ORT_ENABLE_ALL. The candidate's conv (weights 1/4,
+    exact at scale 0.25) rounds the 2x2 ties like the original's float path, but the
+    original's QLinearAveragePool adds the odd zero point -3 before rounding: the check
+    passes as written and fails at the integer kernels, naming that level."""
+    inits = [numpy_helper.from_array(np.array(0.25, np.float32), "s"), numpy_helper.from_array(np.array(-3, np.int8), "z")]
+    graph = helper.make_graph(
+        [helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["x"], name="dq"),
+         helper.make_node("AveragePool", ["x"], ["y"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+         helper.make_node("QuantizeLinear", ["y", "s", "z"], ["yq"], name="q")],
+        "avg", [helper.make_tensor_value_info("xq", TensorProto.INT8, [1, 4, 16, 16])],
+        [helper.make_tensor_value_info("yq", TensorProto.INT8, [1, 4, 8, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    candidate = _copy(model)
+    pool = next(n for n in candidate.graph.node if n.op_type == "AveragePool")
+    candidate.graph.initializer.extend([numpy_helper.from_array(np.ones([4, 1, 2, 2], np.int8), "wq"),
+                                        numpy_helper.from_array(np.array(0.25, np.float32), "ws")])
+    weights = helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"], name="wdq")
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], name="pool_conv", group=4, kernel_shape=[2, 2], strides=[2, 2])
+    index = list(candidate.graph.node).index(pool)
+    candidate.graph.node.remove(pool)
+    candidate.graph.node.insert(index, conv)
+    candidate.graph.node.insert(index, weights)
+    result = validate_models(model, candidate)
+    (node,) = result.nodes
+    assert node.exact and node.levels == BOTH
+    assert node.passed is False and node.level == "ORT_ENABLE_ALL", (node.passed, node.level, node.note)
+    assert all(c.passed for c in result.comparisons if c.level == "ORT_DISABLE_ALL")

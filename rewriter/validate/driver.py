@@ -83,7 +83,7 @@ def compare_with_reference(
         result.nodes = [
             check_node(
                 node, original_paths, candidate_paths, activations, comparator, candidate_runner,
-                reference.suites, reference.seed, start,
+                reference.suites, reference.seed, start, integer_kernels=INTEGER_KERNELS in reference.levels,
             )
             for node, start in checks
         ]

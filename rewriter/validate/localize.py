@@ -24,7 +24,7 @@ from ..ops import ONNX_DOMAINS, POOL_OPS, REDUCE_POOL_OPS
 from .arrays import all_finite
 from .comparator import OutputComparison, ToleranceComparator, compare_exact
 from .inputs import InputDescription, InputSuite, make_feeds
-from .quantized import INTEGER_SUITES, integer_values, through_qdq
+from .quantized import AS_WRITTEN, INTEGER_KERNELS, INTEGER_SUITES, integer_values, through_qdq
 from .runners import OrtRunner
 
 
@@ -96,6 +96,9 @@ class NodeCheck:
     note: str = ""
     compared: str = ""  # the tensor compared: the node's output, or the QuantizeLinear's after it
     exact: bool = False  # compared exactly, in integers (a node between DequantizeLinear and QuantizeLinear)
+    # The onnxruntime levels it ran at (in integers: both), and the level of its worst comparison.
+    levels: list[str] = field(default_factory=lambda: [AS_WRITTEN])
+    level: str = AS_WRITTEN
     # Per run of the real activations: (max abs error, max |reference|) at the node.
     errors_by_run: dict[str, tuple[float, float]] = field(default_factory=dict, repr=False)
 
@@ -210,20 +213,28 @@ def check_node(
     suites: Sequence[InputSuite] = (),
     seed: int = 0,
     start: Optional[NodeCheckStart] = None,
+    integer_kernels: bool = False,
 ) -> NodeCheck:
     """The node alone against the candidate's computation between the same tensors:
     on the activations the original really produces there (``activations``: per
     run, its name and a loader of a tensor by name), and on the adversarial suites
     fed straight into the node (upstream layers can hide all-negative windows).
     ``start`` (default: the node's input, signed) says where the check starts.
-    One input of the node is in memory at a time."""
+    ``integer_kernels``: a check in integers (a QDQ region) also runs both pieces at
+    ORT_ENABLE_ALL, where onnxruntime fuses them into its integer kernels. One input
+    of the node is in memory at a time."""
     check = NodeCheck(node.name, node.op_type, node.output[0], passed=None)
     start = start or NodeCheckStart(node.input[0])
     x_name, y_name = start.start, start.end or node.output[0]
     check.compared = y_name
     try:
-        ref_runner = OrtRunner(original.between(x_name, y_name))
-        cand_runner = candidate_runner(candidate.between(x_name, y_name))
+        pieces = original.between(x_name, y_name), candidate.between(x_name, y_name)
+        runners = [(AS_WRITTEN, OrtRunner(pieces[0]), candidate_runner(pieces[1]))]
+        if start.zero_point is not None and integer_kernels and candidate_runner is OrtRunner:
+            # In integers, also as onnxruntime's integer kernels compute it (QLinear* fusions).
+            runners.append((INTEGER_KERNELS, OrtRunner(pieces[0], optimization=INTEGER_KERNELS),
+                            OrtRunner(pieces[1], optimization=INTEGER_KERNELS)))
+        check.levels = [level for level, _, _ in runners]
     except _NotLocalizable as err:
         check.note = str(err)
         return check
@@ -257,25 +268,28 @@ def check_node(
     worst: Optional[OutputComparison] = None
     for suite_name, x in node_inputs():
         if suite_name == "user" or all_finite([x]):  # the rewrite is exact for finite inputs only (see README)
-            try:
-                expected = ref_runner.run({x_name: x})[y_name]
-                actual = cand_runner.run({x_name: x})[y_name]
-            except Exception as err:
-                check.passed, check.note, check.worst_suite = False, f"fails to run: {first_line(err)}", suite_name
-                return check
-            del x  # before the comparison's own temporaries
-            if np.issubdtype(expected.dtype, np.integer):  # after a QuantizeLinear: the integers, exactly
-                c = compare_exact(y_name, suite_name, expected, actual)
-                check.exact = True
-            else:
-                c = comparator.compare(y_name, suite_name, expected, actual)
-            if not suite_name.endswith(" at the node") and np.issubdtype(expected.dtype, np.floating) and expected.size:
-                check.errors_by_run[suite_name] = (c.max_abs_error, float(np.max(np.abs(expected[np.isfinite(expected)]), initial=0.0)))
-            del expected, actual
-            if worst is None or (not c.passed, c.rel_error) > (not worst.passed, worst.rel_error):
-                worst = c
+            for level, ref_runner, cand_runner in runners:
+                try:
+                    expected = ref_runner.run({x_name: x})[y_name]
+                    actual = cand_runner.run({x_name: x})[y_name]
+                except Exception as err:
+                    at = "" if level == AS_WRITTEN else f" at {level}"
+                    check.passed, check.note, check.worst_suite = False, f"fails to run{at}: {first_line(err)}", suite_name
+                    return check
+                if np.issubdtype(expected.dtype, np.integer):  # after a QuantizeLinear: the integers, exactly
+                    c = compare_exact(y_name, suite_name, expected, actual)
+                    check.exact = True
+                else:
+                    c = comparator.compare(y_name, suite_name, expected, actual)
+                c.level = level
+                if level == AS_WRITTEN and not suite_name.endswith(" at the node") and np.issubdtype(expected.dtype, np.floating) and expected.size:
+                    check.errors_by_run[suite_name] = (c.max_abs_error, float(np.max(np.abs(expected[np.isfinite(expected)]), initial=0.0)))
+                del expected, actual
+                if worst is None or (not c.passed, c.rel_error) > (not worst.passed, worst.rel_error):
+                    worst = c
         x = None  # released before the next input is made
     if worst is not None:
+        check.level = worst.level
         check.passed = worst.passed
         check.max_abs_error, check.rel_error, check.ulp_error = worst.max_abs_error, worst.rel_error, worst.ulp_error
         check.worst_suite, check.note = worst.suite, worst.note
