@@ -375,3 +375,27 @@ def test_a_float_op_between_dq_and_pool_is_no_qdq_region():
     written, report = rewrite_model(model)
     assert report.nodes[0].status == "rewritten" and not report.nodes[0].strategy.startswith("qdq"), report.nodes[0].strategy
     assert [n.op_type for n in written.graph.node].count("QuantizeLinear") == 1
+
+
+MODEL_SCALE_TARGET_CASES = [
+    ("tidl", "AveragePool", dict(kernel_shape=[5, 5], pads=[2, 2, 2, 2], count_include_pad=1), [1, 3, 9, 9]),
+    ("rknn", "AveragePool", dict(kernel_shape=[3, 3], strides=[2, 2]), [1, 3, 11, 11]),
+    ("rknn", "AveragePool", dict(kernel_shape=[2, 2], strides=[2, 2]), [1, 3, 8, 8]),
+    ("nvidia-dla", "GlobalAveragePool", {}, [1, 8, 20, 20]),
+]
+
+
+@pytest.mark.parametrize("target,op,attrs,shape", MODEL_SCALE_TARGET_CASES)
+def test_model_scale_averages_within_target_limits(target, op, attrs, shape):
+    """With --target, the one conv of a mean at the model's scales fits the profile's
+    limits (checked by the independent encoding)."""
+    model = qdq_model(op, attrs, shape, np.int8, -128, scale=0.02364, out_scale=0.00731, out_zero_point=-128)
+    written, (row,), _ = check_exact(model, np.int8, target=target)
+    assert row.strategy == "qdq model-scale conv"
+    assert outside(model, written, target) == []
+
+
+def test_model_scale_average_kept_naming_the_limit_its_one_conv_breaks():
+    too_big = qdq_model("GlobalAveragePool", {}, [1, 8, 40, 40], np.int8, -128, scale=0.02364, out_scale=0.00731, out_zero_point=-128)
+    (kept,) = rewrite_model(too_big, target="nvidia-dla")[1].nodes
+    assert kept.status == "kept" and "conv.kernel 40 outside" in kept.reason, kept.reason

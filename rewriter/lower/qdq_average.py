@@ -37,7 +37,8 @@ import numpy as np
 
 from ..site import PoolSite, Quantization
 from ..spec import PoolSpec
-from .average_pool import plain_fits
+from ..profile import conv_violations
+from .average_pool import uniform_axes_shape
 from .checks import Lowering, PoolPlan, Refusal
 
 UNIT_ROUNDOFF = 2.0 ** -24  # float32
@@ -158,9 +159,11 @@ def qdq_average_plan(site: PoolSite, spec: PoolSpec, lowering: Lowering) -> Unio
         which = ", ".join(f"axis {i}: {d}" for i, d in enumerate(divisors) if len(d) > 1)
         return Refusal(f"{site.op_type} in a QDQ region with windows of different counts ({which}): one conv divides "
                        "every window by the same count, and more would each round their part", spec=spec)
-    if not plain_fits(spec, lowering.target.conv_limits, max_taps=None):
-        return Refusal(f"{site.op_type} in a QDQ region whose one conv breaks the target's conv limits, and more convs "
-                       "would each round a partial mean when requantized", spec=spec)
+    broken = conv_violations(*uniform_axes_shape(spec, [True] * spec.rank), depthwise=True, limits=lowering.target.conv_limits)
+    if broken:
+        limits = "; ".join(f"{v.rule} {v.value} outside {v.limit}" for v in broken)
+        return Refusal(f"{site.op_type} in a QDQ region whose one conv breaks the target's limits ({limits}), and more "
+                       "convs would each round a partial mean when requantized", spec=spec)
     k = int(np.prod([d[0] for d in divisors]))
     q = site.qdq.input
     if site.qdq.same_scales and _power_of_two(q.scale) and not int(q.zero_point) % 2 and not k & (k - 1):
