@@ -368,6 +368,53 @@ def run(args: argparse.Namespace) -> int:
     return _rewrite(args, load_model_with_sources(args.input, weights_on_disk=not args.flip_kernels), _Console(args.quiet), profile)
 
 
+def _final_model(args: argparse.Namespace, model, report, allow: list, profile: Optional[Profile], console: "_Console"):
+    """What gets written: the rewritten model, its kernels flipped with ``--flip-kernels``;
+    its ops audited against the target into ``report``."""
+    final = model
+    if args.flip_kernels:
+        from .flip import FlipError, flip_conv_kernels
+
+        try:
+            final, flipped = flip_conv_kernels(final)
+        except FlipError as err:
+            raise InputError(f"--flip-kernels: {err}") from err
+        report.flip = {"convs": flipped.flipped, "tensors": flipped.tensors, "inlined_functions": flipped.inlined, "validation": None}
+        console.out(f"flipped the kernels of {len(flipped.flipped)} conv(s) for a true-convolution backend")
+    target = Target.of(allow, profile=profile)
+    if target.profile is None:
+        report.audit = audit_ops(final, allow)
+        if args.audit:
+            console.out(audit_table(report.audit, allow))
+    else:  # rule by rule, the model's own nodes included: reported, never failed
+        report.audit = {"target": target.profile.name, "violations": audit_violations(final, target)}
+        if args.audit:
+            console.out(audit_violations_table(report.audit["violations"], target.profile.name))
+
+    return final
+
+
+def _validation_refusals(validation, report) -> dict[str, str]:
+    """The rewritten nodes a failed validation refuses, by output, with their reasons: only
+    rewrites the pass itself did not prove exact (their report row has a ``note``, e.g. a
+    QDQ mean with window sums within float32 rounding of a tie), and only when every
+    failure is theirs (a failed node check of a proven rewrite is a bug: it fails the run)."""
+    rewritten = {n.output: n for n in report.rewritten}
+    failed = [n for n in validation.failed_nodes if n.output in rewritten]
+    if any(not rewritten[n.output].note for n in failed) or len(failed) != len(validation.failed_nodes):
+        return {}
+    refused = {}
+    for node in failed:
+        where = f" at {node.level}" if len(node.levels) > 1 else ""
+        detail = node.note or f"max abs error {node.max_abs_error:.3g}"
+        refused[node.output] = f"validation: its rewrite differs from the original{where} on {node.worst_suite} ({detail}); {rewritten[node.output].note}"
+    if not failed:
+        for n in rewritten.values():
+            if n.note:
+                refused[n.output] = f"validation: an output compared exactly differs, and {n.note}"
+    return refused
+
+
 def _rewrite(args: argparse.Namespace, loaded: LoadedModel, console: _Console, profile: Optional[Profile]) -> int:
     model = _overwrite_shapes(args, loaded.model)  # the loaded model is ours: edited in place
     protect = () if args.in_place else (*loaded.external_files, loaded.path)
@@ -397,25 +444,7 @@ def _rewrite(args: argparse.Namespace, loaded: LoadedModel, console: _Console, p
         report.notes.append(hint)
         console.out(textwrap.fill(f"note: {hint}", NOTE_WIDTH, subsequent_indent="      ", break_long_words=False, break_on_hyphens=False))
 
-    final = result.model
-    if args.flip_kernels:
-        from .flip import FlipError, flip_conv_kernels
-
-        try:
-            final, flipped = flip_conv_kernels(final)
-        except FlipError as err:
-            raise InputError(f"--flip-kernels: {err}") from err
-        report.flip = {"convs": flipped.flipped, "tensors": flipped.tensors, "inlined_functions": flipped.inlined, "validation": None}
-        console.out(f"flipped the kernels of {len(flipped.flipped)} conv(s) for a true-convolution backend")
-    target = Target.of(allow, profile=profile)
-    if target.profile is None:
-        report.audit = audit_ops(final, allow)
-        if args.audit:
-            console.out(audit_table(report.audit, allow))
-    else:  # rule by rule, the model's own nodes included: reported, never failed
-        report.audit = {"target": target.profile.name, "violations": audit_violations(final, target)}
-        if args.audit:
-            console.out(audit_violations_table(report.audit["violations"], target.profile.name))
+    final = _final_model(args, result.model, report, allow, profile, console)
 
     def finish(code: int) -> int:
         _write_report(args.report, report.to_dict())
@@ -447,6 +476,30 @@ def _rewrite(args: argparse.Namespace, loaded: LoadedModel, console: _Console, p
             raise reference_error
         if report.rewritten:
             validation = _compare(args, reference, result.model, console, localize=_check_starts(report))
+            refused = {} if validation.passed else _validation_refusals(validation, report)
+            if refused:  # exact or refused: those nodes are kept, the rest rewritten and validated again
+                console.out(f"validation failed on {len(refused)} rewritten node(s): keeping them, rewriting the rest again")
+                model = _overwrite_shapes(args, load_model_with_sources(args.input, weights_on_disk=not args.flip_kernels).model)
+                again = PoolRewritePass(
+                    only=_names(args.only), exclude=(_names(args.exclude) or []) + list(refused), allow=allow,
+                    rewrite_double=args.rewrite_double, target=profile,
+                )
+                result = again.run(model, progress=console.progress, in_place=True)
+                for n in result.report.nodes:
+                    if n.output in refused:
+                        n.reason = refused[n.output]
+                result.report.notes, result.report.audit = report.notes, None
+                report = result.report
+                names = ", ".join(n.name or n.output for n in report.nodes if n.output in refused)
+                report.notes.append(f"validation refused the rewrite of {names}: kept, the rest validated again")
+                console.out(report.table(strategies=args.verbose))
+                final = _final_model(args, result.model, report, allow, profile, console)
+                kept_failure = _kept_failure(report) if args.fail_on_kept else None
+                if kept_failure:
+                    report.validation = {"passed": False, "skipped": "--fail-on-kept: pool nodes kept after validation", "worst": None}
+                    print(f"onnx-poolrewrite: {kept_failure}; {args.output} not written", file=sys.stderr)
+                    return finish(EXIT_KEPT)
+                validation = _compare(args, reference, result.model, console, localize=_check_starts(report))
             report.validation = validation.to_dict()
             if not validation.passed:
                 print(f"onnx-poolrewrite: {validation.summary()}; {args.output} not written", file=sys.stderr)

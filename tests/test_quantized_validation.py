@@ -313,3 +313,43 @@ def test_node_check_in_integers_runs_at_both_levels() -> None:
     assert node.exact and node.levels == BOTH
     assert node.passed is False and node.level == "ORT_ENABLE_ALL", (node.passed, node.level, node.note)
     assert all(c.passed for c in result.comparisons if c.level == "ORT_DISABLE_ALL")
+
+
+# One 4x4 window whose sum of q - 17 is 371: its mean at scales 0.1 -> 0.0371 (zero point -20)
+# is 62.5000036 steps, within float32 rounding of a tie; QLinearAveragePool rounds it up, the
+# rewrite's conv down (measured on onnxruntime 1.32).
+NEAR_TIE_WINDOW = [-67, 29, 67, -30, -11, 127, 78, 123, -31, 47, 115, 38, 87, 48, 52, -29]
+
+
+def test_cli_keeps_a_mean_its_validation_refuses_and_writes_the_rest(tmp_path: Path) -> None:
+    """Exact or refused: a mean at the model's scales whose window meets a near tie on the
+    user's inputs fails its node check; the CLI keeps that node with the reason, rewrites
+    the others again, validates again and writes the model (exit 0)."""
+    inits = [numpy_helper.from_array(np.array(v, dtype), n) for v, dtype, n in
+             [(0.1, np.float32, "s"), (17, np.int8, "z"), (0.0371, np.float32, "so"), (-20, np.int8, "zo")]]
+    graph = helper.make_graph(
+        [helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["x"], name="dq"),
+         helper.make_node("AveragePool", ["x"], ["y"], name="mean", kernel_shape=[4, 4], strides=[4, 4]),
+         helper.make_node("QuantizeLinear", ["y", "so", "zo"], ["yq"], name="q"),
+         helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["x2"], name="dq2"),
+         helper.make_node("MaxPool", ["x2"], ["m"], name="max", kernel_shape=[2, 2], strides=[2, 2]),
+         helper.make_node("QuantizeLinear", ["m", "s", "z"], ["mq"], name="q2")],
+        "near_tie", [helper.make_tensor_value_info("xq", TensorProto.INT8, [1, 1, 4, 4])],
+        [helper.make_tensor_value_info("yq", TensorProto.INT8, [1, 1, 1, 1]), helper.make_tensor_value_info("mq", TensorProto.INT8, [1, 1, 2, 2])],
+        inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    source, out, report_path, inputs = tmp_path / "m.onnx", tmp_path / "out.onnx", tmp_path / "r.json", tmp_path / "x.npz"
+    onnx.save(model, source)
+    np.savez(inputs, xq=np.array(NEAR_TIE_WINDOW, np.int8).reshape(1, 1, 4, 4))
+    from rewriter import cli
+
+    assert cli.main([str(source), str(out), "--inputs", str(inputs), "--report", str(report_path), "-q"]) == 0
+    report = json.loads(report_path.read_text())
+    rows = {n["name"]: n for n in report["nodes"]}
+    assert rows["max"]["status"] == "rewritten"
+    assert rows["mean"]["status"] == "kept" and rows["mean"]["reason"].startswith("validation:"), rows["mean"]
+    assert "ORT_ENABLE_ALL" in rows["mean"]["reason"]
+    assert report["validation"]["passed"] and any("validation refused" in note for note in report["notes"])
+    written = onnx.load(out)
+    assert [n.op_type for n in written.graph.node].count("AveragePool") == 1 and "MaxPool" not in [n.op_type for n in written.graph.node]
