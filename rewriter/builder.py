@@ -1,12 +1,15 @@
 """A small subgraph builder over onnx-graphsurgeon.
 
 In quantized mode (:meth:`SubgraphBuilder.quantized`, for a pool in a QDQ region)
-every value is an integer count of the input's steps: each op reads its data
-through a DequantizeLinear of scale 1, each Conv its weights as an int8
-initializer through one, and each Conv, Add or Concat result is requantized
-(scale 1, a zero point that holds its whole range) before anything else reads it,
-directly or through one Relu. The ranges are tracked per tensor, so a tensor whose
-range does not fit 8 bits is an error, not a silent saturation.
+every value is an integer count of the input's steps, stored at the input's scale
+``s`` (one scale for every tensor, as the model's own QDQ pairs around a pool have):
+each op reads its data through a DequantizeLinear (the model's own, for the pool's
+input), each Conv its weights as an int8 initializer through one, and each Conv,
+Add or Concat result is requantized (scale ``s``, a zero point that holds its whole
+range) before anything else reads it, directly or through one Relu. A float result
+is within a few float32 roundings of ``s`` times an integer below 2^9, so its
+QuantizeLinear recovers that integer exactly. The ranges are tracked per tensor, so
+a tensor whose range does not fit 8 bits is an error, not a silent saturation.
 
 The strict op set is depthwise Conv, Relu, Add and Concat. Every conv maps C
 channels to C channels with ``group = C`` and weights of shape ``[C, 1, *k]``:
@@ -85,6 +88,9 @@ class SubgraphBuilder:
         self._counter = 0
         self.quantization: Optional[Quantization] = None  # set by :meth:`quantized`
         self._source: Optional[tuple[str, str]] = None  # (the pool's float input, its integer tensor)
+        self._source_is_dequantized = False  # the pool's input is the model's DQ output itself
+        self._scale = 1.0  # quantized mode: the input's scale, at which every value is stored
+        self._rescaled = False  # quantized mode: the model's Q after the pool quantizes otherwise
         self._ranges: dict[str, tuple[int, int]] = {}  # integer range, in input steps, of each value
         self._dequantized: set[str] = set()  # tensors that are a DequantizeLinear's output
         self._requantized: dict[str, tuple[gs.Tensor, int]] = {}  # raw result -> (its Q, the zero point)
@@ -95,16 +101,21 @@ class SubgraphBuilder:
         self._model_scale_output: Optional[Quantization] = None  # requantize the result (scale-sharing ops after)
 
     # -- quantized mode --------------------------------------------------------
-    def quantized(self, source: gs.Tensor, int_input: str, q: Quantization) -> None:
+    def quantized(self, source: gs.Tensor, int_input: str, q: Quantization, rescaled: bool = False) -> None:
         """Build in quantized mode: ``source`` (the pool's input) is the model's
-        ``DequantizeLinear(int_input)`` with quantization ``q``; the subgraph reads
-        ``int_input`` instead, at scale 1 and ``q``'s zero point. An empty ``int_input``
-        (the DQ is reached through scale-sharing ops): ``source`` requantized with ``q``,
-        which gives back the model's integers exactly."""
+        ``DequantizeLinear(int_input)`` with quantization ``q``, and every value of the
+        subgraph is an integer count of ``q``'s steps, stored at ``q``'s scale. An empty
+        ``int_input`` (the DQ is reached through scale-sharing ops): ``source``
+        requantized with ``q``, which gives back the model's integers exactly.
+        ``rescaled``: the output's QuantizeLinear has another scale or zero point
+        (:meth:`_model_output`)."""
         self.quantization = q
+        self._rescaled = rescaled
+        self._scale = float(q.scale)
         self.allowed = self.allowed | QDQ_OPS
+        self._source_is_dequantized = bool(int_input)
         if not int_input:
-            int_input = self.quantize(source, float(q.scale), q.zero_point, q.dtype).name
+            int_input = self.quantize(source, self._scale, q.zero_point, q.dtype).name
         self._source = (source.name, int_input)
         self._ranges[source.name] = q.steps
 
@@ -159,7 +170,7 @@ class SubgraphBuilder:
         return self._same_extents(y, q)
 
     def _zero_point_for(self, lo: int, hi: int, name: str) -> int:
-        """A zero point of the input's type that holds ``[lo, hi]`` at scale 1: the
+        """A zero point of the input's type that holds ``[lo, hi]`` steps: the
         input's own when it does (values stay in the model's integers)."""
         assert self.quantization is not None
         qmin, qmax = self.quantization.int_range
@@ -171,12 +182,14 @@ class SubgraphBuilder:
 
     def _read(self, t: gs.Tensor) -> gs.Tensor:
         """``t`` as a float op may read it in quantized mode: through a DequantizeLinear
-        (the pool's input from its integer tensor, a raw result requantized first)."""
+        (the pool's input is the model's own; a raw result is requantized first)."""
         if not self.is_quantized or t.name in self._dequantized:
             return t
+        if self._source is not None and t.name == self._source[0] and self._source_is_dequantized:
+            return t  # the model's DequantizeLinear output, at the scale every value here has
         if t.name not in self._read_as:
             q, zp = self._integers(t)
-            dq = self.dequantize(q, 1.0, zp, self.quantization.dtype)  # type: ignore[union-attr]
+            dq = self.dequantize(q, self._scale, zp, self.quantization.dtype)  # type: ignore[union-attr]
             self._ranges[dq.name] = self._ranges[t.name]
             if t.name in self.extents:
                 self.extents[dq.name] = self.extents[t.name]
@@ -184,8 +197,8 @@ class SubgraphBuilder:
         return self._read_as[t.name]
 
     def _integers(self, t: gs.Tensor) -> tuple[gs.Tensor, int]:
-        """``t``'s integers at scale 1 and their zero point: the pool's input's own, or a
-        raw result requantized (once)."""
+        """``t``'s integers at the input's scale and their zero point: the pool's input's
+        own, or a raw result requantized (once)."""
         assert self.quantization is not None
         if self._source is not None and t.name == self._source[0]:
             return gs.Variable(self._source[1]), self.quantization.zero_point
@@ -194,7 +207,7 @@ class SubgraphBuilder:
                 raise QuantizedRangeError(f"quantized lowering: {t.name} is read by a Relu and by another op")
             lo, hi = self._ranges[t.name]
             zp = self._zero_point_for(lo, hi, t.name)
-            self._requantized[t.name] = (self.quantize(t, 1.0, zp, self.quantization.dtype), zp)
+            self._requantized[t.name] = (self.quantize(t, self._scale, zp, self.quantization.dtype), zp)
         return self._requantized[t.name]
 
     def _weights(self, hint: str, weights: np.ndarray) -> gs.Tensor:
@@ -527,13 +540,29 @@ class SubgraphBuilder:
     def _model_output(self, produced: gs.Tensor) -> gs.Tensor:
         """The float the model's QuantizeLinear reads: the result requantized with the
         input's zero point, dequantized with the input's scale. That is exactly the value
-        the original pool returns (one of its DQ'd inputs, for a max)."""
+        the original pool returns (one of its DQ'd inputs, for a max).
+
+        When that Q has another scale (``rescaled``), onnxruntime would merge a final
+        ``Q(s) -> DQ(s)`` pair into it and round our last Add straight at the output's
+        scale (QLinearAdd, not bit-exact). So the result's integers go through scale 1
+        first: a one-tap conv with the int8 weight 1 at weight scale 1/s, requantized at
+        scale 1 (``k * s * fl(1/s)`` is within 5e-5 of the integer ``k``), then dequantized
+        at ``s``: no pair to merge."""
         q = self.quantization
         assert q is not None
-        integers, zp = self._integers(produced)  # requantized at scale 1: with the input's zero point for a value of the pool
+        _, zp = self._integers(produced)  # requantized: with the input's zero point for a value of the pool
         if zp != q.zero_point:
             raise QuantizedRangeError(f"quantized lowering: the result spans {self._ranges[produced.name]} steps, not the input's")
-        return self.dequantize(integers, float(q.scale), q.zero_point, q.dtype)
+        if not self._rescaled:
+            return self._read(produced)
+        one = np.ones((self.channels, 1) + (1,) * self.rank, np.int8)
+        weights = self.dequantize(self._constant("unit_wq", one), float(np.float32(1.0 / self._scale)), 0, np.dtype(np.int8))
+        self.shapes[weights.name] = one.shape
+        r = self.rank
+        attrs = {"group": self.channels, "kernel_shape": [1] * r, "strides": [1] * r, "dilations": [1] * r, "pads": [0] * (2 * r)}
+        x = self._read(produced)
+        unit = self._same_extents(self._emit("Conv", [x, weights], attrs, "unit_scale"), x)
+        return self.dequantize(self.quantize(unit, 1.0, zp, q.dtype), self._scale, zp, q.dtype)
 
     def op_counts(self) -> Counter:
         return Counter(node.op for node in self.nodes)

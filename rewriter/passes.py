@@ -256,7 +256,7 @@ class PoolRewritePass:
         if isinstance(plan, ModelScalePlan):
             builder.at_model_scale(gs.Variable(site.input_name), site.qdq)  # type: ignore[arg-type]
         elif site.qdq is not None and site.qdq.usable:  # the rules refuse the QDQ regions they cannot build so
-            builder.quantized(gs.Variable(site.input_name), site.qdq.int_input, site.qdq.input)  # type: ignore[arg-type]
+            builder.quantized(gs.Variable(site.input_name), site.qdq.int_input, site.qdq.input, rescaled=not site.qdq.same_scales)  # type: ignore[arg-type]
         return builder
 
     def _build(self, site: PoolSite, rule: Rule, plan: PoolPlan, lowering: Lowering, prefix: str) -> SubgraphBuilder:
@@ -304,7 +304,6 @@ class PoolRewritePass:
         taken = _prefixes_of([n.name for g in graphs for n in g.node] + list(index.producers) + list(index.initializers))
         nonnegative = NonNegativity(index.producer, index.constant)
         graph_sites: list[tuple[onnx.GraphProto, dict[int, PoolSite]]] = []
-        unread: set[str] = set()  # tensors the replaced pools read that nothing may read any more
         added: list[onnx.NodeProto] = []  # every node the pass adds, checked once more at the end
         initializers: list[onnx.TensorProto] = []  # the added nodes' weights: their shapes
         declared: dict[str, tuple] = {}  # shapes the builders declared (a native pool's input)
@@ -346,8 +345,6 @@ class PoolRewritePass:
                 if built is None:
                     new_nodes.append(node)
                     continue
-                if built.is_quantized:  # the subgraph reads the DQ's integers: the DQ may be left unread
-                    unread.add(sites[position].input_name)
                 changed = True
                 _splice_built(built, added, new_nodes, new_initializers, declared)
             if changed:
@@ -355,7 +352,6 @@ class PoolRewritePass:
                 graph.node.extend(new_nodes)
                 graph.initializer.extend(new_initializers)
                 initializers.extend(new_initializers)
-        _drop_unread(graphs, unread)
         check_added(added, lowering.target, {**graph_shapes(initializers, types), **declared})
         if not report.rewritten and inlined:
             # Nothing was rewritten: hand back the model exactly as it came.
@@ -420,19 +416,6 @@ class _TracedChoice:
         y = self.strategy.build(b, x, axis, a, self.plan)
         self.spans.append((start, len(b.nodes), self.strategy.name))
         return y
-
-
-def _drop_unread(graphs: Sequence[onnx.GraphProto], names: set[str]) -> None:
-    """Remove the nodes making ``names`` that no node of any graph (a body may read an
-    outer tensor) and no graph output reads: a QDQ pool's DequantizeLinear, once the
-    rewrite reads its integers instead."""
-    if not names:
-        return
-    read = {i for g in graphs for n in g.node for i in n.input} | {o.name for g in graphs for o in g.output}
-    for g in graphs:
-        dead = [n for n in g.node if any(o in names for o in n.output) and not any(o in read for o in n.output)]
-        for n in dead:
-            g.node.remove(n)
 
 
 def _fresh_prefix(base: str, taken_prefixes: set[str]) -> str:

@@ -11,7 +11,7 @@ onnxruntime's float path at ORT_DISABLE_ALL, its QLinearAveragePool at ORT_ENABL
   point and the same power-of-two count ``K = 2^k`` in every window. Then every
   product, sum and ``/ K`` is exact, a tie is a true tie, and all paths round it half
   to even onto the same integer. One conv sums the window with int8 weights 1 at
-  scale 2^-k, requantized at scale 1.
+  scale 2^-k, requantized at the input scale.
 * **The model's scales** (:class:`ModelScalePlan`): where no reachable sum lands on a
   tie exactly (:func:`tie_margin`, a rational test), one conv reads the model's
   DequantizeLinear, weighs the window with int8 weights 1 at scale 1/K, and the

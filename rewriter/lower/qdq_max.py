@@ -2,13 +2,15 @@
 
 A pool between the model's DequantizeLinear and QuantizeLinear is built by the
 builder in quantized mode (:meth:`~rewriter.builder.SubgraphBuilder.quantized`):
-it reads the input's integers ``q`` at scale 1 and the model's zero point ``z``, so
-every value is ``n = q - z``, an integer in ``[qmin - z, qmax - z]`` (255 steps wide).
-``max(a, b) = b + relu(a - b)`` is then exact in integers: ``a - b`` spans
-``[-255, 255]``, ``relu(a - b)`` spans ``[0, 255]`` (int8 with zero point -128, uint8
-with 0, at scale 1), and the sum is a value of the pool again (zero point ``z``).
-Every float op works on integers below 2^9, so it is exact whatever the order;
-onnxruntime's integer kernels (QLinearConv, QLinearAdd) compute the same integers.
+every value is ``n = q - z`` steps of the input's scale ``s`` (its zero point ``z``),
+an integer in ``[qmin - z, qmax - z]`` (255 steps wide). ``max(a, b) = b + relu(a - b)``
+is then exact in integers: ``a - b`` spans ``[-255, 255]``, ``relu(a - b)`` spans
+``[0, 255]`` (int8 with zero point -128, uint8 with 0, at the same scale ``s``), and
+the sum is a value of the pool again (zero point ``z``). Every float op works on a
+few values of at most 255 steps, so its result is within float32 rounding of an
+integer number of steps and its QuantizeLinear recovers that integer exactly;
+onnxruntime's integer kernels (QLinearConv, QLinearAdd: every scale ratio is 1)
+compute the same integers.
 
 Only the strategies built of such pairwise maxes run in a QDQ region
 (:data:`QDQ_STRATEGIES`): the nested relu chain adds ``t_i - t_(i+1)``, which spans
