@@ -42,7 +42,8 @@ class PoolSite:
     # some tensor (it comes out of "same" stride-1 MaxPools, as in SPPF); None if not.
     input_reach: Optional[tuple[tuple[int, int], ...]] = None
     input_chain_start: str = ""  # where that chain of "same" MaxPools starts ("": the input itself)
-    between_qdq: bool = False  # input from DequantizeLinear, output only into QuantizeLinear
+    # Input from DequantizeLinear, output only into QuantizeLinear (a max: read by anything).
+    between_qdq: bool = False
     # The quantized region's facts when ``between_qdq`` (its ``refusal`` says why it is
     # not one the quantized lowering handles); None outside QDQ regions.
     qdq: Optional["QdqRegion"] = None
@@ -128,6 +129,8 @@ def build_site(
     site.input_chain_start = max_window_source(x, facts.producer)
     dequantized = dequantized_source(x, facts)
     quantizers = quantizing_readers(y, facts) if dequantized is not None else None
+    if quantizers is None and dequantized is not None and site.op_type in SELECTING_OPS:
+        quantizers = ([], ())  # a max hands on the very float the original returns: its readers need no Q
     site.between_qdq = dequantized is not None and quantizers is not None
     if site.between_qdq:
         site.qdq = qdq_region(dequantized, quantizers, facts)  # type: ignore[arg-type]
@@ -138,15 +141,18 @@ def build_site(
 # input's scale, so a pool reached through them from a DequantizeLinear, or reaching a
 # QuantizeLinear through them, is still in the QDQ region.
 SCALE_SHARING_OPS = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose"}
+# Ops whose output values are some of their input's: a max picks one value of its window.
+SELECTING_OPS = {"MaxPool", "GlobalMaxPool"}
 _SHARING_DEPTH = 8
 
 
 def dequantized_source(x: str, facts: GraphFacts) -> Optional[tuple[tuple[str, Sequence[str], dict], tuple[str, ...]]]:
-    """The DequantizeLinear ``x`` comes from, directly or through :data:`SCALE_SHARING_OPS`,
-    and the ops passed on the way (nearest first); None when it comes from anything else."""
+    """The DequantizeLinear ``x`` comes from, directly or through :data:`SCALE_SHARING_OPS`
+    and :data:`SELECTING_OPS` (a chain of max pools with no QDQ pair between them), and
+    the ops passed on the way (nearest first); None when it comes from anything else."""
     through: list[str] = []
     feeder = facts.producer(x)
-    while feeder is not None and feeder[0] in SCALE_SHARING_OPS and len(through) < _SHARING_DEPTH and feeder[1]:
+    while feeder is not None and feeder[0] in SCALE_SHARING_OPS | SELECTING_OPS and len(through) < _SHARING_DEPTH and feeder[1]:
         through.append(feeder[0])
         feeder = facts.producer(feeder[1][0])
     if feeder is None or feeder[0] != "DequantizeLinear":
@@ -156,19 +162,20 @@ def dequantized_source(x: str, facts: GraphFacts) -> Optional[tuple[tuple[str, S
 
 def quantizing_readers(y: str, facts: GraphFacts, depth: int = 0) -> Optional[tuple[list[tuple[str, Sequence[str], dict]], tuple[str, ...]]]:
     """The QuantizeLinear nodes that read ``y``, directly or through :data:`SCALE_SHARING_OPS`,
-    and the ops passed on the way; None when anything else reads it (or it is a graph output)."""
+    :data:`SELECTING_OPS` or a Concat (which places the values as they are), and the ops
+    passed on the way; None when anything else reads it (or it is a graph output)."""
     readers = facts.readers(y)
     if not readers or facts.is_graph_output(y):
         return None
     found: list[tuple[str, Sequence[str], dict]] = []
     through: list[str] = []
     for op, inputs, attrs, outputs in readers:
-        if not inputs or inputs[0] != y:
+        if not inputs or (inputs[0] != y and op != "Concat"):
             return None
         if op == "QuantizeLinear":
             found.append((op, inputs, attrs))
             continue
-        if op not in SCALE_SHARING_OPS or depth >= _SHARING_DEPTH or not outputs:
+        if op not in SCALE_SHARING_OPS | SELECTING_OPS | {"Concat"} or depth >= _SHARING_DEPTH or not outputs:
             return None
         further = quantizing_readers(outputs[0], facts, depth + 1)
         if further is None:
