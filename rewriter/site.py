@@ -128,10 +128,18 @@ def build_site(
     site.input_reach = max_window_reach(x, facts.producer)
     site.input_chain_start = max_window_source(x, facts.producer)
     dequantized = dequantized_source(x, facts)
-    quantizers = quantizing_readers(y, facts) if dequantized is not None else None
-    if quantizers is None and dequantized is not None and site.op_type in SELECTING_OPS:
+    quantizers = quantizing_readers(y, facts) if dequantized is not None or site.op_type in SELECTING_OPS else None
+    if dequantized is None:
+        # A float max read only by QuantizeLinear (TensorRT-style placement): Q(max(x)) =
+        # max(Q(x)), Q being monotone, so it is built quantized from its input quantized
+        # as its output is; otherwise it is no QDQ region.
+        region = quantized_as_output(quantizers, facts) if quantizers and quantizers[0] and str(dtype_name) == "float32" else None
+        if region is not None and region.usable:
+            site.between_qdq, site.qdq = True, region
+        return site
+    if quantizers is None and site.op_type in SELECTING_OPS:
         quantizers = ([], ())  # a max hands on the very float the original returns: its readers need no Q
-    site.between_qdq = dequantized is not None and quantizers is not None
+    site.between_qdq = quantizers is not None
     if site.between_qdq:
         site.qdq = qdq_region(dequantized, quantizers, facts)  # type: ignore[arg-type]
     return site
@@ -284,6 +292,18 @@ def qdq_region(
             return QdqRegion(refusal=q)
         outputs.append(q)
     return QdqRegion("" if input_through else inputs[0], source, tuple(outputs), "", input_through, output_through)
+
+
+def quantized_as_output(quantizers: tuple[list[tuple[str, Sequence[str], dict]], tuple[str, ...]], facts: GraphFacts) -> Optional[QdqRegion]:
+    """The region of a float max pool read only by QuantizeLinear nodes of one quantization:
+    its input is requantized with that quantization (``int_input`` ""), or None."""
+    readers, output_through = quantizers
+    outputs = [_quantization(op, inputs, attrs, None, facts) for op, inputs, attrs in readers]
+    if any(isinstance(q, str) for q in outputs) or any(q != outputs[0] for q in outputs):
+        return None
+    first = outputs[0]
+    assert isinstance(first, Quantization)
+    return QdqRegion("", first, tuple(outputs), "", ("QuantizeLinear as its output's",), output_through)  # type: ignore[arg-type]
 
 
 # Ops whose output is >= 0 whatever their input (NaN aside).

@@ -367,11 +367,16 @@ def test_pools_reached_through_scale_sharing_ops_are_in_the_qdq_region(name, op,
     assert row.strategy.startswith("qdq "), row.strategy
 
 
-def test_a_float_op_between_dq_and_pool_is_no_qdq_region():
-    """A Relu computed in float between the DQ and the pool is a float region already: the
-    pool's rewrite is the float one (no QuantizeLinear of its own)."""
-    model = shared_scale_model("MaxPool", dict(kernel_shape=[2, 2], strides=[2, 2]), [("Relu", {})], [], [1, 3, 8, 8], np.int8,
-                               (0.02364, 0, 0.02364, 0))
+def test_a_float_op_between_dq_and_pool():
+    """A Relu computed in float between the DQ and the pool: a max is then quantized as
+    its output (its Q), an average is a float region already (its float rewrite, with no
+    QuantizeLinear of its own)."""
+    attrs = dict(kernel_shape=[2, 2], strides=[2, 2])
+    quantization = (0.02364, 0, 0.02364, 0)
+    model = shared_scale_model("MaxPool", attrs, [("Relu", {})], [], [1, 3, 8, 8], np.int8, quantization)
+    written, (row,), _ = check_exact(model, np.int8)
+    assert row.strategy.startswith("qdq"), row.strategy
+    model = shared_scale_model("AveragePool", attrs, [("Relu", {})], [], [1, 3, 8, 8], np.int8, quantization)
     written, report = rewrite_model(model)
     assert report.nodes[0].status == "rewritten" and not report.nodes[0].strategy.startswith("qdq"), report.nodes[0].strategy
     assert [n.op_type for n in written.graph.node].count("QuantizeLinear") == 1
@@ -441,3 +446,51 @@ def test_max_pools_chained_without_qdq_between_them(last, dtype, zero_point, qua
     model = chained_model(dtype, zero_point, quantization, last)
     written, rows, _ = check_exact(model, dtype)
     assert all(r.strategy.startswith("qdq ") for r in rows), [r.strategy for r in rows]
+
+
+def float_max_then_q_model(dtype, relu: bool, op: str = "MaxPool") -> onnx.ModelProto:
+    """TensorRT-style placement: x -> Conv (float) [-> Relu] -> MaxPool -> Q -> DQ -> Conv: the
+    pool's input is float, only its output is quantized."""
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(rng.standard_normal([4, 3, 3, 3]).astype(np.float32), "w0"),
+             numpy_helper.from_array(np.array(0.031, np.float32), "s"), numpy_helper.from_array(np.array(-128 if relu else 5, dtype) if dtype == np.int8 else np.array(0 if relu else 128, dtype), "z"),
+             numpy_helper.from_array(rng.integers(-20, 20, [2, 4, 1, 1]).astype(np.int8), "w1q"), numpy_helper.from_array(np.array(0.01, np.float32), "w1s")]
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], name="c0", pads=[1, 1, 1, 1])]
+    t = "c0"
+    if relu:
+        nodes.append(helper.make_node("Relu", ["c0"], ["r0"], name="r0"))
+        t = "r0"
+    pool_attrs = dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]) if op == "MaxPool" else {}
+    nodes += [helper.make_node(op, [t], ["p"], name="pool", **pool_attrs),
+              helper.make_node("QuantizeLinear", ["p", "s", "z"], ["pq"], name="q"),
+              helper.make_node("DequantizeLinear", ["pq", "s", "z"], ["pd"], name="dq"),
+              helper.make_node("DequantizeLinear", ["w1q", "w1s"], ["w1"], name="wdq"),
+              helper.make_node("Conv", ["pd", "w1"], ["y"], name="head")]
+    graph = helper.make_graph(nodes, "trt", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 12, 12])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return onnx.shape_inference.infer_shapes(model)
+
+
+@pytest.mark.parametrize("op", ["MaxPool", "GlobalMaxPool"])
+@pytest.mark.parametrize("relu", [True, False], ids=["after-relu", "signed"])
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8])
+def test_float_max_read_only_by_quantize_is_built_quantized(dtype, relu, op):
+    """A float max read only by QuantizeLinear (TensorRT's placement, no DQ before it):
+    Q(max(x)) = max(Q(x)), so its input is quantized as its output and the max built in
+    integers; the model's outputs are equal bit for bit at both levels, on many inputs."""
+    model = float_max_then_q_model(dtype, relu, op)
+    written, report = rewrite_model(model)
+    (row,) = report.nodes
+    assert row.status == "rewritten" and row.strategy.startswith("qdq"), (row.strategy, row.reason)
+    assert quantized_structure(model, written) == []
+    rng = np.random.default_rng(0)
+    for draw in range(8):
+        x = (rng.standard_normal([1, 3, 12, 12]) * (0.3 if draw % 2 else 3)).astype(np.float32)
+        for level in LEVELS:
+            options = ort.SessionOptions()
+            options.graph_optimization_level = LEVELS[level]
+            want, got = (ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+                         for m in (model, written))
+            assert np.array_equal(want, got), (level, draw, int(np.sum(want != got)))
