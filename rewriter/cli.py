@@ -34,6 +34,7 @@ from .graphs import all_graphs, functions_containing
 from .lower import SITE_OPS
 from .passes import PoolRewritePass
 from .profile import Profile
+from .refusals import mark_refused, validation_refusals
 from .target import Target
 from .report import dumps
 from .input_dims import declared_dims, graph_inputs, suggested_dims
@@ -394,27 +395,6 @@ def _final_model(args: argparse.Namespace, model, report, allow: list, profile: 
     return final
 
 
-def _validation_refusals(validation, report) -> dict[str, str]:
-    """The rewritten nodes a failed validation refuses, by output, with their reasons: only
-    rewrites the pass itself did not prove exact (their report row has a ``note``, e.g. a
-    QDQ mean with window sums within float32 rounding of a tie), and only when every
-    failure is theirs (a failed node check of a proven rewrite is a bug: it fails the run)."""
-    rewritten = {n.output: n for n in report.rewritten}
-    failed = [n for n in validation.failed_nodes if n.output in rewritten]
-    if any(not rewritten[n.output].note for n in failed) or len(failed) != len(validation.failed_nodes):
-        return {}
-    refused = {}
-    for node in failed:
-        where = f" at {node.level}" if len(node.levels) > 1 else ""
-        detail = node.note or f"max abs error {node.max_abs_error:.3g}"
-        refused[node.output] = f"validation: its rewrite differs from the original{where} on {node.worst_suite} ({detail}); {rewritten[node.output].note}"
-    if not failed:
-        for n in rewritten.values():
-            if n.note:
-                refused[n.output] = f"validation: an output compared exactly differs, and {n.note}"
-    return refused
-
-
 def _rewrite(args: argparse.Namespace, loaded: LoadedModel, console: _Console, profile: Optional[Profile]) -> int:
     model = _overwrite_shapes(args, loaded.model)  # the loaded model is ours: edited in place
     protect = () if args.in_place else (*loaded.external_files, loaded.path)
@@ -476,7 +456,7 @@ def _rewrite(args: argparse.Namespace, loaded: LoadedModel, console: _Console, p
             raise reference_error
         if report.rewritten:
             validation = _compare(args, reference, result.model, console, localize=_check_starts(report))
-            refused = {} if validation.passed else _validation_refusals(validation, report)
+            refused = {} if validation.passed else validation_refusals(validation, report)
             if refused:  # exact or refused: those nodes are kept, the rest rewritten and validated again
                 console.out(f"validation failed on {len(refused)} rewritten node(s): keeping them, rewriting the rest again")
                 model = _overwrite_shapes(args, load_model_with_sources(args.input, weights_on_disk=not args.flip_kernels).model)
@@ -485,13 +465,9 @@ def _rewrite(args: argparse.Namespace, loaded: LoadedModel, console: _Console, p
                     rewrite_double=args.rewrite_double, target=profile,
                 )
                 result = again.run(model, progress=console.progress, in_place=True)
-                for n in result.report.nodes:
-                    if n.output in refused:
-                        n.reason = refused[n.output]
-                result.report.notes, result.report.audit = report.notes, None
+                result.report.notes = report.notes
                 report = result.report
-                names = ", ".join(n.name or n.output for n in report.nodes if n.output in refused)
-                report.notes.append(f"validation refused the rewrite of {names}: kept, the rest validated again")
+                mark_refused(report, refused)
                 console.out(report.table(strategies=args.verbose))
                 final = _final_model(args, result.model, report, allow, profile, console)
                 kept_failure = _kept_failure(report) if args.fail_on_kept else None

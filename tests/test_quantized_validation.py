@@ -321,10 +321,8 @@ def test_node_check_in_integers_runs_at_both_levels() -> None:
 NEAR_TIE_WINDOW = [-67, 29, 67, -30, -11, 127, 78, 123, -31, 47, 115, 38, 87, 48, 52, -29]
 
 
-def test_cli_keeps_a_mean_its_validation_refuses_and_writes_the_rest(tmp_path: Path) -> None:
-    """Exact or refused: a mean at the model's scales whose window meets a near tie on the
-    user's inputs fails its node check; the CLI keeps that node with the reason, rewrites
-    the others again, validates again and writes the model (exit 0)."""
+def near_tie_model() -> onnx.ModelProto:
+    """xq -> DQ -> AveragePool 4x4 (scales 0.1 -> 0.0371) -> Q, and DQ -> MaxPool 2x2 -> Q beside it."""
     inits = [numpy_helper.from_array(np.array(v, dtype), n) for v, dtype, n in
              [(0.1, np.float32, "s"), (17, np.int8, "z"), (0.0371, np.float32, "so"), (-20, np.int8, "zo")]]
     graph = helper.make_graph(
@@ -339,6 +337,14 @@ def test_cli_keeps_a_mean_its_validation_refuses_and_writes_the_rest(tmp_path: P
         inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
+    return model
+
+
+def test_cli_keeps_a_mean_its_validation_refuses_and_writes_the_rest(tmp_path: Path) -> None:
+    """Exact or refused: a mean at the model's scales whose window meets a near tie on the
+    user's inputs fails its node check; the CLI keeps that node with the reason, rewrites
+    the others again, validates again and writes the model (exit 0)."""
+    model = near_tie_model()
     source, out, report_path, inputs = tmp_path / "m.onnx", tmp_path / "out.onnx", tmp_path / "r.json", tmp_path / "x.npz"
     onnx.save(model, source)
     np.savez(inputs, xq=np.array(NEAR_TIE_WINDOW, np.int8).reshape(1, 1, 4, 4))
@@ -353,3 +359,19 @@ def test_cli_keeps_a_mean_its_validation_refuses_and_writes_the_rest(tmp_path: P
     assert report["validation"]["passed"] and any("validation refused" in note for note in report["notes"])
     written = onnx.load(out)
     assert [n.op_type for n in written.graph.node].count("AveragePool") == 1 and "MaxPool" not in [n.op_type for n in written.graph.node]
+
+
+def test_rewrite_validated_keeps_what_validation_refuses() -> None:
+    """The Python API does what the CLI does: the refused mean kept with the reason, the
+    max rewritten, the final validation passed; without the near tie, both rewritten."""
+    from rewriter import rewrite_validated
+
+    model = near_tie_model()
+    window = {"xq": np.array(NEAR_TIE_WINDOW, np.int8).reshape(1, 1, 4, 4)}
+    written, report, result = rewrite_validated(model, validation={"user_inputs": window})
+    rows = {n.name: n for n in report.nodes}
+    assert rows["mean"].status == "kept" and rows["mean"].reason.startswith("validation:"), rows["mean"].reason
+    assert rows["max"].status == "rewritten" and result.passed and report.validation["passed"]
+    assert any("validation refused" in note for note in report.notes)
+    _, report, result = rewrite_validated(model)
+    assert [n.status for n in report.nodes] == ["rewritten", "rewritten"] and result.passed
