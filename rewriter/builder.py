@@ -37,6 +37,11 @@ from .target import PROFILE_OPS, QDQ_OPS, STRICT_OPS, Target
 __all__ = ["PROFILE_OPS", "STRICT_OPS", "SubgraphBuilder"]
 
 
+# The weight scale of the int8 127 that stands for a weight 1: 127 * fl32(1/127) is exactly 1.0.
+UNIT_WEIGHT_SCALE = np.float32(1 / 127)
+assert np.float32(127) * UNIT_WEIGHT_SCALE == np.float32(1.0)
+
+
 class QuantizedRangeError(ValueError):
     """A quantized lowering would need a tensor whose range 8 bits do not hold (or an op
     with no exact quantized form): the pool is kept, with this as its reason."""
@@ -216,9 +221,15 @@ class SubgraphBuilder:
         if not self.is_quantized and not self.model_scale_source:
             return self._constant(hint + "_w", weights)
         magnitudes = np.unique(np.abs(weights[weights != 0]))
-        if self.model_scale_source and len(magnitudes) == 1:  # a mean's 1/K: the int8 1 times 1/K
-            scale = float(magnitudes[0])
-            w = self.dequantize(self._constant(hint + "_wq", np.sign(weights).astype(np.int8)), scale, 0, np.dtype(np.int8))
+        if self.model_scale_source and len(magnitudes) == 1:  # a mean's 1/K: the int8 127 times 1/(127 K)
+            scale = float(np.float32(float(magnitudes[0]) / 127))
+            w = self.dequantize(self._constant(hint + "_wq", (np.sign(weights) * 127).astype(np.int8)), scale, 0, np.dtype(np.int8))
+            self.shapes[w.name] = tuple(weights.shape)
+            return w
+        if len(magnitudes) and set(magnitudes.tolist()) == {1.0}:
+            # ±1 as ±127 at scale 1/127 (DequantizeLinear gives exactly ±1.0): the full int8 range,
+            # as symmetric per-channel quantizers keep weights (rknn-toolkit2 rounds ±1 at scale 1 off by one).
+            w = self.dequantize(self._constant(hint + "_wq", (np.sign(weights) * 127).astype(np.int8)), float(UNIT_WEIGHT_SCALE), 0, np.dtype(np.int8))
             self.shapes[w.name] = tuple(weights.shape)
             return w
         scale = 1.0
@@ -545,7 +556,7 @@ class SubgraphBuilder:
         When that Q has another scale (``rescaled``), onnxruntime would merge a final
         ``Q(s) -> DQ(s)`` pair into it and round our last Add straight at the output's
         scale (QLinearAdd, not bit-exact). So the result's integers go through scale 1
-        first: a one-tap conv with the int8 weight 1 at weight scale 1/s, requantized at
+        first: a one-tap conv with the int8 weight 127 at weight scale 1/(127 s), requantized at
         scale 1 (``k * s * fl(1/s)`` is within 5e-5 of the integer ``k``), then dequantized
         at ``s``: no pair to merge."""
         q = self.quantization
@@ -555,8 +566,8 @@ class SubgraphBuilder:
             raise QuantizedRangeError(f"quantized lowering: the result spans {self._ranges[produced.name]} steps, not the input's")
         if not self._rescaled:
             return self._read(produced)
-        one = np.ones((self.channels, 1) + (1,) * self.rank, np.int8)
-        weights = self.dequantize(self._constant("unit_wq", one), float(np.float32(1.0 / self._scale)), 0, np.dtype(np.int8))
+        one = np.full((self.channels, 1) + (1,) * self.rank, 127, np.int8)
+        weights = self.dequantize(self._constant("unit_wq", one), float(np.float32(1.0 / (127 * self._scale))), 0, np.dtype(np.int8))
         self.shapes[weights.name] = one.shape
         r = self.rank
         attrs = {"group": self.channels, "kernel_shape": [1] * r, "strides": [1] * r, "dilations": [1] * r, "pads": [0] * (2 * r)}

@@ -232,7 +232,7 @@ MODEL_SCALE_AVERAGES = [
 @pytest.mark.parametrize("name,op,attrs,shape", MODEL_SCALE_AVERAGES, ids=[a[0] for a in MODEL_SCALE_AVERAGES])
 def test_averages_with_their_own_output_scale_are_one_conv_at_the_models_scales(name, op, attrs, shape, dtype, quantization):
     """An average whose output Q has its own scale reaches no rounding tie: one conv reads the
-    model's DequantizeLinear with int8 weights 1 at scale 1/K, the model's Q reads it, and
+    model's DequantizeLinear with int8 weights 127 at scale 1/(127 K), the model's Q reads it, and
     the outputs are bit-exact at both levels."""
     scale, zero_point, out_scale, out_zero_point = quantization
     model = qdq_model(op, attrs, shape, dtype, zero_point, scale=scale, out_scale=out_scale, out_zero_point=out_zero_point)

@@ -14,7 +14,7 @@ onnxruntime's float path at ORT_DISABLE_ALL, its QLinearAveragePool at ORT_ENABL
   scale 2^-k, requantized at the input scale.
 * **The model's scales** (:class:`ModelScalePlan`): where no reachable sum lands on a
   tie exactly (:func:`tie_margin`, a rational test), one conv reads the model's
-  DequantizeLinear, weighs the window with int8 weights 1 at scale 1/K, and the
+  DequantizeLinear, weighs the window with int8 weights 127 at scale 1/(127 K), and the
   model's QuantizeLinear reads it. The margin by which the reachable means miss the
   ties is computed against a bound on every implementation's float32 rounding: past
   it, every path rounds the same way, proven (odd counts at one scale: a mean is a
@@ -89,7 +89,7 @@ def _near_ties(s_values: np.ndarray, ratio: float, out: Quantization, count: int
     t = s_values * ratio + out.zero_point
     # One sign of n: the terms' magnitude is |S|; both: up to count * max |n|.
     magnitude = np.abs(s_values) if one_sign else float(count * widest)
-    bound = 1.01 * ((count + 8) * UNIT_ROUNDOFF * magnitude * ratio + 4 * UNIT_ROUNDOFF * (np.abs(t) + abs(out.zero_point) + 1)) + 1e-9
+    bound = 1.01 * ((count + 9) * UNIT_ROUNDOFF * magnitude * ratio + 4 * UNIT_ROUNDOFF * (np.abs(t) + abs(out.zero_point) + 1)) + 1e-9
     half = np.floor(t) + 0.5
     qmin, qmax = out.int_range
     distance = np.abs(t - half)
@@ -102,7 +102,7 @@ def tie_margin(source: Quantization, outputs: Sequence[Quantization], divisor: i
 
     The float bound covers DequantizeLinear's products, any summation order of
     ``count`` terms, the weight or ``1/K`` and the division by the output scale
-    (``count + 8`` roundings of the terms' magnitude), and the zero point added
+    (``count + 9`` roundings of the terms' magnitude), and the zero point added
     before rounding (a few roundings of the result)."""
     lo_n, hi_n = source.steps
     sums = (count * lo_n, count * hi_n)
