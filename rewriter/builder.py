@@ -216,30 +216,31 @@ class SubgraphBuilder:
         return self._requantized[t.name]
 
     def _weights(self, hint: str, weights: np.ndarray) -> gs.Tensor:
-        """A conv's weights: the float constant, or in quantized mode an int8 initializer
-        through DequantizeLinear (scale: the one power of two that makes them integers)."""
+        """A conv's weights: the float constant, or in a QDQ region an int8 initializer
+        through DequantizeLinear. Weights of one magnitude ``m`` (±1 of a max, a mean's
+        1/K at the model's scales) are ±127 at scale ``m``/127, the full int8 range as
+        symmetric per-channel quantizers keep weights (rknn-toolkit2 computes ±1 at scale
+        1 one step off on about half the values); ±1 dequantizes to exactly ±1.0. Other
+        weights (an average's 2^-k in integers, where ties must stay exact at every
+        level) are integers times the one power of two that makes them so."""
         if not self.is_quantized and not self.model_scale_source:
             return self._constant(hint + "_w", weights)
         magnitudes = np.unique(np.abs(weights[weights != 0]))
-        if self.model_scale_source and len(magnitudes) == 1:  # a mean's 1/K: the int8 127 times 1/(127 K)
-            scale = float(np.float32(float(magnitudes[0]) / 127))
-            w = self.dequantize(self._constant(hint + "_wq", (np.sign(weights) * 127).astype(np.int8)), scale, 0, np.dtype(np.int8))
-            self.shapes[w.name] = tuple(weights.shape)
-            return w
-        if len(magnitudes) and set(magnitudes.tolist()) == {1.0}:
-            # ±1 as ±127 at scale 1/127 (DequantizeLinear gives exactly ±1.0): the full int8 range,
-            # as symmetric per-channel quantizers keep weights (rknn-toolkit2 rounds ±1 at scale 1 off by one).
-            w = self.dequantize(self._constant(hint + "_wq", (np.sign(weights) * 127).astype(np.int8)), float(UNIT_WEIGHT_SCALE), 0, np.dtype(np.int8))
-            self.shapes[w.name] = tuple(weights.shape)
-            return w
+        if len(magnitudes) == 1 and (self.model_scale_source or magnitudes[0] == 1.0):
+            scale = UNIT_WEIGHT_SCALE if magnitudes[0] == 1.0 else np.float32(float(magnitudes[0]) / 127)
+            return self._int8_weights(hint, (np.sign(weights) * 127).astype(np.int8), float(scale))
         scale = 1.0
         while not np.array_equal(weights / scale, np.round(weights / scale)) and scale > 2.0 ** -24:
             scale /= 2  # 1/K of a power-of-two average: the int8 1 times 2^-k
         ints = np.round(weights / scale)
         if not np.array_equal(ints * scale, weights) or np.abs(ints).max(initial=0) > 127:
             raise QuantizedRangeError("quantized lowering: conv weights are not int8 times a power of two")
-        w = self.dequantize(self._constant(hint + "_wq", ints.astype(np.int8)), scale, 0, np.dtype(np.int8))
-        self.shapes[w.name] = tuple(weights.shape)  # what the fit check reads the kernel from
+        return self._int8_weights(hint, ints.astype(np.int8), scale)
+
+    def _int8_weights(self, hint: str, ints: np.ndarray, scale: float) -> gs.Tensor:
+        """``ints`` as an int8 initializer through a DequantizeLinear of ``scale``."""
+        w = self.dequantize(self._constant(hint + "_wq", ints), scale, 0, np.dtype(np.int8))
+        self.shapes[w.name] = tuple(ints.shape)  # what the fit check reads the kernel from
         return w
 
     def _conv_range(self, x: gs.Tensor, kernel: np.ndarray, padded: bool) -> tuple[int, int]:
@@ -567,8 +568,7 @@ class SubgraphBuilder:
         if not self._rescaled:
             return self._read(produced)
         one = np.full((self.channels, 1) + (1,) * self.rank, 127, np.int8)
-        weights = self.dequantize(self._constant("unit_wq", one), float(np.float32(1.0 / (127 * self._scale))), 0, np.dtype(np.int8))
-        self.shapes[weights.name] = one.shape
+        weights = self._int8_weights("unit", one, float(np.float32(1.0 / (127 * self._scale))))
         r = self.rank
         attrs = {"group": self.channels, "kernel_shape": [1] * r, "strides": [1] * r, "dilations": [1] * r, "pads": [0] * (2 * r)}
         x = self._read(produced)
