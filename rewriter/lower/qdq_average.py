@@ -157,8 +157,8 @@ def qdq_average_plan(site: PoolSite, spec: PoolSpec, lowering: Lowering) -> Unio
     divisors = [sorted(set(spec.divisors(i))) for i in range(spec.rank)]
     if any(len(d) > 1 for d in divisors):
         which = ", ".join(f"axis {i}: {d}" for i, d in enumerate(divisors) if len(d) > 1)
-        return Refusal(f"{site.op_type} in a QDQ region with windows of different counts ({which}): one conv divides "
-                       "every window by the same count, and more would each round their part", spec=spec)
+        return Refusal(f"{site.op_type} in a QDQ region with windows of different counts ({which}): the quantized "
+                       "lowering is one conv, which divides every window by one count", spec=spec)
     broken = conv_violations(*uniform_axes_shape(spec, [True] * spec.rank), depthwise=True, limits=lowering.target.conv_limits)
     if broken:
         limits = "; ".join(f"{v.rule} {v.value} outside {v.limit}" for v in broken)
