@@ -279,19 +279,25 @@ def _check_starts(report):
 
 
 def _verbose_rows(validation) -> str:
-    """``-v``: every output comparison, then every node check, as aligned columns."""
+    """``-v``: every output comparison, then every node check, as aligned columns (with the
+    onnxruntime level each ran at, when a quantized model ran at two)."""
+    levels = len(validation.levels) > 1
     outputs = [
-        [c.output, c.suite, "ok" if c.passed else "FAIL", f"{c.max_abs_error:.3g}", f"{c.rel_error:.3g}", f"{c.ulp_error:.3g}", c.note]
+        [c.output, c.suite] + ([c.level] if levels else [])
+        + ["ok" if c.passed else "FAIL", f"{c.max_abs_error:.3g}", f"{c.rel_error:.3g}", f"{c.ulp_error:.3g}", c.note]
         for c in validation.comparisons
     ]
-    lines = format_columns(["output", "suite", "result", "max abs", "rel", "ulps", "note"], outputs, right=(3, 4, 5), indent="  ")
+    shift = 1 if levels else 0
+    headers = ["output", "suite"] + (["level"] if levels else []) + ["result", "max abs", "rel", "ulps", "note"]
+    lines = format_columns(headers, outputs, right=(3 + shift, 4 + shift, 5 + shift), indent="  ")
     if validation.nodes:
         nodes = [
             [n.name or n.output, n.op_type, {True: "ok", False: "FAIL", None: "n/a"}[n.passed], f"{n.rel_error:.3g}",
-             f"{n.ulp_error:.3g}", n.worst_suite, n.note]
+             f"{n.ulp_error:.3g}", n.worst_suite] + ([" and ".join(n.levels)] if levels else []) + [n.note]
             for n in validation.nodes
         ]
-        lines += format_columns(["node", "op", "result", "rel", "ulps", "worst suite", "note"], nodes, right=(3, 4), indent="  ")
+        headers = ["node", "op", "result", "rel", "ulps", "worst suite"] + (["levels"] if levels else []) + ["note"]
+        lines += format_columns(headers, nodes, right=(3, 4), indent="  ")
     return "\n".join(lines)
 
 

@@ -171,9 +171,12 @@ def test_pool_with_another_output_scale(activation: str) -> None:
 def test_cli_on_a_quantized_model(tmp_path: Path) -> None:
     source, target, report = tmp_path / "q.onnx", tmp_path / "out.onnx", tmp_path / "r.json"
     onnx.save(Q.quantized("sppf", Q.Quantization("int8", True, True)), source)
-    run = subprocess.run([sys.executable, "-m", "rewriter", str(source), str(target), "--report", str(report)],
+    run = subprocess.run([sys.executable, "-m", "rewriter", str(source), str(target), "--report", str(report), "-v"],
                          capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stderr
+    # -v names the level of every comparison and the levels of every node check.
+    assert "  sppf/cv2  signed-normal  ORT_ENABLE_ALL " in run.stdout, run.stdout
+    assert "ORT_DISABLE_ALL and ORT_ENABLE_ALL" in run.stdout
     data = json.loads(report.read_text())
     assert data["totals"]["kept"] == 0 and data["validation"]["passed"]
     assert data["validation"]["levels"] == list(LEVELS) and data["validation"]["exact_outputs"] == ["sppf/cv2"]
