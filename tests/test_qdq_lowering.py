@@ -494,3 +494,15 @@ def test_float_max_read_only_by_quantize_is_built_quantized(dtype, relu, op):
             want, got = (ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
                          for m in (model, written))
             assert np.array_equal(want, got), (level, draw, int(np.sum(want != got)))
+
+
+@pytest.mark.parametrize("out_scale,expected", [(None, "the windows of 4 (a sum of q - z of 2), 6 (a sum of q - z of 3)"),
+                                                (0.0071, "no window reaches a rounding tie")])
+def test_windows_of_different_counts_kept_naming_the_counts_that_tie(out_scale, expected):
+    """Inception's count_include_pad=0 average: at one scale its corner and edge windows (4
+    and 6 values) reach exact ties, and the reason names them with a tying sum; with an
+    output scale of its own none does, and the reason says the per-count convs are not built."""
+    attrs = dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    model = qdq_model("AveragePool", attrs, [1, 2, 7, 7], np.int8, -128, scale=0.02364, out_scale=out_scale)
+    (row,) = rewrite_model(model)[1].nodes
+    assert row.status == "kept" and "windows of [4, 6, 9] values" in row.reason and expected in row.reason, row.reason

@@ -28,6 +28,7 @@ pool is kept, with the reason.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -151,14 +152,30 @@ def _power_of_two(value: float) -> bool:
     return mantissa == 0.5
 
 
+def _counts_refusal(site: PoolSite, spec: PoolSpec, divisors: list[list[int]]) -> Refusal:
+    """Why an average whose windows hold different counts is kept: the counts that reach a
+    tie and a sum that does, or (none does) that one conv per count is not built."""
+    assert site.qdq is not None and site.qdq.input is not None
+    which = ", ".join(f"axis {i}: {d}" for i, d in enumerate(divisors) if len(d) > 1)
+    counts = sorted({int(np.prod(c)) for c in itertools.product(*divisors)})
+    tying = [(c, tie_margin(site.qdq.input, site.qdq.outputs, c, c).exact_tie) for c in counts]
+    tying = [(c, t) for c, t in tying if t is not None]
+    head = f"{site.op_type} in a QDQ region with windows of different counts ({which}; windows of {counts} values)"
+    if tying:
+        ties = ", ".join(f"{c} (a sum of q - z of {t})" for c, t in tying)
+        return Refusal(f"{head}: the windows of {ties} have their mean exactly on a rounding tie of QuantizeLinear, and "
+                       f"the original's float error decides it (onnxruntime rounds such ties differently with and without "
+                       f"graph optimizations)", spec=spec)
+    return Refusal(f"{head}: no window reaches a rounding tie, but the quantized lowering of a mean is one conv with one "
+                   "count, and one conv per count is not built", spec=spec)
+
+
 def qdq_average_plan(site: PoolSite, spec: PoolSpec, lowering: Lowering) -> Union[PoolPlan, Refusal]:
     """The plan of an average between DequantizeLinear and QuantizeLinear, or why it is kept."""
     assert site.qdq is not None and site.qdq.input is not None
     divisors = [sorted(set(spec.divisors(i))) for i in range(spec.rank)]
     if any(len(d) > 1 for d in divisors):
-        which = ", ".join(f"axis {i}: {d}" for i, d in enumerate(divisors) if len(d) > 1)
-        return Refusal(f"{site.op_type} in a QDQ region with windows of different counts ({which}): the quantized "
-                       "lowering is one conv, which divides every window by one count", spec=spec)
+        return _counts_refusal(site, spec, divisors)
     broken = conv_violations(*uniform_axes_shape(spec, [True] * spec.rank), depthwise=True, limits=lowering.target.conv_limits)
     if broken:
         limits = "; ".join(f"{v.rule} {v.value} outside {v.limit}" for v in broken)
