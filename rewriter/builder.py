@@ -94,6 +94,7 @@ class SubgraphBuilder:
         self.quantization: Optional[Quantization] = None  # set by :meth:`quantized`
         self._source: Optional[tuple[str, str]] = None  # (the pool's float input, its integer tensor)
         self._source_is_dequantized = False  # the pool's input is the model's DQ output itself
+        self._source_copy: Optional[gs.Tensor] = None  # how the subgraph reads it (:meth:`_single_read`)
         self._scale = 1.0  # quantized mode: the input's scale, at which every value is stored
         self._rescaled = False  # quantized mode: the model's Q after the pool quantizes otherwise
         self._ranges: dict[str, tuple[int, int]] = {}  # integer range, in input steps, of each value
@@ -191,7 +192,7 @@ class SubgraphBuilder:
         if not self.is_quantized or t.name in self._dequantized:
             return t
         if self._source is not None and t.name == self._source[0] and self._source_is_dequantized:
-            return t  # the model's DequantizeLinear output, at the scale every value here has
+            return self._single_read(t)
         if t.name not in self._read_as:
             q, zp = self._integers(t)
             dq = self.dequantize(q, self._scale, zp, self.quantization.dtype)  # type: ignore[union-attr]
@@ -200,6 +201,17 @@ class SubgraphBuilder:
                 self.extents[dq.name] = self.extents[t.name]
             self._read_as[t.name] = dq
         return self._read_as[t.name]
+
+    def _single_read(self, source: gs.Tensor) -> gs.Tensor:
+        """The model's DequantizeLinear output as the subgraph reads it: through one copy
+        conv (one-tap, requantized), so that the model's tensor keeps the one reader the
+        pool was. onnxruntime's graph-level QDQ passes look at readers: a DQ read by two
+        convs is duplicated, and the int8-to-uint8 conversion then skips the Q before it,
+        which unfuses a neighbouring kept QLinearAveragePool and changes its rounding."""
+        if self._source_copy is None:
+            self._source_copy = source  # what the copy conv itself reads
+            self._source_copy = self._read(self.copy(source))
+        return self._source_copy
 
     def _integers(self, t: gs.Tensor) -> tuple[gs.Tensor, int]:
         """``t``'s integers at the input's scale and their zero point: the pool's input's

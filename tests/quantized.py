@@ -65,6 +65,10 @@ class _Graph:
         self.inits.append(numpy_helper.from_array(array.astype(np.float32), name))
         return name
 
+    def weight_int64(self, name: str, values: list[int]) -> str:
+        self.inits.append(numpy_helper.from_array(np.array(values, np.int64), name))
+        return name
+
     def op(self, op: str, inputs: list[str], name: Optional[str] = None, **attrs) -> str:
         name = name or self._name(op)
         self.nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
@@ -166,11 +170,69 @@ def inception(seed: int = 0) -> onnx.ModelProto:
     return g.model("inception", (1, 3, 28, 28), g.gemm(y, 16, 10))
 
 
+def se_ocr(seed: int = 0) -> onnx.ModelProto:
+    """A PP-OCR-like recognizer on 32x64: stem Conv + HardSwish-like SiLU, four SE blocks
+    (GlobalAveragePool -> 1x1 -> Relu -> 1x1 -> Sigmoid -> Mul), CRNN MaxPools with
+    strides (2, 1) between them, a GlobalAveragePool over the height, a Softmax head."""
+    g = _Graph(seed)
+    y = g.silu(g.conv("x", 3, 8, 3, stride=2, name="ocr/stem"))
+    for i in range(4):
+        y = g.relu(g.conv(y, 8, 8, 3, name=f"ocr/b{i}/conv"))
+        s = g.op("GlobalAveragePool", [y], f"ocr/b{i}/se/gap")
+        s = g.op("Sigmoid", [g.conv(g.relu(g.conv(s, 8, 4, 1, name=f"ocr/b{i}/se/fc1")), 4, 8, 1, name=f"ocr/b{i}/se/fc2")])
+        y = g.op("Mul", [y, s], f"ocr/b{i}/se/mul")
+        if i < 2:
+            y = g.op("MaxPool", [y], f"ocr/b{i}/pool", kernel_shape=[2, 2], strides=[2, 1], pads=[0, 0, 0, 1])
+    y = g.op("ReduceMean", [y], "ocr/height_mean", axes=[2], keepdims=0)
+    y = g.conv(g.op("Unsqueeze", [y, g.weight_int64("ocr/axes", [2])], "ocr/unsqueeze"), 8, 12, 1, name="ocr/head")
+    return g.model("se_ocr", (1, 3, 32, 64), g.op("Softmax", [y], "ocr/softmax", axis=1))
+
+
+def random_net(seed: int) -> onnx.ModelProto:
+    """A seeded random deep CNN: a stem (Relu or SiLU), 2 to 4 blocks drawn from max pools
+    (ceil_mode too), averages (count_include_pad 0 or 1), SPPF, SE blocks and convs, then a
+    global max or average, Flatten and Gemm."""
+    rng = np.random.default_rng(seed)
+    g = _Graph(seed)
+    channels, size = int(rng.choice([4, 8])), int(rng.choice([16, 20, 24, 32]))
+    y = g.conv("x", 3, channels, 3)
+    y = g.relu(y) if rng.random() < 0.6 else g.silu(y)
+    extent = size
+    for _ in range(int(rng.integers(2, 5))):
+        kind = rng.choice(["max", "avg", "sppf", "se", "maxceil", "conv"])
+        if kind == "max" and extent >= 4:
+            k, s = int(rng.choice([2, 3])), int(rng.choice([1, 2]))
+            p = k // 2 if rng.random() < 0.5 else 0
+            y = g.op("MaxPool", [y], kernel_shape=[k, k], strides=[s, s], pads=[p] * 4)
+            extent = (extent + 2 * p - k) // s + 1
+        elif kind == "maxceil" and extent >= 4:
+            y = g.op("MaxPool", [y], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)
+            extent = -(-(extent - 3) // 2) + 1
+        elif kind == "avg" and extent >= 4:
+            k = int(rng.choice([2, 3]))
+            y = g.op("AveragePool", [y], kernel_shape=[k, k], strides=[k, k], count_include_pad=int(rng.random() < 0.5))
+            extent = (extent - k) // k + 1
+        elif kind == "sppf":
+            pools = [y]
+            for _ in range(3):
+                pools.append(g.op("MaxPool", [pools[-1]], kernel_shape=[5, 5], strides=[1, 1], pads=[2] * 4))
+            y = g.conv(g.op("Concat", pools, axis=1), 4 * channels, channels, 1)
+        elif kind == "se":
+            half = max(channels // 2, 1)
+            squeeze = g.op("GlobalAveragePool", [y])
+            y = g.op("Mul", [y, g.op("Sigmoid", [g.conv(g.relu(g.conv(squeeze, channels, half, 1)), half, channels, 1)])])
+        else:
+            y = g.relu(g.conv(y, channels, channels, 3))
+    y = g.op("GlobalMaxPool" if rng.random() < 0.3 else "GlobalAveragePool", [y])
+    return g.model("random_net", (1, 3, size, size), g.gemm(g.op("Flatten", [y], axis=1), channels, 10))
+
+
 BUILDERS: dict[str, Callable[..., onnx.ModelProto]] = {
     "resnet_stem": resnet_stem,
     "sppf": sppf,
     "vgg_densenet": vgg_densenet,
     "inception": inception,
+    "se_ocr": se_ocr,
 }
 
 

@@ -181,3 +181,17 @@ def test_cli_on_a_quantized_model(tmp_path: Path) -> None:
     assert data["totals"]["kept"] == 0 and data["validation"]["passed"]
     assert data["validation"]["levels"] == list(LEVELS) and data["validation"]["exact_outputs"] == ["sppf/cv2"]
     check_structure(onnx.load(source), onnx.load(target))
+
+
+@pytest.mark.parametrize("activation", Q.ACTIVATIONS)
+@pytest.mark.parametrize("seed", [3, 11, 12])
+def test_deep_random_quantized_networks(seed: int, activation: str) -> None:
+    """Seeded random deep CNNs (max pools with ceil_mode, averages, SPPF, SE blocks, global
+    pools), quantized by quantize_static: every max rewritten, structure kept, and the
+    validator's exact comparison at both levels passes."""
+    original = Q.quantize(Q.random_net(seed), Q.Quantization(activation, True, False), seed)
+    rewritten, report = rewrite_model(original)
+    check_pools(original, report)
+    check_structure(original, rewritten)
+    result = validate_models(original, rewritten)
+    assert result.passed and list(result.levels) == list(LEVELS), result.summary()
