@@ -195,3 +195,22 @@ def test_deep_random_quantized_networks(seed: int, activation: str) -> None:
     check_structure(original, rewritten)
     result = validate_models(original, rewritten)
     assert result.passed and list(result.levels) == list(LEVELS), result.summary()
+
+
+@pytest.mark.parametrize("name", ["sppf", "vgg_densenet"])
+def test_graphsurgeon_pass_on_a_quantized_model(name: str) -> None:
+    """PoolRewritePass.run_graph builds the same quantized subgraphs on an onnx-graphsurgeon
+    Graph: structure kept, bit-exact at both levels."""
+    import onnx_graphsurgeon as gs
+
+    from rewriter import PoolRewritePass
+
+    original = Q.quantized(name, Q.Quantization("int8", True, False))
+    graph = gs.import_onnx(onnx.shape_inference.infer_shapes(original))
+    report = PoolRewritePass().run_graph(graph)
+    graph.cleanup().toposort()
+    rewritten = gs.export_onnx(graph)
+    check_pools(original, report)
+    check_structure(original, rewritten)
+    result = validate_models(original, rewritten)
+    assert result.passed and list(result.levels) == list(LEVELS), result.summary()
