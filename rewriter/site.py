@@ -130,10 +130,11 @@ def build_site(
     dequantized = dequantized_source(x, facts)
     quantizers = quantizing_readers(y, facts) if dequantized is not None or site.op_type in SELECTING_OPS else None
     if dequantized is None:
-        # A float max read only by QuantizeLinear (TensorRT-style placement): Q(max(x)) =
-        # max(Q(x)), Q being monotone, so it is built quantized from its input quantized
-        # as its output is; otherwise it is no QDQ region.
-        region = quantized_as_output(quantizers, facts) if quantizers and quantizers[0] and str(dtype_name) == "float32" else None
+        # A float max read only by QuantizeLinear nodes directly (TensorRT-style placement):
+        # Q(max(x)) = max(Q(x)), Q being monotone, so it is built quantized from its input
+        # quantized as its output is (and checked after the Q); otherwise no QDQ region.
+        direct = quantizers is not None and bool(quantizers[0]) and not quantizers[1]  # read by the Qs themselves
+        region = quantized_as_output(quantizers, facts) if direct and str(dtype_name) == "float32" else None  # type: ignore[arg-type]
         if region is not None and region.usable:
             site.between_qdq, site.qdq = True, region
         return site

@@ -365,6 +365,12 @@ def test_pools_reached_through_scale_sharing_ops_are_in_the_qdq_region(name, op,
     model = shared_scale_model(op, attrs, before, after, shape, dtype, quantization)
     written, (row,), _ = check_exact(model, dtype)
     assert row.strategy.startswith("qdq "), row.strategy
+    # The node check starts at the DQ's integers (the pool never sees off-grid values) and
+    # compares its output quantized as the region's Q does: no false alarm.
+    from rewriter.validate import validate_models
+
+    result = validate_models(model, written)
+    assert result.passed and all(n.exact for n in result.nodes), result.summary()
 
 
 def test_a_float_op_between_dq_and_pool():
@@ -446,6 +452,10 @@ def test_max_pools_chained_without_qdq_between_them(last, dtype, zero_point, qua
     model = chained_model(dtype, zero_point, quantization, last)
     written, rows, _ = check_exact(model, dtype)
     assert all(r.strategy.startswith("qdq ") for r in rows), [r.strategy for r in rows]
+    from rewriter.validate import validate_models
+
+    result = validate_models(model, written)
+    assert result.passed, result.summary()
 
 
 def float_max_then_q_model(dtype, relu: bool, op: str = "MaxPool") -> onnx.ModelProto:
@@ -494,6 +504,11 @@ def test_float_max_read_only_by_quantize_is_built_quantized(dtype, relu, op):
             want, got = (ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
                          for m in (model, written))
             assert np.array_equal(want, got), (level, draw, int(np.sum(want != got)))
+    # The validator judges the node after its Q (max commutes with it): no false alarm.
+    from rewriter.validate import validate_models
+
+    result = validate_models(model, written)
+    assert result.passed and [n.compared for n in result.nodes] == ["pq"], result.summary()
 
 
 @pytest.mark.parametrize("out_scale,expected", [(None, "the windows of 4 (a sum of q - z of 2), 6 (a sum of q - z of 3)"),

@@ -41,6 +41,9 @@ class NodeCheckStart:
     # of the integers it starts from (None: the start is not quantized).
     end: str = ""
     zero_point: Optional[int] = None
+    # (scale, zero point) initializers of the region's QuantizeLinear further on: the check
+    # compares the node's output quantized so (() compares it as it is).
+    quantize_as: tuple[str, ...] = ()
 
 
 # Where the checks of a model's nodes start, by node output; a node left out starts at its own input.
@@ -175,10 +178,10 @@ def in_integers(model: onnx.ModelProto, output: str, start: NodeCheckStart) -> N
     integers its DequantizeLinear reads to the integers of the QuantizeLinear after it."""
     if start.zero_point is not None:
         return start
-    begin, end, zero_point = through_qdq(model, start.start, output)
+    begin, end, zero_point, quantize_as = through_qdq(model, start.start, output)
     if zero_point is None:
-        return start
-    return NodeCheckStart(begin, start.nonnegative, "" if end == output else end, zero_point)
+        return start if end == output else NodeCheckStart(start.start, start.nonnegative, end)
+    return NodeCheckStart(begin, start.nonnegative, "" if end == output else end, zero_point, quantize_as)
 
 
 def nodes_to_check(
@@ -228,7 +231,9 @@ def check_node(
     x_name, y_name = start.start, start.end or node.output[0]
     check.compared = y_name
     try:
-        pieces = original.between(x_name, y_name), candidate.between(x_name, y_name)
+        pieces = original.between(x_name, y_name, start.quantize_as), candidate.between(x_name, y_name, start.quantize_as)
+        if start.quantize_as:  # the output quantized as its region's QuantizeLinear does
+            y_name = check.compared = pieces[0].graph.output[0].name
         runners = [(AS_WRITTEN, OrtRunner(pieces[0]), candidate_runner(pieces[1]))]
         if start.zero_point is not None and integer_kernels and candidate_runner is OrtRunner:
             # In integers, also as onnxruntime's integer kernels compute it (QLinear* fusions).
@@ -311,8 +316,10 @@ class Paths:
         self.initializers = {t.name: t for t in model.graph.initializer}
         self.elem_types = elem_types
 
-    def between(self, x_name: str, y_name: str) -> onnx.ModelProto:
-        """A model of input ``x_name`` and output ``y_name``; raises when ``y`` needs more than ``x``."""
+    def between(self, x_name: str, y_name: str, quantize_as: Sequence[str] = ()) -> onnx.ModelProto:
+        """A model of input ``x_name`` and output ``y_name``; raises when ``y`` needs more than ``x``.
+        ``quantize_as`` (a QuantizeLinear's scale and zero point initializers): the output
+        is ``y`` quantized so."""
         keep: dict[int, onnx.NodeProto] = {}
         seen: set[str] = set()
         stack = [y_name]
@@ -334,7 +341,15 @@ class Paths:
         def info(name: str) -> onnx.ValueInfoProto:
             return onnx.helper.make_tensor_value_info(name, self.elem_types.get(name, onnx.TensorProto.FLOAT), None)
 
+        output = info(y_name)
+        if quantize_as:
+            if any(name not in self.initializers for name in quantize_as):
+                raise _NotLocalizable(f"the QuantizeLinear after '{y_name}' has no constant scale and zero point here")
+            quantized = f"{y_name}__quantized"
+            nodes = nodes + [onnx.helper.make_node("QuantizeLinear", [y_name, *quantize_as], [quantized])]
+            used |= set(quantize_as)
+            output = onnx.helper.make_tensor_value_info(quantized, self.initializers[quantize_as[1]].data_type, None)
         inits = [t for name, t in self.initializers.items() if name in used]
-        graph = onnx.helper.make_graph(nodes, "localized", [info(x_name)], [info(y_name)], inits)
+        graph = onnx.helper.make_graph(nodes, "localized", [info(x_name)], [output], inits)
         return onnx.helper.make_model(graph, opset_imports=list(self.model.opset_import), ir_version=self.model.ir_version)
 

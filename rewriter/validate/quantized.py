@@ -43,6 +43,9 @@ _QUANTIZE_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", 
 # Ops that move or select values without computing new ones: DQ's floats pass through unchanged.
 SHAPE_ONLY_OPS = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Expand", "Slice", "Gather",
                   "Split", "Concat", "Tile", "DepthToSpace", "SpaceToDepth"}
+MAX_OPS = {"MaxPool", "GlobalMaxPool"}
+# What a walk to a region's DQ or Q may pass: ops that move values, and max pools (which pick them).
+_PICKING_OPS = SHAPE_ONLY_OPS | MAX_OPS
 _INTEGER_TYPES = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT16, onnx.TensorProto.UINT16,
                   onnx.TensorProto.INT32, onnx.TensorProto.UINT32, onnx.TensorProto.INT64, onnx.TensorProto.UINT64,
                   onnx.TensorProto.BOOL, onnx.TensorProto.INT4, onnx.TensorProto.UINT4}
@@ -93,27 +96,63 @@ def _data_inputs(node: onnx.NodeProto) -> int:
     return len(node.input) if node.op_type == "Concat" else 1
 
 
-def through_qdq(model: onnx.ModelProto, start: str, output: str) -> tuple[str, str, Optional[int]]:
+def through_qdq(model: onnx.ModelProto, start: str, output: str) -> tuple[str, str, Optional[int], tuple[str, ...]]:
     """Where the check of a node inside a QDQ region starts and ends, in integers.
 
-    A check that starts at a DequantizeLinear's output (8-bit, per-tensor) starts at the
-    integers it reads instead (a quantized lowering may read them through its own
-    DequantizeLinear); one whose node output feeds only one QuantizeLinear ends at that
-    Q's integers, so a rewrite is judged by the integers it hands on, exactly. Returns
-    ``(start, end, zero point of the start's DequantizeLinear or None)``; a check that
-    is not in a QDQ region comes back unchanged."""
+    A check that starts at a DequantizeLinear's output (8-bit, per-tensor), directly or
+    through ops that only move or pick values (a Transpose of an NHWC export, a max pool
+    with no QDQ pair after it), starts at the integers that DQ reads instead: the node
+    only ever sees values on its grid, and a quantized lowering may requantize them.
+    One whose node output feeds only one QuantizeLinear ends at that Q's integers, so a
+    rewrite is judged by the integers it hands on, exactly; so does a float max pool
+    read only by QuantizeLinear nodes (the first one's: max commutes with a monotone Q).
+    A start in integers whose output reaches a QuantizeLinear only further on (through
+    such ops, or a Concat) ends at the output quantized as that Q quantizes:
+    ``quantize_as`` names its scale and zero point. Returns ``(start, end, zero point
+    of the start's DequantizeLinear or None, quantize_as)``; a check that is not in a
+    QDQ region comes back unchanged."""
     made_by = producers([model.graph])
     constants = {t.name: t for t in model.graph.initializer}
     zero_point = None
-    dq = made_by.get(start)
+    dq, hops = made_by.get(start), 0
+    while dq is not None and dq.op_type in _PICKING_OPS and _data_inputs(dq) == 1 and dq.input and hops < _WALK:
+        dq, hops = made_by.get(dq.input[0]), hops + 1
     if dq is not None and dq.op_type == "DequantizeLinear" and _per_tensor_8bit(dq, constants):
         zero_point = int(numpy_helper.to_array(constants[dq.input[2]])) if len(dq.input) > 2 and dq.input[2] else 0
         start = dq.input[0]
     readers = [n for n in model.graph.node if output in n.input]
-    end = output
-    if zero_point is not None and len(readers) == 1 and readers[0].op_type == "QuantizeLinear" and output not in {o.name for o in model.graph.output}:
+    end, quantize_as = output, ()
+    graph_output = output in {o.name for o in model.graph.output}
+    if zero_point is not None and len(readers) == 1 and readers[0].op_type == "QuantizeLinear" and not graph_output:
         end = readers[0].output[0]
-    return start, end, zero_point
+    elif (made_by.get(output) is not None and made_by[output].op_type in MAX_OPS and readers and not graph_output
+          and all(r.op_type == "QuantizeLinear" for r in readers)):
+        # A float max read only by QuantizeLinear: max commutes with a monotone Q, and a
+        # rewrite may build it quantized from its input quantized so; judged after the Q.
+        end = readers[0].output[0]
+    elif zero_point is not None:
+        quantize_as = _quantizer_further_on(model, output, constants)
+    return start, end, zero_point, quantize_as
+
+
+_WALK = 8  # ops walked through to a DQ or a Q
+
+
+def _quantizer_further_on(model: onnx.ModelProto, output: str, constants: Mapping[str, onnx.TensorProto]) -> tuple[str, ...]:
+    """(scale, zero point) of the first per-tensor 8-bit QuantizeLinear reached from
+    ``output`` through ops that only move or pick values (or a Concat); () if none."""
+    frontier, seen = [output], set()
+    for _ in range(_WALK):
+        following = []
+        for name in frontier:
+            for node in (n for n in model.graph.node if name in n.input):
+                if node.op_type == "QuantizeLinear" and node.input[0] == name and _per_tensor_8bit(node, constants) and len(node.input) > 2:
+                    return (node.input[1], node.input[2])
+                if node.op_type in _PICKING_OPS and node.output and node.output[0] not in seen:
+                    seen.add(node.output[0])
+                    following.append(node.output[0])
+        frontier = following
+    return ()
 
 
 def _per_tensor_8bit(node: onnx.NodeProto, constants: Mapping[str, onnx.TensorProto]) -> bool:
