@@ -24,7 +24,7 @@ from ..ops import ONNX_DOMAINS, POOL_OPS, REDUCE_POOL_OPS
 from .arrays import all_finite
 from .comparator import OutputComparison, ToleranceComparator, compare_exact
 from .inputs import InputDescription, InputSuite, make_feeds
-from .quantized import AS_WRITTEN, INTEGER_KERNELS, INTEGER_SUITES, integer_values, through_qdq
+from .quantized import AS_WRITTEN, INTEGER_KERNELS, INTEGER_SUITES, QdqIndex, integer_values, through_qdq
 from .runners import OrtRunner
 
 
@@ -123,6 +123,7 @@ def localizable_nodes(
     produced = set(producer_op)
     available = produced | {i.name for i in source.graph.input}
     wanted = set(only) if only is not None else None
+    index = QdqIndex.of(original)
     nodes = []
     for node in original.graph.node:
         if node.domain not in ONNX_DOMAINS or not node.output:
@@ -136,7 +137,7 @@ def localizable_nodes(
             if candidate is not None and producer_op.get(node.output[0]) == node.op_type:
                 continue  # the candidate still reduces there: nothing rewritten to check
         # A rewrite inside a QDQ region may read the DQ's integers and drop the DQ itself.
-        reachable = node.input[0] in available or through_qdq(original, node.input[0], node.output[0])[0] in available
+        reachable = node.input[0] in available or through_qdq(original, node.input[0], node.output[0], index)[0] in available
         if node.output[0] in produced and reachable:
             nodes.append(node)
     return nodes
@@ -165,20 +166,22 @@ def recorded_starts(
     (a chain's start is a pool's input, so any check can start where it must)."""
     if isinstance(localize, Mapping):
         available = set(producers([original.graph])) | {i.name for i in original.graph.input}
-        starts = {s.start for s in localize.values()} | {in_integers(original, o, s).start for o, s in localize.items()}
+        index = QdqIndex.of(original)
+        starts = {s.start for s in localize.values()} | {in_integers(original, o, s, index).start for o, s in localize.items()}
         return sorted(s for s in starts if s in available)
     nodes = localizable_nodes(original, None, None, ranks) + (localizable_nodes(original, None, localize, ranks) if localize else [])
     # A node in a QDQ region is checked from the integers its DequantizeLinear reads: record both.
-    return sorted({n.input[0] for n in nodes} | {through_qdq(original, n.input[0], n.output[0])[0] for n in nodes})
+    index = QdqIndex.of(original)
+    return sorted({n.input[0] for n in nodes} | {through_qdq(original, n.input[0], n.output[0], index)[0] for n in nodes})
 
 
-def in_integers(model: onnx.ModelProto, output: str, start: NodeCheckStart) -> NodeCheckStart:
+def in_integers(model: onnx.ModelProto, output: str, start: NodeCheckStart, index: Optional[QdqIndex] = None) -> NodeCheckStart:
     """``start`` of the check of the node making ``output``, moved into integers when the
     node sits in a QDQ region (:func:`~rewriter.validate.quantized.through_qdq`): from the
     integers its DequantizeLinear reads to the integers of the QuantizeLinear after it."""
     if start.zero_point is not None:
         return start
-    begin, end, zero_point, quantize_as = through_qdq(model, start.start, output)
+    begin, end, zero_point, quantize_as = through_qdq(model, start.start, output, index)
     if zero_point is None:
         return start if end == output else NodeCheckStart(start.start, start.nonnegative, end)
     return NodeCheckStart(begin, start.nonnegative, "" if end == output else end, zero_point, quantize_as)
@@ -195,12 +198,13 @@ def nodes_to_check(
     rewritten pool node) and where each check starts: at a ``recorded`` tensor, the
     node's own input when its start was not recorded; nodes with neither are left out."""
     starts = check_starts_for(original, localize, check_starts)
+    index = QdqIndex.of(original)
     chosen = []
     for node in localizable_nodes(original, candidate, None if localize is None else list(starts)):
         start = starts.get(node.output[0]) or NodeCheckStart(node.input[0])
         if start.start not in recorded:
             start = NodeCheckStart(node.input[0], start.nonnegative)
-        start = in_integers(original, node.output[0], start)
+        start = in_integers(original, node.output[0], start, index)
         if start.start in recorded:
             chosen.append((node, start))
     return chosen

@@ -25,6 +25,7 @@ deploying on onnxruntime gets.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Mapping, Optional
 
 import numpy as np
@@ -96,7 +97,29 @@ def _data_inputs(node: onnx.NodeProto) -> int:
     return len(node.input) if node.op_type == "Concat" else 1
 
 
-def through_qdq(model: onnx.ModelProto, start: str, output: str) -> tuple[str, str, Optional[int], tuple[str, ...]]:
+@dataclass(frozen=True)
+class QdqIndex:
+    """Who makes and who reads each tensor of a model's main graph, its initializers and
+    outputs: built once per model for all of its node checks' :func:`through_qdq` walks."""
+
+    made_by: Mapping[str, onnx.NodeProto]
+    readers: Mapping[str, list[onnx.NodeProto]]
+    constants: Mapping[str, onnx.TensorProto]
+    outputs: frozenset[str]
+
+    @classmethod
+    def of(cls, model: onnx.ModelProto) -> "QdqIndex":
+        readers: dict[str, list[onnx.NodeProto]] = {}
+        for node in model.graph.node:
+            for name in node.input:
+                readers.setdefault(name, []).append(node)
+        return cls(producers([model.graph]), readers, {t.name: t for t in model.graph.initializer},
+                   frozenset(o.name for o in model.graph.output))
+
+
+def through_qdq(
+    model: onnx.ModelProto, start: str, output: str, index: Optional[QdqIndex] = None
+) -> tuple[str, str, Optional[int], tuple[str, ...]]:
     """Where the check of a node inside a QDQ region starts and ends, in integers.
 
     A check that starts at a DequantizeLinear's output (8-bit, per-tensor), directly or
@@ -110,9 +133,10 @@ def through_qdq(model: onnx.ModelProto, start: str, output: str) -> tuple[str, s
     such ops, or a Concat) ends at the output quantized as that Q quantizes:
     ``quantize_as`` names its scale and zero point. Returns ``(start, end, zero point
     of the start's DequantizeLinear or None, quantize_as)``; a check that is not in a
-    QDQ region comes back unchanged."""
-    made_by = producers([model.graph])
-    constants = {t.name: t for t in model.graph.initializer}
+    QDQ region comes back unchanged. ``index``: :meth:`QdqIndex.of` the model, when the
+    caller walks many nodes."""
+    index = index or QdqIndex.of(model)
+    made_by, constants = index.made_by, index.constants
     zero_point = None
     dq, hops = made_by.get(start), 0
     while dq is not None and dq.op_type in _PICKING_OPS and _data_inputs(dq) == 1 and dq.input and hops < _WALK:
@@ -120,9 +144,9 @@ def through_qdq(model: onnx.ModelProto, start: str, output: str) -> tuple[str, s
     if dq is not None and dq.op_type == "DequantizeLinear" and _per_tensor_8bit(dq, constants):
         zero_point = int(numpy_helper.to_array(constants[dq.input[2]])) if len(dq.input) > 2 and dq.input[2] else 0
         start = dq.input[0]
-    readers = [n for n in model.graph.node if output in n.input]
+    readers = index.readers.get(output, [])
     end, quantize_as = output, ()
-    graph_output = output in {o.name for o in model.graph.output}
+    graph_output = output in index.outputs
     if zero_point is not None and len(readers) == 1 and readers[0].op_type == "QuantizeLinear" and not graph_output:
         end = readers[0].output[0]
     elif (made_by.get(output) is not None and made_by[output].op_type in MAX_OPS and readers and not graph_output
@@ -131,22 +155,22 @@ def through_qdq(model: onnx.ModelProto, start: str, output: str) -> tuple[str, s
         # rewrite may build it quantized from its input quantized so; judged after the Q.
         end = readers[0].output[0]
     elif zero_point is not None:
-        quantize_as = _quantizer_further_on(model, output, constants)
+        quantize_as = _quantizer_further_on(index, output)
     return start, end, zero_point, quantize_as
 
 
 _WALK = 8  # ops walked through to a DQ or a Q
 
 
-def _quantizer_further_on(model: onnx.ModelProto, output: str, constants: Mapping[str, onnx.TensorProto]) -> tuple[str, ...]:
+def _quantizer_further_on(index: QdqIndex, output: str) -> tuple[str, ...]:
     """(scale, zero point) of the first per-tensor 8-bit QuantizeLinear reached from
     ``output`` through ops that only move or pick values (or a Concat); () if none."""
     frontier, seen = [output], set()
     for _ in range(_WALK):
         following = []
         for name in frontier:
-            for node in (n for n in model.graph.node if name in n.input):
-                if node.op_type == "QuantizeLinear" and node.input[0] == name and _per_tensor_8bit(node, constants) and len(node.input) > 2:
+            for node in index.readers.get(name, []):
+                if node.op_type == "QuantizeLinear" and node.input[0] == name and _per_tensor_8bit(node, index.constants) and len(node.input) > 2:
                     return (node.input[1], node.input[2])
                 if node.op_type in _PICKING_OPS and node.output and node.output[0] not in seen:
                     seen.add(node.output[0])
