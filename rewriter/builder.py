@@ -136,7 +136,7 @@ class SubgraphBuilder:
         self.allowed = self.allowed | QDQ_OPS
         self.model_scale_source = source.name
         self._dequantized.add(source.name)
-        if region.input_through:
+        if not region.int_input:
             q = region.input
             requantized = self.quantize(source, float(q.scale), q.zero_point, q.dtype)
             self._model_scale_input = self.dequantize(requantized, float(q.scale), q.zero_point, q.dtype)
@@ -189,6 +189,8 @@ class SubgraphBuilder:
     def _read(self, t: gs.Tensor) -> gs.Tensor:
         """``t`` as a float op may read it in quantized mode: through a DequantizeLinear
         (the pool's input is the model's own; a raw result is requantized first)."""
+        if self._model_scale_input is not None and t.name == self.model_scale_source:
+            return self._model_scale_input
         if not self.is_quantized or t.name in self._dequantized:
             return t
         if self._source is not None and t.name == self._source[0] and self._source_is_dequantized:
@@ -351,7 +353,7 @@ class SubgraphBuilder:
         if self.model_scale_source and x.name != self.model_scale_source:
             raise QuantizedRangeError("quantized lowering: the model-scale mean is one conv, and would need a second")
         w = self._weights(hint, weights)
-        x = self._model_scale_input if self._model_scale_input is not None else self._read(x)
+        x = self._read(x)
         attrs = {
             "group": self.channels,
             "kernel_shape": list(kernel.shape),

@@ -11,6 +11,8 @@ ONNX_DOMAINS = ("", "ai.onnx")
 
 # Pool ops the pass lowers (lower.RULES handles exactly these and the reduces).
 POOL_OPS: frozenset[str] = frozenset({"MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool", "LpPool", "GlobalLpPool"})
+# Max pools: their output values are some of their input's (a max picks one value of its window).
+MAX_POOL_OPS: frozenset[str] = frozenset({"MaxPool", "GlobalMaxPool"})
 # Reduces that are global pools in disguise when they reduce every axis after the channel axis.
 REDUCE_POOL_OPS: frozenset[str] = frozenset({"ReduceMean", "ReduceMax"})
 # Ops the pass looks at.

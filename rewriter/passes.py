@@ -158,7 +158,7 @@ class PoolRewritePass:
                     return result, None
         strategy = qdq_strategy(outcome.strategy) if builder.is_quantized else outcome.strategy
         result.status, result.became, result.strategy = REWRITTEN, builder.summary(), strategy
-        result.note = getattr(outcome, "caveat", "")
+        result.note = outcome.caveat
         result.fitted_to = sorted(builder.fitted_to)
         _record_check_start(result, site)
         result.nodes_added = len(builder.nodes)

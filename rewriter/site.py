@@ -17,6 +17,7 @@ from onnx import numpy_helper
 
 from .weights_on_disk import tensor_value
 from .graphs import producers as graph_producers
+from .ops import MAX_POOL_OPS
 from .spec import RawPool
 
 Dim = Optional[object]  # int when static, a str or None when dynamic
@@ -128,7 +129,7 @@ def build_site(
     site.input_reach = max_window_reach(x, facts.producer)
     site.input_chain_start = max_window_source(x, facts.producer)
     dequantized = dequantized_source(x, facts)
-    quantizers = quantizing_readers(y, facts) if dequantized is not None or site.op_type in SELECTING_OPS else None
+    quantizers = quantizing_readers(y, facts) if dequantized is not None or site.op_type in MAX_POOL_OPS else None
     if dequantized is None:
         # A float max read only by QuantizeLinear nodes directly (TensorRT-style placement):
         # Q(max(x)) = max(Q(x)), Q being monotone, so it is built quantized from its input
@@ -138,7 +139,7 @@ def build_site(
         if region is not None and region.usable:
             site.between_qdq, site.qdq = True, region
         return site
-    if quantizers is None and site.op_type in SELECTING_OPS:
+    if quantizers is None and site.op_type in MAX_POOL_OPS:
         quantizers = ([], ())  # a max hands on the very float the original returns: its readers need no Q
     site.between_qdq = quantizers is not None
     if site.between_qdq:
@@ -150,18 +151,16 @@ def build_site(
 # input's scale, so a pool reached through them from a DequantizeLinear, or reaching a
 # QuantizeLinear through them, is still in the QDQ region.
 SCALE_SHARING_OPS = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose"}
-# Ops whose output values are some of their input's: a max picks one value of its window.
-SELECTING_OPS = {"MaxPool", "GlobalMaxPool"}
 _SHARING_DEPTH = 8
 
 
 def dequantized_source(x: str, facts: GraphFacts) -> Optional[tuple[tuple[str, Sequence[str], dict], tuple[str, ...]]]:
     """The DequantizeLinear ``x`` comes from, directly or through :data:`SCALE_SHARING_OPS`
-    and :data:`SELECTING_OPS` (a chain of max pools with no QDQ pair between them), and
+    and max pools (:data:`~rewriter.ops.MAX_POOL_OPS`: a chain of max pools with no QDQ pair between them), and
     the ops passed on the way (nearest first); None when it comes from anything else."""
     through: list[str] = []
     feeder = facts.producer(x)
-    while feeder is not None and feeder[0] in SCALE_SHARING_OPS | SELECTING_OPS and len(through) < _SHARING_DEPTH and feeder[1]:
+    while feeder is not None and feeder[0] in SCALE_SHARING_OPS | MAX_POOL_OPS and len(through) < _SHARING_DEPTH and feeder[1]:
         through.append(feeder[0])
         feeder = facts.producer(feeder[1][0])
     if feeder is None or feeder[0] != "DequantizeLinear":
@@ -171,7 +170,7 @@ def dequantized_source(x: str, facts: GraphFacts) -> Optional[tuple[tuple[str, S
 
 def quantizing_readers(y: str, facts: GraphFacts, depth: int = 0) -> Optional[tuple[list[tuple[str, Sequence[str], dict]], tuple[str, ...]]]:
     """The QuantizeLinear nodes that read ``y``, directly or through :data:`SCALE_SHARING_OPS`,
-    :data:`SELECTING_OPS` or a Concat (which places the values as they are), and the ops
+    max pools or a Concat (which places the values as they are), and the ops
     passed on the way; None when anything else reads it (or it is a graph output)."""
     readers = facts.readers(y)
     if not readers or facts.is_graph_output(y):
@@ -184,7 +183,7 @@ def quantizing_readers(y: str, facts: GraphFacts, depth: int = 0) -> Optional[tu
         if op == "QuantizeLinear":
             found.append((op, inputs, attrs))
             continue
-        if op not in SCALE_SHARING_OPS | SELECTING_OPS | {"Concat"} or depth >= _SHARING_DEPTH or not outputs:
+        if op not in SCALE_SHARING_OPS | MAX_POOL_OPS | {"Concat"} or depth >= _SHARING_DEPTH or not outputs:
             return None
         further = quantizing_readers(outputs[0], facts, depth + 1)
         if further is None:
@@ -224,12 +223,13 @@ class QdqRegion:
     and quantization, and the quantization of each QuantizeLinear reading the output.
     ``refusal`` says why the quantized lowering does not handle it ("" when it does)."""
 
-    int_input: str = ""  # "" when the DQ is reached through scale-sharing ops: the rewrite requantizes its input
+    # "" when the pool does not read a DQ's output itself (scale-sharing ops between, or a
+    # float max quantized as its output): the rewrite requantizes its input with ``input``.
+    int_input: str = ""
     input: Optional[Quantization] = None
     outputs: tuple[Quantization, ...] = ()
     refusal: str = ""
-    input_through: tuple[str, ...] = ()  # the scale-sharing ops between the DQ and the pool
-    output_through: tuple[str, ...] = ()  # those between the pool and its QuantizeLinear nodes
+    output_through: bool = False  # the QuantizeLinear nodes are reached through other ops
 
     @property
     def usable(self) -> bool:
@@ -286,25 +286,31 @@ def qdq_region(
         return QdqRegion(refusal=source)
     if int_name and int_name != source.dtype.name:
         return QdqRegion(refusal=f"the DequantizeLinear reads {int_name} with a {source.dtype.name} zero point")
+    outputs = _output_quantizations(readers, facts)
+    if isinstance(outputs, str):
+        return QdqRegion(refusal=outputs)
+    return QdqRegion("" if input_through else inputs[0], source, outputs, "", bool(output_through))
+
+
+def _output_quantizations(readers: Sequence[tuple[str, Sequence[str], dict]], facts: GraphFacts) -> Union[tuple[Quantization, ...], str]:
+    """The quantization of each QuantizeLinear in ``readers``, or why one is none we handle."""
     outputs = []
-    for op, q_inputs, q_attrs in readers:
-        q = _quantization(op, q_inputs, q_attrs, None, facts)
+    for op, inputs, attrs in readers:
+        q = _quantization(op, inputs, attrs, None, facts)
         if isinstance(q, str):
-            return QdqRegion(refusal=q)
+            return q
         outputs.append(q)
-    return QdqRegion("" if input_through else inputs[0], source, tuple(outputs), "", input_through, output_through)
+    return tuple(outputs)
 
 
 def quantized_as_output(quantizers: tuple[list[tuple[str, Sequence[str], dict]], tuple[str, ...]], facts: GraphFacts) -> Optional[QdqRegion]:
     """The region of a float max pool read only by QuantizeLinear nodes of one quantization:
     its input is requantized with that quantization (``int_input`` ""), or None."""
     readers, output_through = quantizers
-    outputs = [_quantization(op, inputs, attrs, None, facts) for op, inputs, attrs in readers]
-    if any(isinstance(q, str) for q in outputs) or any(q != outputs[0] for q in outputs):
+    outputs = _output_quantizations(readers, facts)
+    if isinstance(outputs, str) or any(q != outputs[0] for q in outputs):
         return None
-    first = outputs[0]
-    assert isinstance(first, Quantization)
-    return QdqRegion("", first, tuple(outputs), "", ("QuantizeLinear as its output's",), output_through)  # type: ignore[arg-type]
+    return QdqRegion("", outputs[0], outputs, "", bool(output_through))
 
 
 # Ops whose output is >= 0 whatever their input (NaN aside).

@@ -48,6 +48,11 @@ class PoolPlan:
         """E.g. ``nested-chain x anchored-ladder``; empty for pools with no strategy choice."""
         return " x ".join(choice.strategy.name for choice in self.axes)
 
+    @property
+    def caveat(self) -> str:
+        """What the report's ``note`` says of a rewrite the plan cannot prove exact ("": none)."""
+        return ""
+
 
 
 def refuse_site(site: PoolSite, target: Target, extents_matter: bool = True) -> Optional[Refusal]:

@@ -33,6 +33,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..graphs import producers
+from ..ops import MAX_POOL_OPS
 
 AS_WRITTEN = "ORT_DISABLE_ALL"
 INTEGER_KERNELS = "ORT_ENABLE_ALL"
@@ -44,9 +45,8 @@ _QUANTIZE_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", 
 # Ops that move or select values without computing new ones: DQ's floats pass through unchanged.
 SHAPE_ONLY_OPS = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Expand", "Slice", "Gather",
                   "Split", "Concat", "Tile", "DepthToSpace", "SpaceToDepth"}
-MAX_OPS = {"MaxPool", "GlobalMaxPool"}
 # What a walk to a region's DQ or Q may pass: ops that move values, and max pools (which pick them).
-_PICKING_OPS = SHAPE_ONLY_OPS | MAX_OPS
+_PICKING_OPS = SHAPE_ONLY_OPS | MAX_POOL_OPS
 _INTEGER_TYPES = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT16, onnx.TensorProto.UINT16,
                   onnx.TensorProto.INT32, onnx.TensorProto.UINT32, onnx.TensorProto.INT64, onnx.TensorProto.UINT64,
                   onnx.TensorProto.BOOL, onnx.TensorProto.INT4, onnx.TensorProto.UINT4}
@@ -149,7 +149,7 @@ def through_qdq(
     graph_output = output in index.outputs
     if zero_point is not None and len(readers) == 1 and readers[0].op_type == "QuantizeLinear" and not graph_output:
         end = readers[0].output[0]
-    elif (made_by.get(output) is not None and made_by[output].op_type in MAX_OPS and readers and not graph_output
+    elif (made_by.get(output) is not None and made_by[output].op_type in MAX_POOL_OPS and readers and not graph_output
           and all(r.op_type == "QuantizeLinear" for r in readers)):
         # A float max read only by QuantizeLinear: max commutes with a monotone Q, and a
         # rewrite may build it quantized from its input quantized so; judged after the Q.
