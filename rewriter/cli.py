@@ -375,6 +375,14 @@ def run(args: argparse.Namespace) -> int:
     return _rewrite(args, load_model_with_sources(args.input, weights_on_disk=not args.flip_kernels), _Console(args.quiet), profile)
 
 
+def _pool_pass(args: argparse.Namespace, allow: list, profile: Optional[Profile], refused: Sequence[str] = ()) -> PoolRewritePass:
+    """The pass the command line asks for; ``refused``: outputs of nodes validation refused, kept too."""
+    exclude = _names(args.exclude)
+    if refused:
+        exclude = (exclude or []) + list(refused)
+    return PoolRewritePass(only=_names(args.only), exclude=exclude, allow=allow, rewrite_double=args.rewrite_double, target=profile)
+
+
 def _final_model(args: argparse.Namespace, model, report, allow: list, profile: Optional[Profile], console: "_Console"):
     """What gets written: the rewritten model, its kernels flipped with ``--flip-kernels``;
     its ops audited against the target into ``report``."""
@@ -406,9 +414,7 @@ def _rewrite(args: argparse.Namespace, loaded: LoadedModel, console: _Console, p
     protect = () if args.in_place else (*loaded.external_files, loaded.path)
     console.progress(f"loaded {args.input}")
     allow = _names(args.allow) or []
-    rewrite = PoolRewritePass(
-        only=_names(args.only), exclude=_names(args.exclude), allow=allow, rewrite_double=args.rewrite_double, target=profile
-    )
+    rewrite = _pool_pass(args, allow, profile)
     # Peak memory: the original runs first and its results are kept as arrays, so
     # the rewrite can then change the model in place (no second copy of the weights).
     reference, reference_error = None, None
@@ -466,11 +472,7 @@ def _rewrite(args: argparse.Namespace, loaded: LoadedModel, console: _Console, p
             if refused:  # exact or refused: those nodes are kept, the rest rewritten and validated again
                 console.out(f"validation failed on {len(refused)} rewritten node(s): keeping them, rewriting the rest again")
                 model = _overwrite_shapes(args, load_model_with_sources(args.input, weights_on_disk=not args.flip_kernels).model)
-                again = PoolRewritePass(
-                    only=_names(args.only), exclude=(_names(args.exclude) or []) + list(refused), allow=allow,
-                    rewrite_double=args.rewrite_double, target=profile,
-                )
-                result = again.run(model, progress=console.progress, in_place=True)
+                result = _pool_pass(args, allow, profile, refused).run(model, progress=console.progress, in_place=True)
                 result.report.notes = report.notes
                 report = result.report
                 mark_refused(report, refused)
