@@ -273,3 +273,71 @@ def test_value_info_is_restored_after_a_session():
     from rewriter.validate import OrtRunner
     OrtRunner(model, optimization="ORT_ENABLE_ALL")
     assert model.SerializeToString() == before
+
+
+def ocr_det_se(size: int = 640, channels: int = 16, seed: int = 3) -> onnx.ModelProto:
+    """A PP-OCR-detector-like network at ``size``: a stride-4 stem, then stages at 1/4, 1/8,
+    1/16 and 1/32 of the input, each with an SE block whose squeeze is a GlobalAveragePool or
+    a spatial ReduceMean (windows of 160x160 down to 20x20 at 640), a BN-folded-style bias,
+    and a Sigmoid head on the 1/4 map with the upsampled deeper stages added in."""
+    rng = np.random.default_rng(seed)
+    c = channels
+    inits: list[onnx.TensorProto] = []
+    nodes: list[onnx.NodeProto] = []
+
+    def weight(name: str, shape: tuple[int, ...], scale: float) -> str:
+        inits.append(numpy_helper.from_array((rng.normal(size=shape) * scale).astype(np.float32), name))
+        return name
+
+    def conv(x: str, name: str, cin: int, cout: int, k: int = 3, s: int = 1, act: bool = True) -> str:
+        w, b = weight(f"{name}.w", (cout, cin, k, k), (2 / (cin * k * k)) ** 0.5), weight(f"{name}.b", (cout,), 0.1)
+        nodes.append(helper.make_node("Conv", [x, w, b], [name], pads=[k // 2] * 4, strides=[s, s]))
+        if not act:
+            return name
+        nodes.append(helper.make_node("Relu", [name], [f"{name}.relu"]))
+        return f"{name}.relu"
+
+    def se(x: str, name: str, squeeze: str) -> str:
+        if squeeze == "gap":
+            nodes.append(helper.make_node("GlobalAveragePool", [x], [f"{name}.pool"], name=f"{name}.pool"))
+        else:
+            nodes.append(helper.make_node("ReduceMean", [x], [f"{name}.pool"], axes=[2, 3], keepdims=1, name=f"{name}.pool"))
+        s1 = conv(f"{name}.pool", f"{name}.fc1", c, c // 4, k=1)
+        s2 = conv(s1, f"{name}.fc2", c // 4, c, k=1, act=False)
+        nodes.append(helper.make_node("HardSigmoid", [s2], [f"{name}.gate"], alpha=0.2, beta=0.5))
+        nodes.append(helper.make_node("Mul", [x, f"{name}.gate"], [f"{name}.out"]))
+        return f"{name}.out"
+
+    x = conv("x", "stem", 3, c, k=3, s=2)
+    x = conv(x, "stem2", c, c, k=3, s=2)
+    stages = []
+    for i, squeeze in enumerate(["gap", "reduce", "gap", "reduce"]):
+        if i:
+            x = conv(x, f"down{i}", c, c, k=3, s=2)
+        x = se(conv(x, f"stage{i}", c, c), f"se{i}", squeeze)
+        stages.append(x)
+    y = stages[-1]
+    for i in range(len(stages) - 2, -1, -1):
+        nodes.append(helper.make_node("Resize", [y, "", f"scales{i}"], [f"up{i}"], mode="nearest"))
+        inits.append(numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), f"scales{i}"))
+        nodes.append(helper.make_node("Add", [f"up{i}", stages[i]], [f"fpn{i}"]))
+        y = f"fpn{i}"
+    head = conv(y, "head", c, 1, k=3, act=False)
+    nodes.append(helper.make_node("Sigmoid", [head], ["maps"]))
+    graph = helper.make_graph(nodes, "ocr_det_se", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
+                              [helper.make_tensor_value_info("maps", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", BUILTIN_TARGETS, ids=lambda t: t or "no-target")
+def test_ocr_detector_with_long_se_averages_is_rewritten_whole_and_validated(target):
+    from rewriter import rewrite_validated
+
+    model = ocr_det_se()
+    _, report, check = rewrite_validated(model, target=target) if target else rewrite_validated(model)
+    assert check.passed, check.summary()
+    assert not [n for n in report.kept if "natively" not in n.reason], [(n.name, n.reason) for n in report.kept]
+    averages = [n for n in check.nodes if n.exact_error is not None]
+    assert report.rewritten and {n.output for n in report.rewritten} <= {n.output for n in averages}
+    assert all(n.exact_error <= 4 * n.runtime_error + 1e-6 for n in averages)
