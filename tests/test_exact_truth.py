@@ -341,3 +341,55 @@ def test_ocr_detector_with_long_se_averages_is_rewritten_whole_and_validated(tar
     averages = [n for n in check.nodes if n.exact_error is not None]
     assert report.rewritten and {n.output for n in report.rewritten} <= {n.output for n in averages}
     assert all(n.exact_error <= 4 * n.runtime_error + 1e-6 for n in averages)
+
+
+def _nudged_non_pool_node(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The last conv (or Gemm/MatMul) weight of the network 2% off: a fault no pool's node check sees."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    weights = {t.name: t for t in copy.graph.initializer}
+    node = [n for n in copy.graph.node if n.op_type in ("Conv", "Gemm", "MatMul") and len(n.input) > 1 and n.input[1] in weights][-1]
+    weight = weights[node.input[1]]
+    weight.CopyFrom(numpy_helper.from_array((numpy_helper.to_array(weight) * 1.02).astype(numpy_helper.to_array(weight).dtype), weight.name))
+    return copy
+
+
+def _rewired_consumer(rewritten: onnx.ModelProto, original: onnx.ModelProto, shapes: dict) -> onnx.ModelProto:
+    """In the rewriter's output, a reader of the last pool's output (the name survives the rewrite)
+    reads another tensor of the same shape instead: every pool stays right, their consumer does not."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(rewritten)
+    static = onnx.ModelProto()
+    static.CopyFrom(rewritten)
+    del static.graph.value_info[:]
+    for value in static.graph.input:
+        value.type.tensor_type.shape.ClearField("dim")
+        for d in shapes[value.name]:
+            value.type.tensor_type.shape.dim.add().dim_value = d
+    inferred = onnx.shape_inference.infer_shapes(static)
+    dims = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in inferred.graph.value_info}
+    pools = [n.output[0] for n in original.graph.node if n.op_type in ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean")]
+    for pool in reversed(pools):
+        same = [name for name, shape in dims.items() if shape == dims.get(pool) and name != pool and "poolrewrite" not in name]
+        readers = [n for n in copy.graph.node if pool in n.input]
+        if same and readers:
+            slot = list(readers[0].input).index(pool)
+            readers[0].input[slot] = same[-1]
+            return copy
+    raise ValueError("no pool output to rewire")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["non-pool node 2% off", "consumer rewired"])
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
+@pytest.mark.parametrize("name", sorted(set(realistic.BUILDERS) - {"text_cnn"}))
+def test_faults_outside_the_pools_are_refused_end_to_end(name, dynamic, fault):
+    model = realistic.BUILDERS[name](dynamic=dynamic)
+    rewritten, _ = rewrite_model(model)
+    shapes = realistic.deploy_shapes(model)
+    if fault == "consumer rewired" and name == "mtcnn_pnet":
+        pytest.skip("its one pool's output shape is no other tensor's: nothing of that shape to rewire to")
+    broken = _nudged_non_pool_node(rewritten) if fault == "non-pool node 2% off" else _rewired_consumer(rewritten, model, shapes)
+    assert validate_models(model, rewritten, input_shapes=shapes).passed
+    result = validate_models(model, broken, input_shapes=shapes)
+    assert not result.passed, result.summary()
