@@ -393,3 +393,30 @@ def test_faults_outside_the_pools_are_refused_end_to_end(name, dynamic, fault):
     assert validate_models(model, rewritten, input_shapes=shapes).passed
     result = validate_models(model, broken, input_shapes=shapes)
     assert not result.passed, result.summary()
+
+
+def ill_conditioned(bias: float = 1e4, scale: float = 0.05, channels: int = 16) -> onnx.ModelProto:
+    """y = Conv(MaxPool(Relu(x)), bias b) - b with b = 1e4: the output is the conv's small value
+    read off a sum of 1e4, so any reordering of that sum moves it by an ulp of 1e4 (1e-3). The
+    optimizer's floor is then large for the output, and honest: rounding, not a fault."""
+    rng = np.random.default_rng(0)
+    c = channels
+    inits = [numpy_helper.from_array((rng.normal(size=(c, c, 3, 3)) * scale).astype(np.float32), "w"),
+             numpy_helper.from_array(np.full((c,), bias, np.float32), "b"), numpy_helper.from_array(np.array(bias, np.float32), "big")]
+    nodes = [helper.make_node("Relu", ["x"], ["rx"]), helper.make_node("MaxPool", ["rx"], ["p"], kernel_shape=[2, 2], strides=[2, 2], name="pool"),
+             helper.make_node("Conv", ["p", "w", "b"], ["t"], pads=[1, 1, 1, 1]), helper.make_node("Sub", ["t", "big"], ["y"])]
+    graph = helper.make_graph(nodes, "ill", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 32, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_an_ill_conditioned_but_honest_original_keeps_its_floor():
+    """The other half of the fault check: a large optimizer floor that rounding explains is measured
+    (the rounding floor is at least as large) and stays a floor; the rewrite passes, with no warning."""
+    model = ill_conditioned()
+    reference = record_reference(model)
+    judged = [f for run in reference.noise for f in run.values() if f.rounding is not None]
+    assert judged and all(f.fault is None and f.rounding >= f.max_abs for f in judged)
+    assert not reference.warnings
+    new, report = rewrite_model(model)
+    assert report.rewritten and validate_models(model, new).passed
