@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
+from compat import TEST_OPSET
 
 STRICT_OPS = {"Conv", "Relu", "Add", "Concat"}
 
@@ -64,7 +65,7 @@ def pool_model(
     shape: Sequence[Optional[int]],
     attrs: Optional[dict] = None,
     *,
-    opset: int = 22,
+    opset: int = TEST_OPSET,
     dtype: int = TensorProto.FLOAT,
     prefix_relu: bool = False,
     name: str = "pool",

@@ -18,6 +18,7 @@ from onnx import TensorProto, helper
 from rewriter import PoolRewritePass
 from rewriter.cli import main
 from tests.helpers import added_nodes_outside, pool_model, target_option
+from compat import TEST_OPSET
 
 # A user's profile: kernels and strides up to 8, no padding, no dilation, no Concat.
 NPU8 = {
@@ -43,14 +44,14 @@ LIMITS = {
 
 
 def reduce_mean_model(shape: list[int]) -> onnx.ModelProto:
-    """x -> ReduceMean(axes=[2, 3], keepdims=1) -> y, opset 22 (axes as an input)."""
+    """x -> ReduceMean(axes=[2, 3], keepdims=1) -> y, opset 18 or later (axes as an input)."""
     axes = helper.make_tensor("axes", TensorProto.INT64, [2], [2, 3])
     node = helper.make_node("ReduceMean", ["x", "axes"], ["y"], name="pool", keepdims=1)
     graph = helper.make_graph(
         [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape[:2] + [1, 1])], initializer=[axes],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", TEST_OPSET)])
     model.ir_version = 10
     return model
 

@@ -32,6 +32,7 @@ import pytest
 from onnx import helper
 
 from rewriter import rewrite_model
+from compat import TEST_OPSET
 
 POOL_OPS = ("MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool", "LpPool", "GlobalLpPool")
 NEVER_REWRITTEN_OPS = {"LpPool", "GlobalLpPool"}
@@ -51,7 +52,7 @@ def _collect_pool_cases() -> list:
     # (a few seconds) and filter here.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cases = collect_testcases()
+        cases = collect_testcases(None)  # onnx < 1.17 requires the argument; None is every op
     picked = [c for c in cases if any(n.op_type in POOL_OPS for n in c.model.graph.node)]
     return sorted(picked, key=lambda c: c.name)
 
@@ -272,7 +273,7 @@ def test_global_lp_pool_is_kept():
         [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 5, 5])],
         [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3, 1, 1])],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", TEST_OPSET)])
     model.ir_version = 10
     new_model, report = rewrite_model(model)
     assert len(report.nodes) == 1

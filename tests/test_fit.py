@@ -22,6 +22,7 @@ from rewriter.target import Target
 from rewriter.profiles import load_profile
 from tests.helpers import added_nodes_outside, input_suites, pool_model, run
 from tests.target_limits import outside
+from compat import TEST_OPSET
 
 # The user profile file, and rknn's published conv limits.
 USER = Profile("user", ops=frozenset({"Conv", "Relu", "Add"}), conv=ConvLimits(kernel=Range(1, 5), stride=Range(1, 2), dilation=Range(1, 1), pad_below_kernel=True))
@@ -43,7 +44,7 @@ def spp_model(shape: list[int]) -> onnx.ModelProto:
     nodes = [helper.make_node("MaxPool", ["x"], [f"p{k}"], name=f"pool{k}", kernel_shape=[k, k], pads=[k // 2] * 4) for k in (5, 9, 13)]
     nodes.append(helper.make_node("Concat", ["x", "p5", "p9", "p13"], ["y"], name="cat", axis=1))
     graph = helper.make_graph(nodes, "spp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", TEST_OPSET)])
 
 
 CASES = [

@@ -20,6 +20,7 @@ from rewriter import PoolRewritePass
 from tests.helpers import added_nodes_outside, input_suites, pool_model, run, target_option
 from tests.test_native_cascade import global_breaks, native_breaks
 from tests.test_profiles import run_cli
+from compat import TEST_OPSET
 
 # The user profile: no Concat, kernels <= 5, strides <= 2, no dilation, pads below
 # the kernel, no native pools.
@@ -203,7 +204,7 @@ def test_a_reduce_mean_runs_as_the_native_global_average(tmp_path: Path) -> None
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 40, 40])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 1, 1])], initializer=[axes],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", TEST_OPSET)])
     written, node = assert_rewritten_and_equal(tmp_path, model, "rknn")
     assert node["strategy"] == "native GlobalAveragePool 40x40"
     assert [n.op_type for n in written.graph.node] == ["GlobalAveragePool"]

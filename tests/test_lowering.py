@@ -21,11 +21,12 @@ from rewriter import rewrite_model
 from rewriter.lower import max_ladders
 from rewriter.lower.max_strategies import tuned
 from rewriter.spec import AxisSpec
+from compat import TEST_OPSET, opsets, requires_opset
 
 RTOL = {np.float32: 1e-6, np.float16: 4e-3}
 
 
-def assert_rewrite_matches(op: str, shape, attrs, *, opset=22, relu=False, dtype=np.float32, exact_on_ties=True, options=None):
+def assert_rewrite_matches(op: str, shape, attrs, *, opset=TEST_OPSET, relu=False, dtype=np.float32, exact_on_ties=True, options=None):
     onnx_dtype = TensorProto.FLOAT16 if dtype == np.float16 else TensorProto.FLOAT
     model = pool_model(op, shape, attrs, opset=opset, prefix_relu=relu, dtype=onnx_dtype)
     new, report = rewrite_model(model, **(options or {}))
@@ -278,9 +279,9 @@ def test_dynamic_batch_is_rewritten():
         ("AveragePool", 10, dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)),
         ("AveragePool", 11, dict(kernel_shape=[3, 2], pads=[1, 0, 2, 1], ceil_mode=1, count_include_pad=0)),
         ("AveragePool", 19, dict(kernel_shape=[3, 2], pads=[1, 0, 2, 1], dilations=[2, 1], count_include_pad=1)),
-        ("AveragePool", 22, dict(kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1, count_include_pad=1)),
-        ("MaxPool", 22, dict(kernel_shape=[2, 3], strides=[2, 2], dilations=[1, 2], ceil_mode=1)),
-        ("GlobalMaxPool", 22, {}),
+        pytest.param("AveragePool", 22, dict(kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1, count_include_pad=1), marks=requires_opset(22)),
+        pytest.param("MaxPool", 22, dict(kernel_shape=[2, 3], strides=[2, 2], dilations=[1, 2], ceil_mode=1), marks=requires_opset(22)),
+        pytest.param("GlobalMaxPool", 22, {}, marks=requires_opset(22)),
         ("GlobalAveragePool", 1, {}),
         ("AveragePool", 7, dict(kernel_shape=[3, 3], strides=[2, 2])),
         ("GlobalMaxPool", 7, {}),
@@ -464,7 +465,7 @@ def test_anchored_plan_reaches_exactly_each_window(kernel, stride, dilation, pad
 
 def random_pool_case(rng: random.Random):
     op = rng.choice(["MaxPool", "AveragePool"])
-    opset = rng.choice([10, 12, 19, 22] if op == "AveragePool" else [8, 10, 12, 22])
+    opset = rng.choice(opsets(10, 12, 19, 22) if op == "AveragePool" else opsets(8, 10, 12, 22))
     rank = rng.choice([1, 2, 2, 3])
     shape = [1, 2] + [rng.randint(1, 9) for _ in range(rank)]
     kernel = [rng.randint(1, 5) for _ in range(rank)]

@@ -25,6 +25,7 @@ from rewriter.spec import pool_spec_from_attributes
 from rewriter.target import Target
 from tests.helpers import input_suites, pool_model, run, target_option
 from tests.test_profiles import run_cli
+from compat import TEST_OPSET
 
 # The user profile, with native MaxPools up to 5x5 at strides <= 2.
 USER_PROFILE = {
@@ -93,7 +94,7 @@ def maxpool(src: str, dst: str, k: int, name: str) -> onnx.NodeProto:
 
 def graph_model(nodes: list[onnx.NodeProto], shape: list[int]) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", TEST_OPSET)])
 
 
 def sppf_model(shape: list[int]) -> onnx.ModelProto:

@@ -16,6 +16,7 @@ from rewriter.profile import PoolLimits, Range
 from rewriter.profiles import BUILTIN_NAMES, ProfileError, load_profile, parse_profile, profile_dict
 from rewriter.selection import kept_by_request
 from rewriter.spec import global_pool_spec, pool_spec_from_attributes
+from compat import TEST_OPSET
 
 SHAPE = [1, 4, 16, 16]
 POOL_OPS = {"MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool"}
@@ -38,7 +39,7 @@ def pools_model(pools: dict[str, tuple[str, dict]]) -> onnx.ModelProto:
         nodes.append(helper.make_node(op, ["r"], [f"{name}_out"], name=name, **attrs))
         outputs.append(helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, None))
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, SHAPE)], outputs)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", TEST_OPSET)])
     model.ir_version = 10
     return model
 

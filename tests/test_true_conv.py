@@ -20,6 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from rewriter.true_conv import TrueConvolutionEvaluator, true_conv_transpose, true_convolution
+from compat import TEST_OPSET
 
 RTOL = 1e-5
 # An unflipped asymmetric kernel is off by O(1) of the output's magnitude.
@@ -45,7 +46,7 @@ def _session(model: onnx.ModelProto) -> ort.InferenceSession:
 
 def _make_model(nodes, inputs, outputs, initializers) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "g", inputs, outputs, initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", TEST_OPSET)])
     model.ir_version = 10
     return model
 
