@@ -201,6 +201,4 @@ def _replace_contents(model: ir.Model, rewritten: onnx.ModelProto) -> None:
     fresh = ir.serde.deserialize_model(rewritten)
     model.graph = fresh.graph
     model.functions.clear()
-    model.functions.update(fresh.functions)
-    model.opset_imports.clear()
-    model.opset_imports.update(fresh.opset_imports)
+    model.functions.update(fresh.functions)  # the graph brings its own opset imports
