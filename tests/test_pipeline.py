@@ -85,3 +85,33 @@ def test_compare_fails_on_a_broken_rewrite_after_onnxslim(tmp_path: Path):
     broken = str(tmp_path / "broken.onnx")
     onnx.save(model, broken)
     assert cli.main(["--compare", original, broken, *shapes, "-q"]) == 1
+
+
+def test_docs_pipeline_runs_as_written(tmp_path: Path, monkeypatch):
+    """docs/pipeline.md's blocks, in order, from a folder holding a copy of models/
+    (the ``# setup`` and ``# optional`` blocks left out)."""
+    pytest.importorskip("onnx_ir", reason="the page's last step needs onnx-ir: pip install 'onnx-poolrewrite[pipelines]'")
+    pytest.importorskip("onnxscript", reason="the page's last step needs onnxscript: pip install 'onnx-poolrewrite[pipelines]'")
+    import os
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    blocks = re.findall(r"```(sh|python)\n(.*?)```", (root / "docs" / "pipeline.md").read_text(), re.S)
+    run = [(kind, code) for kind, code in blocks if not code.startswith(("# setup", "# optional"))]
+    assert [kind for kind, _ in run].count("sh") >= 2 and [kind for kind, _ in run].count("python") == 2
+    shutil.copytree(root / "models", tmp_path / "models")
+    monkeypatch.chdir(tmp_path)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for kind, code in run:
+        if kind == "sh":
+            proc = subprocess.run(["bash", "-euo", "pipefail", "-c", code], env=env, capture_output=True, text=True, timeout=300)
+            assert proc.returncode == 0, f"{code}\n{proc.stdout}\n{proc.stderr}"
+        else:
+            exec(compile(code, "docs/pipeline.md", "exec"), {})
+    for name in ("ceil_mode.rknn.onnx", "ceil_mode.rknn.slim.onnx", "ceil_mode.api.onnx", "ceil_mode.ir.onnx"):
+        assert pools(onnx.load(tmp_path / "out" / name)) == [], name
+    report = json.loads((tmp_path / "out" / "ceil_mode.rknn.json").read_text())
+    assert [n["status"] for n in report["nodes"]] == ["rewritten"] * 3
