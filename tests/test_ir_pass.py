@@ -18,7 +18,7 @@ ir = pytest.importorskip("onnx_ir", reason="the onnx_ir pass needs the [ir] extr
 import onnx_ir.passes.common as common  # noqa: E402
 import realistic  # noqa: E402
 
-from rewriter import PoolRewritePass, overwrite_input_shapes  # noqa: E402
+from rewriter import PoolRewritePass, cli, overwrite_input_shapes  # noqa: E402
 from rewriter.ir import IRValidationError, PoolRewriteIRPass  # noqa: E402
 from rewriter.ops import POOL_OPS  # noqa: E402
 from rewriter.report import REWRITTEN  # noqa: E402
@@ -80,7 +80,7 @@ def test_pass_manager_with_onnx_ir_common_passes(name, dynamic):
 
 
 @pytest.mark.parametrize("name", list(STAND_INS))
-def test_pass_manager_with_onnxscript_optimizer(name):
+def test_pass_manager_with_onnxscript_optimizer(name, tmp_path):
     optimizer = pytest.importorskip("onnxscript.optimizer", reason="onnxscript's optimizer: pip install onnxscript")
     from onnxscript.optimizer._constant_folding import FoldConstantsPass
 
@@ -94,6 +94,12 @@ def test_pass_manager_with_onnxscript_optimizer(name):
     ])(model)
     optimizer.optimize(model)  # and the whole optimizer after the rewrite: it must leave the rewrite exact
     assert_all_rewritten_and_valid(original, model, rewrite)
+    # As a user checks it: the CLI's --compare against the export as it was.
+    exported = STAND_INS[name](dynamic=True)
+    onnx.save(exported, tmp_path / "original.onnx")
+    ir.save(model, tmp_path / "pipeline.onnx")
+    args = ["--compare", str(tmp_path / "original.onnx"), str(tmp_path / "pipeline.onnx"), *realistic.overwrite_input_shape_args(exported), "-q"]
+    assert cli.main(args) == 0
 
 
 @pytest.mark.parametrize("target", [None, "rknn", "nvidia-dla", "tidl"])
