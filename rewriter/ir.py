@@ -56,7 +56,8 @@ class PoolRewriteIRPass(ir.passes.InPlacePass):
             rewrites as :func:`~rewriter.rewrite_validated` does (the CLI's way): the
             rewrite is compared with the original on onnxruntime, rewrites validation
             refuses are kept, and a failed validation raises :class:`IRValidationError`
-            with the model left unchanged.
+            with the model left unchanged by this pass (in a ``PassManager``, onnx_ir
+            raises its ``PassError`` from it; :attr:`validation` says what failed).
         **options: those of :class:`~rewriter.passes.PoolRewritePass` (``target``,
             ``only``, ``exclude``, ``allow``, ``strategies``, ...), checked at once.
 

@@ -180,6 +180,12 @@ def test_validation_both_halves():
         broken(model)
     assert not failure.value.validation.passed
     assert ir.serde.serialize_model(model).SerializeToString() == before
+    # In a PassManager, onnx_ir raises its PassError from ours; the pass keeps the verdict.
+    in_manager = PoolRewriteIRPass(validate=True, strategies=ZERO_PADDING_BUG)
+    with pytest.raises(ir.passes.PassError):
+        ir.passes.PassManager([common.RemoveUnusedNodesPass(), in_manager])(model)
+    assert in_manager.validation is not None and not in_manager.validation.passed
+    assert ir.serde.serialize_model(model).SerializeToString() == before
     # Without validation the same broken rewrite goes through, and validation catches it.
     PoolRewriteIRPass(strategies=ZERO_PADDING_BUG)(model)
     assert not validate_models(original, ir.serde.serialize_model(model)).passed
