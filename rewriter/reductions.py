@@ -31,11 +31,14 @@ after its last node, and its earlier nodes go with it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Protocol, Sequence
+from typing import Callable, Mapping, Optional, Protocol, Sequence
 
 import numpy as np
+import onnx
+from onnx import numpy_helper
 
-from .ops import REDUCE_POOL_OPS
+from .graphs import producers
+from .ops import REDUCE_POOL_OPS, is_onnx_op
 from .spec import RawReduce
 
 # Layout names, as the report shows them.
@@ -165,4 +168,69 @@ def _chain(op_type: str, nodes: list, graph: ReduceGraph, rank: Callable[[str], 
     return ReduceChain(op_type, start, r, tuple(sorted(reduced)), layout, tuple(alive), absorbed, tuple(written), tuple(keepdims))
 
 
-__all__ = ["CHANNELS_FIRST", "CHANNELS_LAST", "CHANNELS_LAST_NO_BATCH", "ReduceChain", "pooling_layout", "pooling_reduction", "raw_reduce"]
+class _ProtoGraph:
+    """:class:`ReduceGraph` of one protobuf graph (what the validator has)."""
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        self.producers = producers([graph])
+        self.initializers = {t.name: t for t in graph.initializer}
+        self.readers: dict[str, list[str]] = {}
+        for node in graph.node:
+            for name in node.input:
+                self.readers.setdefault(name, []).append(node.op_type)
+        self.outputs = {o.name for o in graph.output}
+
+    def producer(self, name: str) -> Optional[tuple[str, Sequence[str], dict]]:
+        node = self.producers.get(name)
+        if node is None:
+            return None
+        return node.op_type, list(node.input), {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+    def constant(self, name: str) -> Optional[np.ndarray]:
+        if name in self.initializers:
+            return numpy_helper.to_array(self.initializers[name])
+        node = self.producers.get(name)
+        if node is not None and node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            return numpy_helper.to_array(node.attribute[0].t)
+        return None
+
+    def reader_ops(self, name: str) -> list[str]:
+        return self.readers.get(name, [])
+
+    def is_graph_output(self, name: str) -> bool:
+        return name in self.outputs
+
+
+def declared_ranks(model: onnx.ModelProto) -> dict[str, int]:
+    """The rank of every tensor whose shape the model itself declares (inputs, value_info, outputs)."""
+    g = model.graph
+    return {v.name: len(v.type.tensor_type.shape.dim) for v in [*g.input, *g.value_info, *g.output] if v.type.tensor_type.HasField("shape")}
+
+
+def inferred_ranks(model: onnx.ModelProto) -> dict[str, int]:
+    """:func:`declared_ranks` after onnx shape inference (as declared where it fails)."""
+    try:
+        return declared_ranks(onnx.shape_inference.infer_shapes(model, strict_mode=False))
+    except Exception:  # inference raises several types; ranks stay as declared
+        return declared_ranks(model)
+
+
+def pooling_reductions(model: onnx.ModelProto, ranks: Optional[Mapping[str, Optional[int]]] = None) -> dict[str, ReduceChain]:
+    """By output name, every reduction of the main graph acting as a global pool (chain ends
+    only), with tensor ranks from ``ranks`` where given, else as shape inference gives them."""
+    if not any(is_onnx_op(node, REDUCE_POOL_OPS) for node in model.graph.node):
+        return {}
+    known = {**(declared_ranks(model) if ranks is not None else inferred_ranks(model)), **{k: v for k, v in (ranks or {}).items() if v is not None}}
+    graph = _ProtoGraph(model.graph)
+    found = {}
+    for node in model.graph.node:
+        if is_onnx_op(node, REDUCE_POOL_OPS) and node.input and node.output:
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            chain = pooling_reduction(node.op_type, list(node.input), attrs, graph, known.get)
+            if chain is not None:
+                found[node.output[0]] = chain
+    absorbed = {name for chain in found.values() for name in chain.absorbed}
+    return {name: chain for name, chain in found.items() if name not in absorbed}
+
+
+__all__ = ["declared_ranks", "pooling_reductions", "CHANNELS_FIRST", "CHANNELS_LAST", "CHANNELS_LAST_NO_BATCH", "ReduceChain", "pooling_layout", "pooling_reduction", "raw_reduce"]
