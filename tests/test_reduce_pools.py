@@ -323,3 +323,22 @@ def test_the_new_forms_are_checked_node_by_node(model, node):
     result = validate_models(original, _perturbed(new, f"{node}/poolrewrite"))
     assert not result.passed
     assert [(c.name, c.passed) for c in result.nodes] == [(node, False)], result.summary()
+
+
+def test_a_dynamic_batch_stays_dynamic_through_the_reshape():
+    model = reduce_model("ReduceMax", ["N", 5, 6, 3], [1, 2], keepdims=0)
+    new, report = rewrite_model(model, allow=["Reshape"])
+    assert [n.status for n in report.nodes] == ["rewritten"], report.table()
+    for batch in (1, 3):
+        x = np.random.default_rng(batch).standard_normal((batch, 5, 6, 3)).astype(np.float32)
+        expected, actual = run(model, {"x": x})[0], run(new, {"x": x})[0]
+        assert actual.shape == expected.shape == (batch, 3)
+        np.testing.assert_allclose(actual, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_a_dynamic_spatial_dim_of_a_channels_last_reduce_is_kept_naming_the_flag():
+    model = reduce_model("ReduceMean", [1, "H", 6, 3], [1, 2])
+    new, report = rewrite_model(model)
+    [row] = report.nodes
+    assert row.status == "kept" and "--overwrite-input-shape" in row.reason, row.reason
+    assert new.SerializeToString() == model.SerializeToString()
