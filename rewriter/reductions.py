@@ -37,7 +37,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .graphs import producers
+from .graphs import producers, weightless_copy
 from .ops import REDUCE_POOL_OPS, is_onnx_op
 from .spec import RawReduce
 
@@ -208,9 +208,10 @@ def declared_ranks(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def inferred_ranks(model: onnx.ModelProto) -> dict[str, int]:
-    """:func:`declared_ranks` after onnx shape inference (as declared where it fails)."""
+    """:func:`declared_ranks` after onnx shape inference on a weightless copy (as declared
+    where it fails)."""
     try:
-        return declared_ranks(onnx.shape_inference.infer_shapes(model, strict_mode=False))
+        return declared_ranks(onnx.shape_inference.infer_shapes(weightless_copy(model), strict_mode=False))
     except Exception:  # inference raises several types; ranks stay as declared
         return declared_ranks(model)
 
