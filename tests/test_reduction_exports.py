@@ -92,3 +92,18 @@ def test_channels_last_heads_fit_every_target(tmp_path: Path, op: str, shape: li
     assert pooling_reductions(written) == {}
     for suite, x in input_suites(shape).items():
         np.testing.assert_allclose(run(written, {"x": x})[0], run(original, {"x": x})[0], rtol=1e-6, atol=1e-6, err_msg=suite)
+
+
+def test_a_profile_listing_reshape_lets_a_keepdims_0_head_through(tmp_path: Path) -> None:
+    profile = {**USER_PROFILE_FILE, "name": "user-reshape", "ops": [*USER_PROFILE_FILE["ops"], "Reshape"]}
+    (tmp_path / "npu.json").write_text(json.dumps(profile))
+    original = realistic.tf2onnx_resnet_head()
+    src, out, report = tmp_path / "in.onnx", tmp_path / "out.onnx", tmp_path / "report.json"
+    onnx.save(original, src)
+    assert main([str(src), str(out), "-q", "--report", str(report), "--target", str(tmp_path / "npu.json")]) == 0
+    [row] = json.loads(report.read_text())["nodes"]
+    assert row["status"] == "rewritten" and row["op_counts"].get("Reshape") == 1, row
+    written = onnx.load(out)
+    assert [b for b in outside(original, written, "user") if not b.endswith("op Reshape")] == []
+    feeds = realistic.example_feeds(original)
+    np.testing.assert_allclose(run(written, feeds)[0], run(original, feeds)[0], rtol=1e-5, atol=1e-6)
