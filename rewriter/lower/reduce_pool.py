@@ -96,6 +96,8 @@ class ReducePoolRule:
         return site.reduction is not None
 
     def check(self, site: PoolSite, lowering: Lowering, variant: int = 0) -> Union[PoolPlan, Refusal]:
+        """The global pool's plan (channels first, same rank), else a :class:`ReductionPlan`
+        or why the reduction is kept."""
         chain = site.reduction
         assert chain is not None
         kind = KIND[site.op_type]
@@ -118,6 +120,7 @@ class ReducePoolRule:
         return _plan_channels_last(site, kind, lowering, view, reshape_in, reshape_out)
 
     def rewrite(self, site: PoolSite, plan: PoolPlan, b: SubgraphBuilder, x: gs.Tensor) -> gs.Tensor:
+        """Build ``plan`` on ``x``, the chain's start."""
         if not isinstance(plan, ReductionPlan):
             return lower_global_pool(b, x, plan)
         inner = replace(plan.inner, axes=plan.axes) if plan.inner is not None and plan.axes else plan.inner
