@@ -677,7 +677,8 @@ POOLS: dict[str, dict[str, int]] = {  # builder -> pool op -> count, at the defa
 
 # Exports whose global pools are reductions (issue 22), kept apart from BUILDERS: a
 # keepdims-0 head needs Reshape, which the strict op set and the built-in profiles lack.
-# builder -> reduction node -> (op type, layout).
+# builder -> reduction node -> (op type, layout, whether its rewrite needs Reshape at the
+# default arguments: its output rank differs, or it has no batch axis).
 REDUCTION_BUILDERS: dict[str, Callable[..., onnx.ModelProto]] = {
     "tf2onnx_resnet_head": tf2onnx_resnet_head,
     "keras2onnx_gmp": keras2onnx_gmp,
@@ -685,10 +686,10 @@ REDUCTION_BUILDERS: dict[str, Callable[..., onnx.ModelProto]] = {
     "channels_last_audio": channels_last_audio,
     "nhwc_audio_opset18": nhwc_audio_opset18,
 }
-REDUCTIONS: dict[str, dict[str, tuple[str, str]]] = {
-    "tf2onnx_resnet_head": {"avg_pool": ("ReduceMean", "NHWC")},
-    "keras2onnx_gmp": {"global_max_pooling2d": ("ReduceMax", "NHWC")},
-    "opset9_split_max": {"gmp_h": ("ReduceMax", "NCHW")},
-    "channels_last_audio": {"global_pool": ("ReduceMean", "HWC")},
-    "nhwc_audio_opset18": {"head_mean": ("ReduceMean", "NHWC")},
+REDUCTIONS: dict[str, dict[str, tuple[str, str, bool]]] = {
+    "tf2onnx_resnet_head": {"avg_pool": ("ReduceMean", "NHWC", True)},
+    "keras2onnx_gmp": {"global_max_pooling2d": ("ReduceMax", "NHWC", True)},
+    "opset9_split_max": {"gmp_h": ("ReduceMax", "NCHW", False)},
+    "channels_last_audio": {"global_pool": ("ReduceMean", "HWC", True)},
+    "nhwc_audio_opset18": {"head_mean": ("ReduceMean", "NHWC", False)},
 }
