@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--allow", metavar="OPS", action="append",
         help="ops the target has beyond Conv/Relu/Add/Concat, comma-separated, case-sensitive (repeatable); the "
-        "lowering then uses Max (bit-exact pairwise max), Pad (edge padding), Div or Mul (average divisors) where "
+        "lowering then uses Max (bit-exact pairwise max), Pad (edge padding), Div or Mul (average divisors), Reshape "
+        "(a reduction acting as a global pool whose rank changes) where "
         "allowed; other ONNX ops may be listed for --audit. A name that is no ONNX op is an error",
     )
     t.add_argument(

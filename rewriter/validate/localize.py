@@ -16,11 +16,11 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from ..graphs import producers
 from ..model_io import first_line
-from ..ops import ONNX_DOMAINS, POOL_OPS, REDUCE_POOL_OPS
+from ..ops import ONNX_DOMAINS, POOL_OPS
+from ..reductions import ReduceChain, pooling_reductions
 from .arrays import all_finite
 from .comparator import OutputComparison, ToleranceComparator, compare_exact
 from .exact import compare_with_exact, exact_mean
@@ -117,15 +117,17 @@ def localizable_nodes(
     candidate: Optional[onnx.ModelProto],
     only: Optional[Sequence[str]],
     ranks: Optional[Mapping[str, Optional[int]]] = None,
+    reductions: Optional[Mapping[str, ReduceChain]] = None,
 ) -> list[onnx.NodeProto]:
     """Original pool nodes whose input (or, in a QDQ region, the integers its
     DequantizeLinear reads) and output tensors the candidate also has (with no
     candidate yet: every pool node of the original, or those in ``only``).
-    Reduces count as pools when they reduce every axis after the channel axis
-    (by ``ranks``, when known) and the candidate computes them otherwise."""
+    Reductions count as pools when they act as global pools (:mod:`rewriter.reductions`;
+    tensor ranks from ``ranks`` where known) and the candidate computes them otherwise;
+    a chain of them is checked from its start."""
     source = candidate if candidate is not None else original
     producer_op = {o: n.op_type for o, n in producers([source.graph]).items()}
-    initializers = {t.name: t for t in original.graph.initializer}
+    reductions = pooling_reductions(original, ranks) if reductions is None else reductions
     produced = set(producer_op)
     available = produced | {i.name for i in source.graph.input}
     wanted = set(only) if only is not None else None
@@ -137,31 +139,23 @@ def localizable_nodes(
         if wanted is not None and node.output[0] not in wanted:
             continue
         if wanted is None and node.op_type not in POOL_OPS:
-            rank = (ranks or {}).get(node.input[0]) if node.input else None
-            if not _pooling_reduce(node, initializers, rank):
+            if node.output[0] not in reductions:
                 continue
             if candidate is not None and producer_op.get(node.output[0]) == node.op_type:
                 continue  # the candidate still reduces there: nothing rewritten to check
+        start = check_input(node, reductions)
         # A rewrite inside a QDQ region may read the DQ's integers and drop the DQ itself.
-        reachable = node.input[0] in available or through_qdq(original, node.input[0], node.output[0], index)[0] in available
+        reachable = start in available or through_qdq(original, start, node.output[0], index)[0] in available
         if node.output[0] in produced and reachable:
             nodes.append(node)
     return nodes
 
 
-def _pooling_reduce(node: onnx.NodeProto, initializers: Mapping[str, onnx.TensorProto], rank: Optional[int]) -> bool:
-    """A ReduceMean/ReduceMax over axes 2.. with keepdims (the pass's global pools in disguise)."""
-    if node.op_type not in REDUCE_POOL_OPS:
-        return False
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-    axes = attrs.get("axes")
-    if axes is None and len(node.input) > 1 and node.input[1] in initializers:
-        axes = numpy_helper.to_array(initializers[node.input[1]]).reshape(-1).tolist()
-    if not axes or not attrs.get("keepdims", 1):
-        return False
-    if rank is None:
-        return all(a >= 2 or a < 0 for a in axes)
-    return rank >= 3 and sorted(int(a) % rank for a in axes) == list(range(2, rank))
+def check_input(node: onnx.NodeProto, reductions: Mapping[str, ReduceChain]) -> str:
+    """The tensor a node's check reads by default: its input, or the start of the chain of
+    reductions it ends (:func:`~rewriter.reductions.pooling_reductions`)."""
+    chain = reductions.get(node.output[0]) if node.output else None
+    return chain.start if chain is not None else (node.input[0] if node.input else "")
 
 
 def recorded_starts(
@@ -175,10 +169,13 @@ def recorded_starts(
         index = QdqIndex.of(original)
         starts = {s.start for s in localize.values()} | {in_integers(original, o, s, index).start for o, s in localize.items()}
         return sorted(s for s in starts if s in available)
-    nodes = localizable_nodes(original, None, None, ranks) + (localizable_nodes(original, None, localize, ranks) if localize else [])
+    reductions = pooling_reductions(original, ranks)
+    nodes = localizable_nodes(original, None, None, ranks, reductions)
+    nodes += localizable_nodes(original, None, localize, ranks, reductions) if localize else []
     # A node in a QDQ region is checked from the integers its DequantizeLinear reads: record both.
     index = QdqIndex.of(original)
-    return sorted({n.input[0] for n in nodes} | {through_qdq(original, n.input[0], n.output[0], index)[0] for n in nodes})
+    inputs = {n.output[0]: check_input(n, reductions) for n in nodes}
+    return sorted(set(inputs.values()) | {through_qdq(original, x, y, index)[0] for y, x in inputs.items()})
 
 
 def in_integers(model: onnx.ModelProto, output: str, start: NodeCheckStart, index: Optional[QdqIndex] = None) -> NodeCheckStart:
@@ -206,10 +203,12 @@ def nodes_to_check(
     starts = check_starts_for(original, localize, check_starts)
     index = QdqIndex.of(original)
     chosen = []
-    for node in localizable_nodes(original, candidate, None if localize is None else list(starts)):
-        start = starts.get(node.output[0]) or NodeCheckStart(node.input[0])
+    reductions = pooling_reductions(original)
+    for node in localizable_nodes(original, candidate, None if localize is None else list(starts), reductions=reductions):
+        own = check_input(node, reductions)
+        start = starts.get(node.output[0]) or NodeCheckStart(own)
         if start.start not in recorded:
-            start = NodeCheckStart(node.input[0], start.nonnegative)
+            start = NodeCheckStart(own, start.nonnegative)
         start = in_integers(original, node.output[0], start, index)
         if start.start in recorded:
             chosen.append((node, start))
