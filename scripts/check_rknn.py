@@ -154,6 +154,8 @@ POOL_CASES: dict[str, Callable[[], onnx.ModelProto]] = {
     # ... and a PP-OCRv4-detector-like 160x160 average at 96 channels, as an AveragePool
     # (not native: kernel 160) and as the GlobalAveragePool rknn runs itself
     "avg_160_c96": lambda: _pool("AveragePool", _sq(96, 160), kernel_shape=[160, 160], strides=[160, 160]),
+    "avg_160_c256": lambda: _pool("AveragePool", _sq(256, 160), kernel_shape=[160, 160], strides=[160, 160]),
+    "max_160_c96": lambda: _pool("MaxPool", _sq(96, 160), kernel_shape=[160, 160], strides=[160, 160]),
     "gap_160_c96": lambda: _pool("GlobalAveragePool", _sq(96, 160)),
 }
 # tests/realistic.py builders (deep random-weight stand-ins), built dynamic and deployed static.

@@ -253,4 +253,33 @@ def test_a_long_average_prefers_an_exact_tiling_without_pads(tmp_path: Path, pro
     if profile in TILING and pad_free_tiling(n, *TILING[profile]):
         assert all(set(p) == {0} for _, _, p in convs), (node["strategy"], convs)
     if profile == "rknn" and op == "AveragePool" and n > 7:
-        assert node["status"] == "rewritten" and convs  # not native: kernel > 7
+        # Not native (kernel > 7), but its one window is the whole map: the native global
+        # average, as rknn-toolkit2 itself reads it (convert_avgpool_to_global).
+        assert node["status"] == "rewritten" and node["strategy"] == f"native GlobalAveragePool {n}x{n}"
+        assert [x.op_type for x in written.graph.node] == ["GlobalAveragePool"]
+
+
+@pytest.mark.parametrize("profile", ["rknn", "nvidia-dla", "tidl"])
+@pytest.mark.parametrize("op", ["AveragePool", "MaxPool"])
+@pytest.mark.parametrize("n", [160, 40, 13])
+def test_a_pool_whose_one_window_is_its_input_is_the_native_global_pool(tmp_path: Path, profile: str, op: str, n: int) -> None:
+    # An exported adaptive pool to 1x1: kernel = stride = the map. The global pool's
+    # native cascade (or the native global pool itself) computes it exactly.
+    model = pool_model(op, [1, 2, n, n], dict(kernel_shape=[n, n], strides=[n, n]))
+    written, node = assert_rewritten_and_equal(tmp_path, model, profile)
+    assert outside(model, written, profile) == []
+    glob = "Global" + op
+    if glob in NATIVE[profile] and not global_breaks(profile, glob, [n, n]):
+        assert node["strategy"] == f"native {glob} {n}x{n}" and [x.op_type for x in written.graph.node] == [glob]
+    elif "cascade of native" in node["strategy"]:
+        assert {x.op_type for x in written.graph.node} <= {op, glob}
+
+
+def test_a_pool_of_one_window_with_pads_is_no_global_pool() -> None:
+    # A begin pad shifts the one window off the map's last row and column: no global pool.
+    model = pool_model("AveragePool", [1, 2, 20, 20], dict(kernel_shape=[20, 20], strides=[20, 20], pads=[1, 1, 0, 0], count_include_pad=1))
+    result = PoolRewritePass(target="rknn").run(model)
+    assert result.report.nodes[0].status == "rewritten" and "Global" not in result.report.nodes[0].strategy
+    assert "GlobalAveragePool" not in {n.op_type for n in result.model.graph.node}
+    for name, x in input_suites([1, 2, 20, 20]).items():
+        np.testing.assert_allclose(run(result.model, {"x": x})[0], run(model, {"x": x})[0], rtol=1e-5, atol=1e-6, err_msg=name)
