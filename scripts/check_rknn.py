@@ -15,7 +15,10 @@ so where a CPU wheel is at hand this also works (pip warns about the pin)::
     /tmp/rknnvenv/bin/pip install --no-deps rknn-toolkit2==2.5.0
     /tmp/rknnvenv/bin/pip install 'protobuf>=4.21.6,<=4.25.4' psutil ruamel.yaml scipy tqdm \\
         opencv-python fast-histogram 'numpy<=1.26.4' 'onnx>=1.16.1,<=1.18.0' onnxruntime \\
-        'setuptools<70' torch   # setuptools<70: the toolkit imports pkg_resources
+        'setuptools<70'   # setuptools<70: the toolkit imports pkg_resources
+    # torch 2.13 asks for setuptools>=77: install the local CPU wheel without its deps, and those by hand
+    /tmp/rknnvenv/bin/pip install --no-deps torch==2.13.0
+    /tmp/rknnvenv/bin/pip install filelock typing_extensions sympy networkx jinja2 fsspec
 
 Run it with that environment's python; the rewriter runs as a subprocess in
 the project's own environment (``--python``, default ``<repo>/.venv/bin/python``)
