@@ -192,6 +192,7 @@ class Case:
     shapes: dict[str, list[int]]
     dynamic: bool  # the original declares dynamic dims: rewrite with --overwrite-input-shape
     note: str = ""
+    options: tuple[str, ...] = ()  # more options for the rewrite (e.g. --allow Reshape)
 
 
 def _declared(model: onnx.ModelProto) -> dict[str, list]:
@@ -218,6 +219,13 @@ def make_cases(repo: Path, workdir: Path) -> list[Case]:
         model = realistic.BUILDERS[name](dynamic=True)
         onnx.save(model, path)
         cases.append(Case(name, path, realistic.deploy_shapes(model), True))
+    for name in getattr(realistic, "REDUCTION_BUILDERS", {}) if realistic is not None else ():
+        # global pools written as reductions; keepdims 0 and channels-last need Reshape
+        path = workdir / f"{name}.onnx"
+        model = realistic.REDUCTION_BUILDERS[name]()
+        onnx.save(model, path)
+        cases.append(Case(f"{name}+reshape", path, {k: list(v) for k, v in _declared(model).items()}, False,
+                          "rewritten with --allow Reshape", ("--allow", "Reshape")))
     data = repo / "tests" / "data" / "torch"
     for file, fixed in TORCH.items():
         if not (data / file).exists():
@@ -241,7 +249,7 @@ def make_cases(repo: Path, workdir: Path) -> list[Case]:
 
 def rewrite(case: Case, python: str, repo: Path, out: Path, report: Path) -> tuple[int, str]:
     """``python -m rewriter IN OUT --target rknn`` from ``repo``: (exit code, its last stderr line)."""
-    args = [python, "-m", "rewriter", str(case.source), str(out), "--target", "rknn", "-q", "--report", str(report)]
+    args = [python, "-m", "rewriter", str(case.source), str(out), "--target", "rknn", "-q", "--report", str(report), *case.options]
     if case.dynamic:
         for name, dims in case.shapes.items():
             args += ["--overwrite-input-shape", f"{name}:{','.join(map(str, dims))}"]
