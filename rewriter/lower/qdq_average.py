@@ -22,8 +22,14 @@ onnxruntime's float path at ORT_DISABLE_ALL, its QLinearAveragePool at ORT_ENABL
   the report: there onnxruntime's own levels can round either way, and the validator
   compares the outputs exactly at both.
 
-Otherwise (a tie is reachable: one non-power-of-two scale and an even count), the
-pool is kept, with the reason.
+Where a tie is reachable (one non-power-of-two scale and an even count: DenseNet's 2x2
+average at quantize_static's shared scale), onnxruntime's own two levels round those
+outputs differently: no construction equals both, and bit-exactness against one of them
+is not a property a user can have. Such averages are rewritten all the same (the model-
+scale conv; its rounding is within float32 of the exact mean, as the original's is),
+and validation allows one step at the outputs whose exact mean lies within float32
+rounding of a tie (:mod:`rewriter.validate.ties`). ``keep_tie_averages``
+(``--keep-tie-averages``) keeps them instead, with the reason.
 """
 
 from __future__ import annotations
@@ -140,6 +146,9 @@ class ModelScalePlan(PoolPlan):
     @property
     def caveat(self) -> str:
         """What the report says of the window sums within float rounding of a tie."""
+        if self.margin.exact_tie is not None:
+            return (f"window sums of q - z reach QuantizeLinear rounding ties (e.g. {self.margin.exact_tie}); onnxruntime's "
+                    "own levels round them differently, and validation allows one step at those outputs")
         if self.margin.proven or self.margin.nearest is None:
             return ""
         s, v = self.margin.nearest
@@ -186,7 +195,9 @@ def qdq_average_plan(site: PoolSite, spec: PoolSpec, lowering: Lowering) -> Unio
     if site.qdq.same_scales and _power_of_two(q.scale) and not int(q.zero_point) % 2 and not k & (k - 1):
         return PoolPlan(spec)
     margin = tie_margin(q, site.qdq.outputs, k, int(np.prod([a.kernel for a in spec.axes])))
-    if margin.exact_tie is None:
+    if margin.exact_tie is None or not lowering.keep_tie_averages:
+        # Reachable ties are the original's float noise at both levels: the rewrite is
+        # as right as the original, and validation allows one step at those outputs.
         return ModelScalePlan(spec, margin=margin)
     tie = (f"a window whose sum of q - z is {margin.exact_tie} has its mean exactly on a rounding tie of QuantizeLinear, "
            f"and the original's float error decides it (onnxruntime rounds such ties differently with and without graph "

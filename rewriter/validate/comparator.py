@@ -36,6 +36,10 @@ class OutputComparison:
     pool_noise: Optional[float] = None  # the rewritten nodes' own rounding carried here, when measured
     level: str = "ORT_DISABLE_ALL"  # the onnxruntime graph-optimization level both models ran at
     exact: bool = False  # compared exactly: no tolerance, no noise floor (quantized outputs)
+    # Quantized averages at ties (rewriter.validate.ties): what rounding the candidate's tie outputs
+    # the other way changes here, and the original's own disagreement between its two levels.
+    tie_effect: Optional[float] = None
+    level_disagreement: Optional[float] = None
 
     @classmethod
     def failure(cls, output: str, suite: str, note: str) -> "OutputComparison":
