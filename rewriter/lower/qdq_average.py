@@ -38,13 +38,13 @@ import itertools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
 from ..site import PoolSite, Quantization
 from ..spec import PoolSpec
-from ..profile import conv_violations
+from ..profile import concat_violations, conv_violations
 from .average_pool import uniform_axes_shape
 from .checks import Lowering, PoolPlan, Refusal
 
@@ -156,6 +156,94 @@ class ModelScalePlan(PoolPlan):
                 f"(e.g. {s}: {v:.7f} steps); onnxruntime's own levels may round them either way")
 
 
+@dataclass(frozen=True)
+class CountBlocksPlan(ModelScalePlan):
+    """An average whose windows hold different counts (count_include_pad=0 with pads,
+    ceil_mode overhangs) in a QDQ region: one conv per block of windows with one count
+    (a run of equal counts on every axis), each on the model's DequantizeLinear values
+    with weights ``1/K`` of its own count, requantized at the output's quantization, and
+    the blocks concatenated (requantized after each Concat but the last, which the
+    model's QuantizeLinear reads). Every output is one conv's mean, rounded once."""
+
+    @property
+    def strategy(self) -> str:
+        return "qdq model-scale conv per count"
+
+
+def count_runs(spec: PoolSpec) -> list[list[tuple[int, int, int]]]:
+    """Per axis, the runs of consecutive outputs with one divisor: ``(count, first, length)``."""
+    runs = []
+    for i in range(spec.rank):
+        axis, first = [], 0
+        for count, run in itertools.groupby(spec.divisors(i)):
+            length = len(list(run))
+            axis.append((count, first, length))
+            first += length
+        runs.append(axis)
+    return runs
+
+
+def block_layouts(spec: PoolSpec, block: Sequence[tuple[int, int, int]]) -> tuple[np.ndarray, list[int], list[int], list[int]]:
+    """The depthwise conv of one block of windows (one run per axis): kernel (``1/K``
+    on the window's taps, K the block's count), strides, dilations and pads."""
+    from .windows import window_run_layout
+
+    layouts = [window_run_layout(a.size, start=a.window_start(first), count=length, stride=a.stride, taps=[1.0] * a.kernel, dilation=a.dilation)
+               for a, (_, first, length) in zip(spec.axes, block)]
+    kernel = np.ones(())
+    for layout in layouts:
+        kernel = np.multiply.outer(kernel, np.asarray(layout.taps))
+    count = int(np.prod([c for c, _, _ in block]))
+    pads = [lay.pad_begin for lay in layouts] + [lay.pad_end for lay in layouts]
+    return kernel / count, [lay.stride for lay in layouts], [lay.dilation for lay in layouts], pads
+
+
+def build_count_blocks(b: Any, x: Any, spec: PoolSpec, out: Quantization) -> Any:
+    """Build :class:`CountBlocksPlan`: the blocks' convs, requantized at ``out`` and concatenated axis by axis."""
+    runs = count_runs(spec)
+
+    def requantized(t: Any) -> Any:
+        return b.dequantize(b.quantize(t, float(out.scale), out.zero_point, out.dtype), float(out.scale), out.zero_point, out.dtype)
+
+    def along(axis: int, prefix: tuple[tuple[int, int, int], ...]) -> Any:
+        if axis == spec.rank:
+            kernel, strides, dilations, pads = block_layouts(spec, prefix)
+            return b.depthwise_conv(x, kernel, strides=strides, dilations=dilations, pads=pads, hint="avg_count")
+        parts = [along(axis + 1, prefix + (run,)) for run in runs[axis]]
+        if len(parts) == 1:
+            return parts[0]
+        joined = b.concat([requantized(p) for p in parts], axis)
+        return joined if axis == 0 else requantized(joined)
+
+    return along(0, ())
+
+
+def _counts_plan(site: PoolSite, spec: PoolSpec, lowering: Lowering, divisors: list[list[int]]) -> Union[PoolPlan, Refusal]:
+    """:class:`CountBlocksPlan` for an average whose windows hold different counts, or why it is kept."""
+    assert site.qdq is not None and site.qdq.input is not None
+    if lowering.keep_tie_averages:
+        return _counts_refusal(site, spec, divisors)
+    outputs = site.qdq.outputs
+    head = f"{site.op_type} in a QDQ region with windows of different counts"
+    if not outputs or any(o != outputs[0] for o in outputs):
+        return Refusal(f"{head}: its outputs are quantized differently, and each block of windows is requantized before they are joined", spec=spec)
+    target = lowering.target
+    for axis, d in enumerate(divisors):
+        if len(d) > 1 and target.profile is not None and ("Concat" not in target.ops or concat_violations(axis + 2, spec.rank + 2, target.concat_axes)):
+            return Refusal(f"{head}: its blocks of windows are joined by a Concat on spatial axis {axis}, which the target does not run", spec=spec)
+    runs = count_runs(spec)
+    for block in itertools.product(*runs):
+        kernel, strides, dilations, pads = block_layouts(spec, block)
+        broken = conv_violations(kernel.shape, strides, dilations, pads, depthwise=True, limits=target.conv_limits)
+        if broken:
+            limits = "; ".join(f"{v.rule} {v.value} outside {v.limit}" for v in broken)
+            return Refusal(f"{head}: the conv of one block of windows breaks the target's limits ({limits})", spec=spec)
+    counts = sorted({int(np.prod(c)) for c in itertools.product(*divisors)})
+    margins = [tie_margin(site.qdq.input, outputs, c, c) for c in counts]
+    tie = next((m for m in margins if m.exact_tie is not None), None)
+    return CountBlocksPlan(spec, margin=tie or max(margins, key=lambda m: m.near))
+
+
 def _power_of_two(value: float) -> bool:
     mantissa, _ = math.frexp(float(value))
     return mantissa == 0.5
@@ -184,7 +272,7 @@ def qdq_average_plan(site: PoolSite, spec: PoolSpec, lowering: Lowering) -> Unio
     assert site.qdq is not None and site.qdq.input is not None
     divisors = [sorted(set(spec.divisors(i))) for i in range(spec.rank)]
     if any(len(d) > 1 for d in divisors):
-        return _counts_refusal(site, spec, divisors)
+        return _counts_plan(site, spec, lowering, divisors)
     broken = conv_violations(*uniform_axes_shape(spec, [True] * spec.rank), depthwise=True, limits=lowering.target.conv_limits)
     if broken:
         limits = "; ".join(f"{v.rule} {v.value} outside {v.limit}" for v in broken)
