@@ -221,9 +221,12 @@ def build_count_blocks(b: Any, x: Any, spec: PoolSpec, out: Quantization) -> Any
 def _counts_plan(site: PoolSite, spec: PoolSpec, lowering: Lowering, divisors: list[list[int]]) -> Union[PoolPlan, Refusal]:
     """:class:`CountBlocksPlan` for an average whose windows hold different counts, or why it is kept."""
     assert site.qdq is not None and site.qdq.input is not None
-    if lowering.keep_tie_averages:
-        return _counts_refusal(site, spec, divisors)
     outputs = site.qdq.outputs
+    counts = sorted({int(np.prod(c)) for c in itertools.product(*divisors)})
+    margins = [tie_margin(site.qdq.input, outputs, c, c) for c in counts]
+    tie = next((m for m in margins if m.exact_tie is not None), None)
+    if tie is not None and lowering.keep_tie_averages:
+        return _counts_refusal(site, spec, divisors)
     head = f"{site.op_type} in a QDQ region with windows of different counts"
     if not outputs or any(o != outputs[0] for o in outputs):
         return Refusal(f"{head}: its outputs are quantized differently, and each block of windows is requantized before they are joined", spec=spec)
@@ -238,9 +241,6 @@ def _counts_plan(site: PoolSite, spec: PoolSpec, lowering: Lowering, divisors: l
         if broken:
             limits = "; ".join(f"{v.rule} {v.value} outside {v.limit}" for v in broken)
             return Refusal(f"{head}: the conv of one block of windows breaks the target's limits ({limits})", spec=spec)
-    counts = sorted({int(np.prod(c)) for c in itertools.product(*divisors)})
-    margins = [tie_margin(site.qdq.input, outputs, c, c) for c in counts]
-    tie = next((m for m in margins if m.exact_tie is not None), None)
     return CountBlocksPlan(spec, margin=tie or max(margins, key=lambda m: m.near))
 
 
@@ -250,21 +250,18 @@ def _power_of_two(value: float) -> bool:
 
 
 def _counts_refusal(site: PoolSite, spec: PoolSpec, divisors: list[list[int]]) -> Refusal:
-    """Why an average whose windows hold different counts is kept: the counts that reach a
-    tie and a sum that does, or (none does) that one conv per count is not built."""
+    """Why an average whose windows hold different counts is kept (``keep_tie_averages``):
+    the counts that reach a tie and a sum that does."""
     assert site.qdq is not None and site.qdq.input is not None
     which = ", ".join(f"axis {i}: {d}" for i, d in enumerate(divisors) if len(d) > 1)
     counts = sorted({int(np.prod(c)) for c in itertools.product(*divisors)})
     tying = [(c, tie_margin(site.qdq.input, site.qdq.outputs, c, c).exact_tie) for c in counts]
     tying = [(c, t) for c, t in tying if t is not None]
     head = f"{site.op_type} in a QDQ region with windows of different counts ({which}; windows of {counts} values)"
-    if tying:
-        ties = ", ".join(f"{c} (a sum of q - z of {t})" for c, t in tying)
-        return Refusal(f"{head}: the windows of {ties} have their mean exactly on a rounding tie of QuantizeLinear, and "
-                       f"the original's float error decides it (onnxruntime rounds such ties differently with and without "
-                       f"graph optimizations)", spec=spec)
-    return Refusal(f"{head}: no window reaches a rounding tie, but the quantized lowering of a mean is one conv with one "
-                   "count, and one conv per count is not built", spec=spec)
+    ties = ", ".join(f"{c} (a sum of q - z of {t})" for c, t in tying)
+    return Refusal(f"{head}: the windows of {ties} have their mean exactly on a rounding tie of QuantizeLinear, and "
+                   f"the original's float error decides it (onnxruntime rounds such ties differently with and without "
+                   f"graph optimizations); kept as asked (keep_tie_averages)", spec=spec)
 
 
 def qdq_average_plan(site: PoolSite, spec: PoolSpec, lowering: Lowering) -> Union[PoolPlan, Refusal]:
@@ -289,7 +286,7 @@ def qdq_average_plan(site: PoolSite, spec: PoolSpec, lowering: Lowering) -> Unio
         return ModelScalePlan(spec, margin=margin)
     tie = (f"a window whose sum of q - z is {margin.exact_tie} has its mean exactly on a rounding tie of QuantizeLinear, "
            f"and the original's float error decides it (onnxruntime rounds such ties differently with and without graph "
-           f"optimizations)")
+           f"optimizations); kept as asked (keep_tie_averages)")
     if site.qdq.same_scales and _power_of_two(q.scale) and int(q.zero_point) % 2:
         return Refusal(f"{site.op_type} in a QDQ region with the odd zero point {int(q.zero_point)}: {tie}; "
                        "QLinearAveragePool rounds the tie with the zero point added, the float path before, which differ "
