@@ -259,14 +259,20 @@ def allow_tie_effects(
                 for s in sites:
                     x = base[s.start]
                     n = np.rint(base_pieces[s.output].run({s.start: x})[s.pool_input].astype(np.float64) / s.in_scale)
-                    flipped, count = _rounded_the_other_way(s, n, base[s.end])
-                    if not count:
-                        continue
-                    moved = fed[s.output].run({**feeds, s.end: flipped})
-                    for name, value in moved.items():
-                        if name in base and value.shape == base[name].shape:
-                            d = np.abs(value.astype(np.float64) - base[name].astype(np.float64))
-                            effect[name] = effect[name] + d if name in effect else d
+                    # All ties, then only those rounded down, then only those rounded up: a
+                    # sum downstream (a global mean) can cancel mixed moves out.
+                    moved_by: dict[str, np.ndarray] = {}
+                    for direction in (0, 1, -1):
+                        flipped, count = _rounded_the_other_way(s, n, base[s.end], direction)
+                        if not count:
+                            continue
+                        moved = fed[s.output].run({**feeds, s.end: flipped})
+                        for name, value in moved.items():
+                            if name in base and value.shape == base[name].shape:
+                                d = np.abs(value.astype(np.float64) - base[name].astype(np.float64))
+                                moved_by[name] = np.maximum(moved_by[name], d) if name in moved_by else d
+                    for name, d in moved_by.items():
+                        effect[name] = effect[name] + d if name in effect else d
             except Exception:
                 continue
             for c in result.comparisons:
@@ -352,15 +358,17 @@ def _topological(graph: onnx.GraphProto) -> None:
     graph.node.extend(copies)
 
 
-def _rounded_the_other_way(site: TieSite, n: np.ndarray, integers: np.ndarray) -> tuple[np.ndarray, int]:
-    """``integers`` (the node's Q output) with each tie output moved to the other side of its tie."""
+def _rounded_the_other_way(site: TieSite, n: np.ndarray, integers: np.ndarray, direction: int = 0) -> tuple[np.ndarray, int]:
+    """``integers`` (the node's Q output) with each tie output moved to the other side of its
+    tie (``direction`` 1: only those rounded down, moved up; -1: only those rounded up)."""
     mask = tie_mask(site, n)
     if mask.shape != integers.shape:
         return integers, 0
     t, _ = site.steps(n)
     low = np.floor(t)  # the tie lies between low and low + 1
     values = integers.astype(np.int64)
-    other = np.where(values == low, low + 1, np.where(values == low + 1, low, values))
+    up, down = values == low, values == low + 1
+    other = np.where(up & (direction >= 0), low + 1, np.where(down & (direction <= 0), low, values))
     flipped = np.where(mask, other, values).clip(*site.out_range).astype(integers.dtype)
     return flipped, int(np.count_nonzero(flipped != integers))
 
