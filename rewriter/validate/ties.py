@@ -35,7 +35,6 @@ import onnx
 from onnx import numpy_helper
 
 from ..graphs import producers
-from ..spec import SpecError, attribute_support, global_pool_spec, pool_spec_from_attributes
 from .comparator import OutputComparison, compare_exact
 from .quantized import AS_WRITTEN, INTEGER_KERNELS, SHAPE_ONLY_OPS
 from ..ops import MAX_POOL_OPS
@@ -97,27 +96,62 @@ def _window_sums(site: TieSite, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
         count = float(np.prod([n.shape[a] for a in axes]))
         s, m = n.sum(axis=axes, keepdims=keep), np.abs(n).sum(axis=axes, keepdims=keep)
         return s, m, np.full(s.shape, count), np.full(s.shape, count)
-    spatial = n.shape[2:]
-    if site.op_type == "GlobalAveragePool":
-        spec = global_pool_spec("average", spatial)
-    else:
-        spec = pool_spec_from_attributes("average", site.attrs, spatial, **attribute_support(site.op_type, site.opset))
     s, m = n, np.abs(n)
+    spatial = n.shape[2:]
     counts = np.ones([1] * len(spatial))
     divisors = np.ones([1] * len(spatial))
-    for i, a in enumerate(spec.axes):
-        taps = np.zeros((a.out_size, a.size))
-        for o in range(a.out_size):
-            for t in a.taps(o):
-                if 0 <= t < a.size:
-                    taps[o, t] = 1.0
+    for i, (taps, divisor) in enumerate(_windows(site, spatial)):
         s = np.moveaxis(np.tensordot(taps, np.moveaxis(s, 2 + i, 0), axes=1), 0, 2 + i)
         m = np.moveaxis(np.tensordot(taps, np.moveaxis(m, 2 + i, 0), axes=1), 0, 2 + i)
         shape = [1] * len(spatial)
-        shape[i] = a.out_size
+        shape[i] = len(divisor)
         counts = counts * taps.sum(axis=1).reshape(shape)
-        divisors = divisors * np.asarray(spec.divisors(i), np.float64).reshape(shape)
+        divisors = divisors * divisor.reshape(shape)
     return s, m, counts, divisors
+
+
+def _windows(site: TieSite, spatial: Sequence[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per spatial axis: which inputs each output's window holds (0/1, outputs x inputs) and
+    its divisor, as onnxruntime's AveragePool computes them (the validator reads the ONNX
+    attributes itself: it imports nothing of the lowering). A global average: every input."""
+    rank = len(spatial)
+    if site.op_type == "GlobalAveragePool":
+        return [(np.ones((1, size)), np.array([float(size)])) for size in spatial]
+    a = site.attrs
+    kernel = list(a["kernel_shape"])
+    strides = list(a.get("strides") or [1] * rank)
+    dilations = list(a.get("dilations") or [1] * rank) if site.opset >= 19 else [1] * rank
+    pads = list(a.get("pads") or [0] * (2 * rank))
+    ceil = bool(a.get("ceil_mode", 0)) and site.opset >= 10
+    include_pad = bool(a.get("count_include_pad", 0))
+    auto_pad = a.get("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
+    axes = []
+    for i, size in enumerate(spatial):
+        k, stride, d = kernel[i], strides[i], dilations[i]
+        span = (k - 1) * d + 1
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            out = -(-size // stride)
+            total = max(0, (out - 1) * stride + span - size)
+            begin = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
+            end = total - begin
+        else:
+            begin, end = (0, 0) if auto_pad == "VALID" else (pads[i], pads[i + rank])
+            room = size + begin + end - span
+            out = (-(-room // stride) if ceil else room // stride) + 1
+            if ceil and (out - 1) * stride >= size + begin:  # a last window starting in the end padding
+                out -= 1
+        taps = np.zeros((out, size))
+        divisor = np.zeros(out)
+        for o in range(out):
+            at = [o * stride - begin + j * d for j in range(k)]
+            for t in at:
+                if 0 <= t < size:
+                    taps[o, t] = 1.0
+            # count_include_pad counts the taps before the end of the explicit padding (not a ceil overhang).
+            divisor[o] = sum(1 for t in at if t < size + end) if include_pad else taps[o].sum()
+        axes.append((taps, divisor))
+    return axes
 
 
 def tie_site(model: onnx.ModelProto, node: onnx.NodeProto, start: Any, made_by: Optional[Mapping[str, onnx.NodeProto]] = None) -> Optional[TieSite]:

@@ -1,0 +1,62 @@
+"""The exact means that decide which quantized outputs are QuantizeLinear ties
+(rewriter/validate/ties.py): its own reading of the ONNX pool attributes against
+onnxruntime's AveragePool, over a grid of attributes."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from rewriter.validate.ties import TieSite, tie_mask
+
+ATTRS = [
+    dict(kernel_shape=[2, 2], strides=[2, 2]),
+    dict(kernel_shape=[3, 2], strides=[3, 2]),
+    dict(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], count_include_pad=0),
+    dict(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], count_include_pad=1),
+    dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+    dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 0, 1, 0], ceil_mode=1, count_include_pad=1),
+    dict(kernel_shape=[2, 3], strides=[2, 1], auto_pad="SAME_UPPER"),
+    dict(kernel_shape=[2, 3], strides=[1, 2], auto_pad="SAME_LOWER", count_include_pad=1),
+    dict(kernel_shape=[2, 2], strides=[1, 1], dilations=[2, 1], pads=[1, 1, 1, 1]),
+]
+
+
+def _average(attrs: dict, shape: list[int]) -> onnx.ModelProto:
+    graph = helper.make_graph([helper.make_node("AveragePool", ["x"], ["y"], **attrs)], "avg",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    model.ir_version = 9
+    return model
+
+
+@pytest.mark.parametrize("attrs", ATTRS, ids=lambda a: ",".join(f"{k}={v}" for k, v in a.items()))
+def test_exact_means_are_onnxruntimes_averages(attrs: dict) -> None:
+    import onnxruntime as ort
+
+    shape = [1, 2, 9, 10]
+    n = np.random.default_rng(0).integers(-128, 128, shape).astype(np.float64)
+    session = ort.InferenceSession(_average(attrs, shape).SerializeToString(), providers=["CPUExecutionProvider"])
+    want = session.run(None, {"x": n.astype(np.float32)})[0]
+    site = TieSite("y", "AveragePool", {k: (v.encode() if isinstance(v, str) else v) for k, v in attrs.items()}, 19,
+                   "xq", "x", "yq", 1.0, 1.0, 0, (-128, 127))
+    t, bound = site.steps(n)
+    assert t.shape == want.shape
+    np.testing.assert_allclose(t, want, rtol=0, atol=1e-4)
+    assert np.all(bound < 1e-3)
+    # A tie is a half step: exactly the means whose doubled value is odd here (scale 1, zero point 0).
+    half = np.abs(2 * t - np.round(2 * t)) < 1e-9
+    assert np.array_equal(tie_mask(site, n), half & (np.round(2 * t) % 2 == 1) & (t > -128) & (t < 127))
+
+
+def test_global_and_reduce_means() -> None:
+    n = np.random.default_rng(1).integers(-128, 128, [1, 3, 4, 6]).astype(np.float64)
+    for op, attrs in (("GlobalAveragePool", {}), ("ReduceMean", {"axes": [2, 3], "keepdims": 1}), ("ReduceMean", {"axes": [-1], "keepdims": 0})):
+        site = TieSite("y", op, attrs, 17, "xq", "x", "yq", 0.5, 0.25, 3, (-128, 127))
+        t, _ = site.steps(n)
+        axes = (2, 3) if op == "GlobalAveragePool" else tuple(attrs["axes"])
+        expected = n.mean(axis=axes, keepdims=attrs.get("keepdims", 1) == 1) * 2 + 3
+        np.testing.assert_allclose(t, expected, rtol=0, atol=1e-12)
