@@ -60,3 +60,35 @@ def test_global_and_reduce_means() -> None:
         axes = (2, 3) if op == "GlobalAveragePool" else tuple(attrs["axes"])
         expected = n.mean(axis=axes, keepdims=attrs.get("keepdims", 1) == 1) * 2 + 3
         np.testing.assert_allclose(t, expected, rtol=0, atol=1e-12)
+
+
+def test_cli_rewrites_averages_at_ties_and_keeps_them_when_asked(tmp_path, capsys) -> None:
+    """The CLI on quantize_static's VGG/DenseNet: the 2x2 average rewritten, -v counting its
+    tie outputs (``ties off/at``) and the table allowing what they move (``ties ...``), the
+    report carrying the fields; --keep-tie-averages keeps it, everything else bit-exact."""
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import quantized as Q
+    from rewriter import cli
+
+    source, out, report = tmp_path / "q.onnx", tmp_path / "out.onnx", tmp_path / "r.json"
+    onnx.save(Q.quantized("vgg_densenet", Q.Quantization("uint8", True, False)), source)
+    assert cli.main([str(source), str(out), "--report", str(report), "-v"]) == 0
+    printed = capsys.readouterr().out
+    assert "ties off/at" in printed and " ties 0.021 " in printed, printed
+    data = json.loads(report.read_text())
+    assert data["totals"]["kept"] == 0 and data["validation"]["passed"]
+    nodes = {n["name"]: n for n in data["validation"]["nodes"]}
+    assert nodes["dense/avgpool"]["tie_outputs"] > 0 and nodes["vgg/maxpool"]["tie_outputs"] == 0
+    (logits,) = data["validation"]["outputs"]
+    assert logits["error"] > 0 and logits["tie_effect"] > 0 and logits["level_disagreement"] is not None
+    assert "tie_effect" in data["validation"]["tolerance"]
+
+    assert cli.main([str(source), str(out), "--report", str(report), "--keep-tie-averages", "-q"]) == 0
+    data = json.loads(report.read_text())
+    rows = {n["name"]: n for n in data["nodes"]}
+    assert rows["dense/avgpool"]["status"] == "kept" and "keep_tie_averages" in rows["dense/avgpool"]["reason"]
+    assert data["validation"]["passed"] and all(o["error"] == 0 for o in data["validation"]["outputs"])

@@ -13,13 +13,15 @@ property a user can have; being as right as the original is.
   scale and zero point) lies within float32 rounding of a tie (:func:`tie_mask`); there
   one step either way is allowed. Each node check counts those outputs.
 * **End to end** (:func:`allow_tie_effects`): at each level the candidate is compared
-  with the original at that level. An exact output that differs is allowed what the
-  tie outputs can cause downstream, measured on the candidate itself: each tie node's
-  integers are fed back with its tie outputs rounded the other way, and the change of
-  every output value is taken; each value may differ by :data:`TIE_EFFECT_FACTOR` times
-  the sum of those changes over the nodes (zero where no tie output reaches: exact
-  there). It is reported next to the original's own disagreement between its levels.
-  A model without such outputs stays bit-exact.
+  with the original at that level; a model without such outputs stays bit-exact. An
+  exact output that differs passes only if (1) the candidate with the original's own
+  ``DQ -> average -> Q`` pieces spliced back in for its tie averages
+  (:func:`with_original_averages`) equals the original exactly: the difference is the
+  tie outputs' alone; and (2) it is at most :data:`TIE_EFFECT_FACTOR` times what
+  rounding the candidate's tie outputs the other way moves that output (each tie
+  average's integers fed back with its tie outputs flipped: all, those rounded down,
+  those rounded up; the largest move, summed over the nodes). Both that move and the
+  original's own disagreement between its levels are reported.
 
 ``allow_ties=False`` (the CLI's ``--keep-tie-averages``) turns both off: exact, as before.
 """
@@ -36,13 +38,13 @@ from onnx import numpy_helper
 
 from ..graphs import producers
 from .comparator import OutputComparison, compare_exact
-from .quantized import AS_WRITTEN, INTEGER_KERNELS, SHAPE_ONLY_OPS
 from ..ops import MAX_POOL_OPS
+from .quantized import AS_WRITTEN, INTEGER_KERNELS, SHAPE_ONLY_OPS
 
 TIE_OPS = ("AveragePool", "GlobalAveragePool", "ReduceMean")
 UNIT_ROUNDOFF = 2.0 ** -24  # float32
-# How many times the tie outputs' measured downstream effect an exact output may differ by:
-# the candidate rounds only some of the ties the other way, and their effects need not add up.
+# How many times the tie outputs' measured downstream move an exact output may differ by:
+# the candidate rounds only some of the ties the other way, and their moves need not add up.
 TIE_EFFECT_FACTOR = 2.0
 _WALK = 8
 
