@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--allow", metavar="OPS", action="append",
         help="ops the target has beyond Conv/Relu/Add/Concat, comma-separated, case-sensitive (repeatable); the "
-        "lowering then uses Max (bit-exact pairwise max), Pad (edge padding), Div or Mul (average divisors) where "
+        "lowering then uses Max (bit-exact pairwise max), Pad (edge padding), Div or Mul (average divisors), Reshape "
+        "(a reduction acting as a global pool whose rank changes) where "
         "allowed; other ONNX ops may be listed for --audit. A name that is no ONNX op is an error",
     )
     t.add_argument(
@@ -200,6 +201,7 @@ class _Console:
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
         self.started = time.monotonic()
+        self.warned: set[str] = set()
 
     def out(self, text: str) -> None:
         if self.quiet:
@@ -209,6 +211,13 @@ class _Console:
         except BrokenPipeError:  # e.g. piped into `head`: stop printing, keep working
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             self.quiet = True
+
+    def warn(self, text: str) -> None:
+        """A warning goes to stderr, once, even with -q: it is about the user's model."""
+        if text not in self.warned:
+            self.warned.add(text)
+            sys.stdout.flush()
+            print(f"onnx-poolrewrite: warning: {text}", file=sys.stderr, flush=True)
 
     def progress(self, text: str) -> None:
         """Progress goes to stderr, and only once work has run a moment; stdout is
@@ -271,6 +280,8 @@ def _compare(args: argparse.Namespace, reference, candidate, console: _Console, 
         )
     except ValidationSetupError as err:
         raise _setup_error(args, err) from err
+    for warning in validation.warnings:
+        console.warn(warning)
     if validation.comparisons:
         console.out(validation.output_table())
     if args.verbose:
@@ -301,14 +312,21 @@ def _verbose_rows(validation) -> str:
         ties = any(n.tie_outputs for n in validation.nodes)  # quantized averages at QuantizeLinear ties
         nodes = [
             [n.name or n.output, n.op_type, {True: "ok", False: "FAIL", None: "n/a"}[n.passed], f"{n.rel_error:.3g}",
-             f"{n.ulp_error:.3g}", n.worst_suite] + ([" and ".join(n.levels)] if levels else [])
+             f"{n.ulp_error:.3g}", _against_exact(n), n.worst_suite] + ([" and ".join(n.levels)] if levels else [])
             + ([f"{n.tie_outputs_rounded_otherwise}/{n.tie_outputs}" if n.tie_outputs else "-"] if ties else []) + [n.note]
             for n in validation.nodes
         ]
-        headers = (["node", "op", "result", "rel", "ulps", "worst suite"] + (["levels"] if levels else [])
+        headers = (["node", "op", "result", "rel", "ulps", "vs exact mean", "worst suite"] + (["levels"] if levels else [])
                    + (["ties off/at"] if ties else []) + ["note"])
         lines += format_columns(headers, nodes, right=(3, 4), indent="  ")
     return "\n".join(lines)
+
+
+def _against_exact(node) -> str:
+    """An average's errors against its exact value, e.g. ``rewrite 3.6e-07, onnxruntime 5.4e-06``."""
+    if node.exact_error is None:
+        return "-"
+    return f"rewrite {node.exact_error:.2g}, onnxruntime {node.runtime_error:.2g}"
 
 
 def _static_shape_hint(model, report) -> Optional[str]:

@@ -18,6 +18,7 @@ from onnx import helper
 
 import bugs
 import realistic
+from rewriter.validate.runners import stale_value_info
 from helpers import run
 
 
@@ -44,7 +45,10 @@ def test_builder_model_is_valid_and_runs(name, dynamic):
     onnx.checker.check_model(model, full_check=True)
     assert realistic.pool_counts(model) == realistic.POOLS[name]
     feeds = realistic.example_feeds(model)
-    plain, optimized = run(model, feeds), run(model, feeds, optimize=True)
+    # The dynamic forms carry value_info computed from -1 dims, which onnxruntime's NCHWc
+    # optimizer trusts and miscomputes with on some CPUs (where its block size divides the
+    # channels): validation runs them without it (stale_value_info), and so does this check.
+    plain, optimized = run(model, feeds), run(_without_stale_value_info(model), feeds, optimize=True)
     for out, a, b in zip(model.graph.output, plain, optimized):
         assert np.isfinite(a).all() and np.abs(a).max() > 0, out.name
         assert _rel(a, b) < 1e-3, out.name  # optimizer noise, not a different network
@@ -59,6 +63,15 @@ def test_builder_model_is_valid_and_runs(name, dynamic):
             assert bool(model.graph.value_info)  # stale once the shapes are fixed
         else:
             assert dims == deploy[input_name]
+
+
+def _without_stale_value_info(model: onnx.ModelProto) -> onnx.ModelProto:
+    if not stale_value_info(model):
+        return model
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    del copy.graph.value_info[:]
+    return copy
 
 
 def test_builders_are_deterministic():

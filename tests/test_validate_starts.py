@@ -16,7 +16,7 @@ from rewriter.ops import REDUCE_POOL_OPS, SITE_OPS
 from rewriter.validate import NodeCheckStart, own_inputs, validate_models
 
 VALIDATOR = Path(__file__).resolve().parents[1] / "rewriter" / "validate"
-LOWERING_MODULES = ("rewriter.lower", "rewriter.site", "rewriter.spec", "rewriter.passes", "rewriter.builder", "rewriter.check_starts")
+LOWERING_MODULES = ("rewriter.lower", "rewriter.site", "rewriter.passes", "rewriter.builder", "rewriter.check_starts")
 
 
 def sppf(relu: bool = False) -> onnx.ModelProto:
@@ -53,6 +53,13 @@ def test_the_validator_imports_nothing_of_the_lowering():
     for path in modules:
         lowering = [m for m in imported_modules(path) if m.startswith(LOWERING_MODULES)]
         assert not lowering, f"{path.name} imports {lowering}"
+
+
+def test_only_the_exact_mean_reads_the_spec():
+    """The validator reads pool semantics from rewriter.spec (the one reader of raw attributes)
+    in one place: the exact mean, which is cross-checked against onnxruntime before it judges."""
+    readers = sorted(p.name for p in VALIDATOR.glob("*.py") if any(m.startswith("rewriter.spec") for m in imported_modules(p)))
+    assert readers == ["exact.py"]
 
 
 def test_the_shared_op_names_are_the_rules_own():

@@ -36,6 +36,10 @@ class OutputComparison:
     pool_noise: Optional[float] = None  # the rewritten nodes' own rounding carried here, when measured
     level: str = "ORT_DISABLE_ALL"  # the onnxruntime graph-optimization level both models ran at
     exact: bool = False  # compared exactly: no tolerance, no noise floor (quantized outputs)
+    # An average judged against its exact value (see rewriter.validate.exact): the candidate's
+    # and onnxruntime's largest errors there, as fractions of the largest window mean |x|.
+    exact_error: Optional[float] = None
+    runtime_error: Optional[float] = None
     # Quantized averages at ties (rewriter.validate.ties): what rounding the candidate's tie outputs
     # the other way changes here, and the original's own disagreement between its two levels.
     tie_effect: Optional[float] = None
@@ -108,6 +112,13 @@ class ToleranceComparator:
             return {**fixed, "noise_floor": None}
         return {**fixed, "noise_floor": {"method": NOISE_METHOD, "factor": self.noise_factor}}
 
+    def fixed_allowed(self, dtype: np.dtype, scale: float) -> float:
+        """What the fixed tolerance allows an output of ``dtype`` whose largest |reference| is ``scale``."""
+        if self.ulps is not None:
+            return self.atol + self.ulps * _ulp(dtype, scale)
+        rtol = self.rtol if self.rtol is not None else DEFAULT_RTOL.get(np.dtype(dtype).name, 1e-5)
+        return self.atol + rtol * scale
+
     def compare(
         self, output: str, suite: str, ref: np.ndarray, cand: np.ndarray, noise: Optional[OutputNoise] = None
     ) -> OutputComparison:
@@ -124,13 +135,9 @@ class ToleranceComparator:
             return OutputComparison.failure(output, suite, note)
         if not any_finite:
             return OutputComparison(output, suite, True, 0.0, 0.0, 0.0)
-        ulp = float(np.spacing(ref.dtype.type(scale))) if scale > 0 else float(np.finfo(ref.dtype).smallest_subnormal)
+        ulp = _ulp(ref.dtype, scale)
         rel = diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
-        if self.ulps is not None:
-            strict = self.atol + self.ulps * ulp
-        else:
-            rtol = self.rtol if self.rtol is not None else DEFAULT_RTOL.get(ref.dtype.name, 1e-5)
-            strict = self.atol + rtol * scale
+        strict = self.fixed_allowed(ref.dtype, scale)
         floor = noise.max_abs if noise is not None and self.noise_factor is not None else None
         allowed = max(strict, allowed_by_noise(noise, self.noise_factor)) if floor is not None else strict
         measured = floor is not None and np.isfinite(floor)
@@ -139,3 +146,9 @@ class ToleranceComparator:
             output, suite, diff <= allowed, diff, rel, diff / ulp, noise.note if floor is not None and noise else "",
             allowed=allowed, strict_allowed=strict, noise_floor=floor, noise_ratio=ratio,
         )
+
+
+def _ulp(dtype: np.dtype, scale: float) -> float:
+    """One ulp of ``scale`` in ``dtype`` (the smallest subnormal for 0)."""
+    dtype = np.dtype(dtype)
+    return float(np.spacing(dtype.type(scale))) if scale > 0 else float(np.finfo(dtype).smallest_subnormal)

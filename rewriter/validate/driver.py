@@ -53,6 +53,7 @@ def compare_with_reference(
     comparator = comparator or ToleranceComparator()
     original = reference.skeleton
     result = ValidationResult(passed=True, tolerance=comparator.describe(), suites=[s.name for s in reference.suites])
+    result.warnings = list(reference.warnings)
     if INTEGER_KERNELS in reference.levels:
         result.exact_outputs, result.exact_reference = list(reference.exact), EXACT_REFERENCE
     try:

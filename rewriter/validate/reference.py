@@ -18,9 +18,12 @@ from .inputs import (
     DEFAULT_SUITES, InputDescription, InputSuite, ValidationSetupError, describe_inputs, feed_bytes, make_feeds, smaller_shape_hint,
 )
 from .localize import Localize, recorded_starts
-from .noise import NOISE_OPTIMIZATION, OutputNoise, noise_of_run
+from .noise import (
+    NOISE_OPTIMIZATION, ROUNDING_EPSILON, OutputNoise, judge_optimizer_floor, noise_of_run, output_noise, perturbed, rounding_targets,
+    suspect,
+)
 from .quantized import AS_WRITTEN, INTEGER_KERNELS, QUANTIZED_LEVELS, exact_outputs, is_quantized
-from .runners import OrtRunner
+from .runners import OrtRunner, stale_value_info
 
 
 @dataclass
@@ -52,6 +55,9 @@ class ReferenceRun:
     exact: list[str] = field(default_factory=list)  # the graph outputs compared exactly
     # Per run, the graph outputs of the original at INTEGER_KERNELS (quantized models only).
     optimized: list[dict[str, Any]] = field(default_factory=list)
+    # Said once to the user: the original disagreeing with itself, stale value_info ignored.
+    warnings: list[str] = field(default_factory=list)
+    ranks: dict[str, int] = field(default_factory=dict)
 
     @property
     def run_names(self) -> list[str]:
@@ -176,7 +182,12 @@ def record_reference(
         runner = OrtRunner(original, expose=to_record, elem_types=types)
     except Exception as err:  # onnxruntime raises several unrelated types
         raise ValidationSetupError(f"the original model does not load in onnxruntime: {first_line(err)}") from err
-    reference = ReferenceRun(weightless_copy(original), suites, seed, inputs, user_inputs, [], expose, types)
+    reference = ReferenceRun(weightless_copy(original), suites, seed, inputs, user_inputs, [], expose, types, ranks=ranks)
+    if stale_value_info(original):
+        reference.warnings.append(
+            "the original's value_info holds dims computed from -1 or 0 (a dynamic dim written as a number): "
+            "validation runs both models without it (onnxruntime's optimizer trusts it and can miscompute the model; --overwrite-input-shape writes a model without it)"
+        )
     for index, suite_name in enumerate(reference.run_names):
         if progress:
             progress(f"validating: the original on {suite_name} inputs ({index + 1}/{runs})")
@@ -223,13 +234,65 @@ def _measure_noise(
             noise.append({})
             continue
         expected = {name: reference.recorded_output(index, name) for name in names}
-        noise.append(noise_of_run(expected, optimized, names))
+        floors = noise_of_run(expected, optimized, names)
+        suspects = [name for name, floor in floors.items() if suspect(floor, expected[name])]
+        if suspects:
+            rounding = rounding_floor(original, reference, index, expected, suspects)
+            floors.update({name: judge_optimizer_floor(floors[name], rounding.get(name)) for name in suspects})
+        noise.append(floors)
         if keep:
             reference.optimized.append({name: reference.spill.keep(optimized[name]) for name in names})
         del optimized, expected
     del runner
     model_io.release_freed_memory()
+    faults = _fault_warning(reference, noise)
+    if faults:
+        reference.warnings.append(faults)
     return noise
+
+
+def rounding_floor(
+    original: onnx.ModelProto, reference: ReferenceRun, index: int, expected: Mapping[str, np.ndarray], names: Sequence[str]
+) -> dict[str, float]:
+    """How far rounding-sized errors where the network computes move each of ``names`` on
+    run ``index`` (see :mod:`rewriter.validate.noise`); empty when it cannot be measured."""
+    targets = rounding_targets(original, reference.types, reference.ranks)
+    if not targets:
+        return {}
+    try:
+        with perturbed(original, targets, relative=True) as model:
+            runner = OrtRunner(model)
+        scalars = {}
+        for t in targets:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)
+            scalars[t.spread], scalars[t.shift] = np.array(ROUNDING_EPSILON, dtype), np.array(0.0, dtype)
+        moved = runner.run({**reference.suite_feeds(index), **scalars})
+    except Exception:  # a model the perturbation breaks: the optimizer's floor stays unjudged
+        return {}
+    return {name: output_noise(expected[name], moved[name]).max_abs for name in names if name in moved}
+
+
+def _fault_warning(reference: ReferenceRun, noise: Sequence[Mapping[str, OutputNoise]]) -> str:
+    """One line naming the outputs on which the optimized original disagreed with itself beyond rounding."""
+    worst: dict[str, tuple[float, float, str]] = {}
+    for index, floors in enumerate(noise):
+        for name, floor in floors.items():
+            if floor.fault is None:
+                continue
+            scale = float(np.max(np.abs(reference.recorded_output(index, name)), initial=0.0))
+            ratio = floor.fault / scale if scale > 0 else float("inf")
+            if name not in worst or ratio > worst[name][0]:
+                worst[name] = (ratio, floor.fault / floor.rounding if floor.rounding else float("inf"), reference.run_names[index])
+    if not worst:
+        return ""
+    shown = ", ".join(f"'{name}' by {ratio:.3g}x its max |value| ({times:.3g}x what rounding does, {suite} inputs)"
+                      for name, (ratio, times, suite) in list(worst.items())[:3])
+    more = f" and {len(worst) - 3} more output(s)" if len(worst) > 3 else ""
+    return (
+        f"the original disagrees with itself: onnxruntime at {NOISE_OPTIMIZATION} vs as written differs on {shown}{more}; "
+        "that is a fault, not rounding (likely value_info computed from -1 or 0 dims, or an onnxruntime optimizer bug), "
+        "so it widens no tolerance: outputs are judged against the floors that remain"
+    )
 
 
 def _inferred_tensors(

@@ -28,6 +28,8 @@ class ValidationResult:
     levels: list[str] = field(default_factory=lambda: [ORT_OPTIMIZATION])
     exact_outputs: list[str] = field(default_factory=list)  # quantized: graph outputs compared exactly
     exact_reference: Optional[str] = None  # what they were compared with
+    # One line each, said to the user whatever the verdict (the original disagreeing with itself, ...).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def worst(self) -> Optional[OutputComparison]:
@@ -123,6 +125,7 @@ class ValidationResult:
             "outputs": self.per_output(),
             "comparisons": [asdict(c) for c in self.comparisons],
             "nodes": [{k: v for k, v in asdict(n).items() if k != "errors_by_run"} for n in self.nodes],
+            "warnings": self.warnings,
             "seconds": round(self.seconds, 3),
         }
 
