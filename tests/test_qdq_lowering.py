@@ -186,8 +186,9 @@ def check_at_ties(model: onnx.ModelProto, dtype, strategy: str) -> None:
     pool = next(n for n in model.graph.node if n.name == "pool0")
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     info = np.iinfo(dtype)
-    site = TieSite("y0", pool.op_type, {a.name: helper.get_attribute_value(a) for a in pool.attribute}, 13, "xq", "x0", "yq",
-                   float(inits["s"]), float(inits["so"]), int(inits["zo"]), (int(info.min), int(info.max)))
+    piece = helper.make_model(helper.make_graph([pool], "pool", [helper.make_tensor_value_info("x0", TensorProto.FLOAT, None)],
+                                                [helper.make_tensor_value_info("y0", TensorProto.FLOAT, None)]), opset_imports=model.opset_import)
+    site = TieSite("y0", piece, "xq", "x0", "yq", float(inits["s"]), float(inits["so"]), int(inits["zo"]), (int(info.min), int(info.max)))
     shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     off, differing = 0, None
     for name, x in suites(shape, dtype).items():

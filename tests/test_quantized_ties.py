@@ -1,6 +1,6 @@
 """The exact means that decide which quantized outputs are QuantizeLinear ties
-(rewriter/validate/ties.py): its own reading of the ONNX pool attributes against
-onnxruntime's AveragePool, over a grid of attributes."""
+(rewriter/validate/ties.py, through rewriter/validate/exact.py) against onnxruntime's
+AveragePool over a grid of attributes, and the CLI on a model with averages at ties."""
 
 from __future__ import annotations
 
@@ -41,8 +41,7 @@ def test_exact_means_are_onnxruntimes_averages(attrs: dict) -> None:
     n = np.random.default_rng(0).integers(-128, 128, shape).astype(np.float64)
     session = ort.InferenceSession(_average(attrs, shape).SerializeToString(), providers=["CPUExecutionProvider"])
     want = session.run(None, {"x": n.astype(np.float32)})[0]
-    site = TieSite("y", "AveragePool", {k: (v.encode() if isinstance(v, str) else v) for k, v in attrs.items()}, 19,
-                   "xq", "x", "yq", 1.0, 1.0, 0, (-128, 127))
+    site = TieSite("y", _average(attrs, shape), "xq", "x", "yq", 1.0, 1.0, 0, (-128, 127))
     t, bound = site.steps(n)
     assert t.shape == want.shape
     np.testing.assert_allclose(t, want, rtol=0, atol=1e-4)
@@ -55,7 +54,11 @@ def test_exact_means_are_onnxruntimes_averages(attrs: dict) -> None:
 def test_global_and_reduce_means() -> None:
     n = np.random.default_rng(1).integers(-128, 128, [1, 3, 4, 6]).astype(np.float64)
     for op, attrs in (("GlobalAveragePool", {}), ("ReduceMean", {"axes": [2, 3], "keepdims": 1}), ("ReduceMean", {"axes": [-1], "keepdims": 0})):
-        site = TieSite("y", op, attrs, 17, "xq", "x", "yq", 0.5, 0.25, 3, (-128, 127))
+        graph = helper.make_graph([helper.make_node(op, ["x"], ["y"], **attrs)], "mean",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(n.shape))],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+        piece = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        site = TieSite("y", piece, "xq", "x", "yq", 0.5, 0.25, 3, (-128, 127))
         t, _ = site.steps(n)
         axes = (2, 3) if op == "GlobalAveragePool" else tuple(attrs["axes"])
         expected = n.mean(axis=axes, keepdims=attrs.get("keepdims", 1) == 1) * 2 + 3
