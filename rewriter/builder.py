@@ -290,7 +290,8 @@ class SubgraphBuilder:
         return c
 
     def _emit(self, op: str, inputs: list[gs.Tensor], attrs: dict | None = None, hint: str = "", native: bool = False) -> gs.Variable:
-        if self.model_scale_source and op not in ("Conv", "QuantizeLinear", "DequantizeLinear"):
+        # Concat: the blocks of a mean with windows of different counts, each requantized first.
+        if self.model_scale_source and op not in ("Conv", "QuantizeLinear", "DequantizeLinear", "Concat"):
             raise QuantizedRangeError(f"quantized lowering: the model-scale mean is one conv, and would need a {op}")
         if op not in self.allowed and not native:
             raise ValueError(f"{op} is outside the target op set {sorted(self.allowed)}")

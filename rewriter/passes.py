@@ -74,6 +74,11 @@ class PoolRewritePass:
             the limit. Nodes the pass added that still break it raise
             :class:`~rewriter.fit.FitError` (a bug) instead of being returned.
             None: today's strict rewrite of every pool.
+        keep_tie_averages: keep the averages in QDQ regions whose window means can
+            reach a QuantizeLinear rounding tie (onnxruntime's own two levels round
+            those outputs differently), for bit-exactness against onnxruntime at
+            both levels. Default: they are rewritten, and validation allows one
+            step at those outputs (:mod:`rewriter.validate.ties`).
 
     Raises :class:`~rewriter.selection.SelectionError` (a ``ValueError``) for an
     ``allow`` name that is no ONNX op type (``"max"`` for ``"Max"``) or an unknown
@@ -95,6 +100,7 @@ class PoolRewritePass:
         strategies: Optional[Sequence[Union[str, MaxStrategy]]] = None,
         exclude_strategies: Iterable[str] = (),
         target: Union[Profile, str, None] = None,
+        keep_tie_averages: bool = False,
     ) -> None:
         self.only = set(only) if only is not None else None
         self.exclude = set(exclude or ())
@@ -103,6 +109,7 @@ class PoolRewritePass:
         self.share_ladders = share_ladders
         self.max_strategies = select_strategies(strategies, exclude_strategies)
         self.target_profile = load_profile(target) if isinstance(target, str) else target
+        self.keep_tie_averages = keep_tie_averages
 
     def __call__(self, model: onnx.ModelProto) -> RewriteResult:
         return self.run(model)
@@ -110,7 +117,7 @@ class PoolRewritePass:
     def lowering(self, opset: int) -> Lowering:
         """What the rules may use for a model at ``opset``."""
         target = Target.of(self.allow, opset, profile=self.target_profile, allow_double=self.rewrite_double)
-        return Lowering(target, self.max_strategies)
+        return Lowering(target, self.max_strategies, self.keep_tie_averages)
 
     # -- selection -------------------------------------------------------------
     def _selection_reason(self, site: PoolSite) -> Optional[str]:
@@ -199,7 +206,7 @@ class PoolRewritePass:
             culprits = {name for start, end, name in spans if any(start <= i < end for i in marked)}
             if not culprits:
                 break
-            lowering = Lowering(lowering.target, tuple(s for s in lowering.max_strategies if s.name not in culprits))
+            lowering = Lowering(lowering.target, tuple(s for s in lowering.max_strategies if s.name not in culprits), lowering.keep_tie_averages)
             again = rule.check(site, lowering)
             if isinstance(again, Refusal):
                 break

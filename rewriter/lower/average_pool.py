@@ -240,6 +240,11 @@ class AveragePoolRule:
         return native if native is not None else PoolPlan(spec)
 
     def rewrite(self, site: PoolSite, plan: PoolPlan, b: SubgraphBuilder, x: gs.Tensor) -> gs.Tensor:
+        from .qdq_average import CountBlocksPlan, build_count_blocks
+
         if isinstance(plan, GlobalCascadePlan):
             return lower_global_native_cascade(b, x, plan)
+        if isinstance(plan, CountBlocksPlan):
+            assert site.qdq is not None
+            return build_count_blocks(b, x, plan.spec, site.qdq.outputs[0])
         return lower_average_pool(b, x, plan.spec)

@@ -27,6 +27,7 @@ from .exact import compare_with_exact, exact_mean
 from .inputs import InputDescription, InputSuite, make_feeds
 from .quantized import AS_WRITTEN, INTEGER_KERNELS, INTEGER_SUITES, QdqIndex, integer_values, through_qdq
 from .runners import OrtRunner
+from .ties import TieCheck, tie_site
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,11 @@ class NodeCheck:
     # the largest window mean |x|.
     exact_error: Optional[float] = None
     runtime_error: Optional[float] = None
+    # A quantized average (rewriter.validate.ties): its outputs whose exact mean lies within
+    # float32 rounding of a QuantizeLinear tie, over the check's inputs, and how many of them
+    # the rewrite rounds the other way (one step, allowed; summed over the levels).
+    tie_outputs: int = 0
+    tie_outputs_rounded_otherwise: int = 0
     # Per run of the real activations: (max abs error against onnxruntime, max |reference|) at the node.
     errors_by_run: dict[str, tuple[float, float]] = field(default_factory=dict, repr=False)
 
@@ -226,6 +232,7 @@ def check_node(
     seed: int = 0,
     start: Optional[NodeCheckStart] = None,
     integer_kernels: bool = False,
+    allow_ties: bool = True,
 ) -> NodeCheck:
     """The node alone against the candidate's computation between the same tensors:
     on the activations the original really produces there (``activations``: per
@@ -234,7 +241,8 @@ def check_node(
     ``start`` (default: the node's input, signed) says where the check starts.
     ``integer_kernels``: a check in integers (a QDQ region) also runs both pieces at
     ORT_ENABLE_ALL, where onnxruntime fuses them into its integer kernels. One input
-    of the node is in memory at a time."""
+    of the node is in memory at a time. ``allow_ties``: an average in integers may be one
+    step off at its outputs at QuantizeLinear ties (:mod:`rewriter.validate.ties`)."""
     check = NodeCheck(node.name, node.op_type, node.output[0], passed=None)
     start = start or NodeCheckStart(node.input[0])
     x_name, y_name = start.start, start.end or node.output[0]
@@ -249,6 +257,7 @@ def check_node(
             runners.append((INTEGER_KERNELS, OrtRunner(pieces[0], optimization=INTEGER_KERNELS),
                             OrtRunner(pieces[1], optimization=INTEGER_KERNELS)))
         check.levels = [level for level, _, _ in runners]
+        ties = _tie_check(node, original, start) if allow_ties else None
     except _NotLocalizable as err:
         check.note = str(err)
         return check
@@ -293,7 +302,7 @@ def check_node(
                     check.passed, check.note, check.worst_suite = False, f"fails to run{at}: {first_line(err)}", suite_name
                     return check
                 if np.issubdtype(expected.dtype, np.integer):  # after a QuantizeLinear: the integers, exactly
-                    c = compare_exact(y_name, suite_name, expected, actual)
+                    c = compare_exact(y_name, suite_name, expected, actual) if ties is None else ties.compare(y_name, suite_name, x, expected, actual)
                     check.exact = True
                 elif exact is not None and level == AS_WRITTEN:
                     c = compare_with_exact(comparator, y_name, suite_name, exact, expected, actual)
@@ -309,6 +318,8 @@ def check_node(
                 if worst is None or (not c.passed, c.rel_error) > (not worst.passed, worst.rel_error):
                     worst = c
         x = None  # released before the next input is made
+    if ties is not None:
+        check.tie_outputs, check.tie_outputs_rounded_otherwise = ties.ties, ties.off
     if worst is not None:
         check.level = worst.level
         check.passed = worst.passed
@@ -316,6 +327,18 @@ def check_node(
         check.worst_suite, check.note = worst.suite, worst.note
         check.exact_error, check.runtime_error = worst.exact_error, worst.runtime_error
     return check
+
+
+def _tie_check(node: onnx.NodeProto, original: "Paths", start: NodeCheckStart) -> Optional[TieCheck]:
+    """The tie-aware comparison of an average checked in integers, or None."""
+    site = tie_site(original.model, node, start, original.producers)
+    if site is None:
+        return None
+    try:
+        piece = OrtRunner(original.between(site.start, site.pool_input))
+    except Exception:
+        return None
+    return TieCheck(site, lambda x: piece.run({site.start: x})[site.pool_input])
 
 
 class _NotLocalizable(Exception):
