@@ -290,7 +290,8 @@ class SubgraphBuilder:
         return c
 
     def _emit(self, op: str, inputs: list[gs.Tensor], attrs: dict | None = None, hint: str = "", native: bool = False) -> gs.Variable:
-        if self.model_scale_source and op not in ("Conv", "QuantizeLinear", "DequantizeLinear"):
+        # Concat: the blocks of a mean with windows of different counts, each requantized first.
+        if self.model_scale_source and op not in ("Conv", "QuantizeLinear", "DequantizeLinear", "Concat"):
             raise QuantizedRangeError(f"quantized lowering: the model-scale mean is one conv, and would need a {op}")
         if op not in self.allowed and not native:
             raise ValueError(f"{op} is outside the target op set {sorted(self.allowed)}")
@@ -479,6 +480,38 @@ class SubgraphBuilder:
     def _same_range(self, y: gs.Variable, *inputs: gs.Tensor) -> gs.Variable:
         if self.is_quantized:
             self._ranges[y.name] = self._hull(*inputs)  # type: ignore[assignment]
+        return y
+
+    def channel_conv(self, x: gs.Tensor, weights: np.ndarray, hint: str = "channel_conv") -> gs.Variable:
+        """A group-1 Conv with ``weights`` of shape ``[M, C, *k]`` (no stride, pad or
+        dilation), ``C`` the channels ``x`` has: it mixes the channels, which a depthwise
+        conv never does (a reduction over a channels-last tensor's H, read as the channel
+        axis). Its output has ``M`` channels, so nothing depthwise may read it. Not in a
+        QDQ region."""
+        if self.is_quantized or self.model_scale_source:
+            raise QuantizedRangeError("quantized lowering: no channel-mixing conv in a QDQ region")
+        weights = np.asarray(weights, dtype=np.float64)
+        if weights.ndim != self.rank + 2:
+            raise ValueError(f"channel conv weights {weights.shape} do not have {self.rank} spatial axes")
+        kernel = list(weights.shape[2:])
+        attrs = {"group": 1, "kernel_shape": kernel, "strides": [1] * self.rank, "dilations": [1] * self.rank, "pads": [0] * (2 * self.rank)}
+        w = self._constant(hint + "_w", weights.astype(self.dtype))
+        y = self._emit("Conv", [x, w], attrs, hint)
+        sizes = self.extents.get(x.name)
+        if sizes is not None:
+            out = [n - k + 1 for n, k in zip(sizes, kernel)]
+            self.know_extents(y, out)
+            self.conv_macs += int(np.prod(weights.shape)) * int(np.prod(out))
+        return y
+
+    def reshape(self, x: gs.Tensor, shape: Sequence[int], extents: Optional[Sequence[int]] = None) -> gs.Variable:
+        """Reshape to ``shape`` (0 copies the input's dim, as for a dynamic batch), where the
+        target allows Reshape: a reduction's rank change. ``extents``: the result's spatial
+        extents, when later convs read it."""
+        if not self.can("Reshape"):
+            raise ValueError("Reshape is outside the target op set")
+        y = self._emit("Reshape", [self._read(x), self._constant("shape", np.array(list(shape), np.int64))], hint="reshape")
+        self.know_extents(y, extents)
         return y
 
     # -- ops a profile may allow ----------------------------------------------

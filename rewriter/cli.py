@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--allow", metavar="OPS", action="append",
         help="ops the target has beyond Conv/Relu/Add/Concat, comma-separated, case-sensitive (repeatable); the "
-        "lowering then uses Max (bit-exact pairwise max), Pad (edge padding), Div or Mul (average divisors) where "
+        "lowering then uses Max (bit-exact pairwise max), Pad (edge padding), Div or Mul (average divisors), Reshape "
+        "(a reduction acting as a global pool whose rank changes) where "
         "allowed; other ONNX ops may be listed for --audit. A name that is no ONNX op is an error",
     )
     t.add_argument(
@@ -148,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="for true-convolution backends: store every Conv/ConvTranspose kernel reversed, record "
         "conv_semantics=convolution in metadata, and validate with a numpy true-convolution reference (with "
         "--compare: check the candidate on that reference)",
+    )
+    p.add_argument(
+        "--keep-tie-averages", action="store_true",
+        help="quantized (QDQ) models: keep the averages whose window means can land on a QuantizeLinear rounding tie "
+        "(onnxruntime's own two levels round those outputs differently), and validate every quantized output bit for "
+        "bit against onnxruntime at both levels. Default: they are rewritten, and validation allows one step at the "
+        "tie outputs and what that causes downstream (docs/validation.md)",
     )
     p.add_argument(
         "--compare", action="store_true",
@@ -268,7 +276,7 @@ def _compare(args: argparse.Namespace, reference, candidate, console: _Console, 
     try:
         validation = compare_with_reference(
             reference, candidate, comparator=comparator, localize=localize, progress=console.progress,
-            candidate_runner=TrueConvolutionRunner if true_convolution else OrtRunner,
+            candidate_runner=TrueConvolutionRunner if true_convolution else OrtRunner, allow_ties=not args.keep_tie_averages,
         )
     except ValidationSetupError as err:
         raise _setup_error(args, err) from err
@@ -301,12 +309,15 @@ def _verbose_rows(validation) -> str:
     headers = ["output", "suite"] + (["level"] if levels else []) + ["result", "max abs", "rel", "ulps", "note"]
     lines = format_columns(headers, outputs, right=(3 + shift, 4 + shift, 5 + shift), indent="  ")
     if validation.nodes:
+        ties = any(n.tie_outputs for n in validation.nodes)  # quantized averages at QuantizeLinear ties
         nodes = [
             [n.name or n.output, n.op_type, {True: "ok", False: "FAIL", None: "n/a"}[n.passed], f"{n.rel_error:.3g}",
-             f"{n.ulp_error:.3g}", _against_exact(n), n.worst_suite] + ([" and ".join(n.levels)] if levels else []) + [n.note]
+             f"{n.ulp_error:.3g}", _against_exact(n), n.worst_suite] + ([" and ".join(n.levels)] if levels else [])
+            + ([f"{n.tie_outputs_rounded_otherwise}/{n.tie_outputs}" if n.tie_outputs else "-"] if ties else []) + [n.note]
             for n in validation.nodes
         ]
-        headers = ["node", "op", "result", "rel", "ulps", "vs exact mean", "worst suite"] + (["levels"] if levels else []) + ["note"]
+        headers = (["node", "op", "result", "rel", "ulps", "vs exact mean", "worst suite"] + (["levels"] if levels else [])
+                   + (["ties off/at"] if ties else []) + ["note"])
         lines += format_columns(headers, nodes, right=(3, 4), indent="  ")
     return "\n".join(lines)
 
@@ -397,7 +408,8 @@ def _pool_pass(args: argparse.Namespace, allow: list, profile: Optional[Profile]
     exclude = _names(args.exclude)
     if refused:
         exclude = (exclude or []) + list(refused)
-    return PoolRewritePass(only=_names(args.only), exclude=exclude, allow=allow, rewrite_double=args.rewrite_double, target=profile)
+    return PoolRewritePass(only=_names(args.only), exclude=exclude, allow=allow, rewrite_double=args.rewrite_double, target=profile,
+                           keep_tie_averages=args.keep_tie_averages)
 
 
 def _final_model(args: argparse.Namespace, model, report, allow: list, profile: Optional[Profile], console: "_Console"):

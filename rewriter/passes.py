@@ -30,6 +30,7 @@ from .lower.checks import STATIC_SHAPE_HINT, Lowering, PoolPlan, Refusal
 from .lower.max_strategies import MaxStrategy, select_strategies
 from .lower.qdq_average import ModelScalePlan
 from .lower.qdq_max import qdq_strategy
+from .lower.reduce_pool import ReductionPlan
 from .native_pools import native_reason
 from .ops import ONNX_DOMAINS, POOL_OPS, SITE_OPS, onnx_opset
 from .profile import Profile
@@ -73,6 +74,11 @@ class PoolRewritePass:
             the limit. Nodes the pass added that still break it raise
             :class:`~rewriter.fit.FitError` (a bug) instead of being returned.
             None: today's strict rewrite of every pool.
+        keep_tie_averages: keep the averages in QDQ regions whose window means can
+            reach a QuantizeLinear rounding tie (onnxruntime's own two levels round
+            those outputs differently), for bit-exactness against onnxruntime at
+            both levels. Default: they are rewritten, and validation allows one
+            step at those outputs (:mod:`rewriter.validate.ties`).
 
     Raises :class:`~rewriter.selection.SelectionError` (a ``ValueError``) for an
     ``allow`` name that is no ONNX op type (``"max"`` for ``"Max"``) or an unknown
@@ -94,6 +100,7 @@ class PoolRewritePass:
         strategies: Optional[Sequence[Union[str, MaxStrategy]]] = None,
         exclude_strategies: Iterable[str] = (),
         target: Union[Profile, str, None] = None,
+        keep_tie_averages: bool = False,
     ) -> None:
         self.only = set(only) if only is not None else None
         self.exclude = set(exclude or ())
@@ -102,6 +109,7 @@ class PoolRewritePass:
         self.share_ladders = share_ladders
         self.max_strategies = select_strategies(strategies, exclude_strategies)
         self.target_profile = load_profile(target) if isinstance(target, str) else target
+        self.keep_tie_averages = keep_tie_averages
 
     def __call__(self, model: onnx.ModelProto) -> RewriteResult:
         return self.run(model)
@@ -109,7 +117,7 @@ class PoolRewritePass:
     def lowering(self, opset: int) -> Lowering:
         """What the rules may use for a model at ``opset``."""
         target = Target.of(self.allow, opset, profile=self.target_profile, allow_double=self.rewrite_double)
-        return Lowering(target, self.max_strategies)
+        return Lowering(target, self.max_strategies, self.keep_tie_averages)
 
     # -- selection -------------------------------------------------------------
     def _selection_reason(self, site: PoolSite) -> Optional[str]:
@@ -129,7 +137,10 @@ class PoolRewritePass:
         result = NodeResult(name=site.name, op_type=site.op_type, output=site.output_name, status=KEPT)
         rule = rule_for(site.op_type)
         selection_reason = self._selection_reason(site)
-        result.attributes = outcome.spec.describe() if outcome.spec is not None else site.raw.describe()
+        if site.reduction is not None:
+            result.attributes = site.reduction.describe()
+        else:
+            result.attributes = outcome.spec.describe() if outcome.spec is not None else site.raw.describe()
         if selection_reason is not None or isinstance(outcome, Refusal):
             result.reason = selection_reason or outcome.reason  # type: ignore[union-attr]
             result.invalid = isinstance(outcome, Refusal) and outcome.invalid and selection_reason is None
@@ -195,7 +206,7 @@ class PoolRewritePass:
             culprits = {name for start, end, name in spans if any(start <= i < end for i in marked)}
             if not culprits:
                 break
-            lowering = Lowering(lowering.target, tuple(s for s in lowering.max_strategies if s.name not in culprits))
+            lowering = Lowering(lowering.target, tuple(s for s in lowering.max_strategies if s.name not in culprits), lowering.keep_tie_averages)
             again = rule.check(site, lowering)
             if isinstance(again, Refusal):
                 break
@@ -244,15 +255,18 @@ class PoolRewritePass:
         return results, builder
 
     def _new_builder(self, site: PoolSite, lowering: Lowering, prefix: str, plan: Optional[PoolPlan] = None) -> SubgraphBuilder:
+        # A reduction's convs may read its input reshaped (a channels-last one without a batch axis).
+        shape = plan.view if isinstance(plan, ReductionPlan) else site.input_shape
         builder = SubgraphBuilder(
             prefix,
-            channels=int(site.input_shape[1]),  # type: ignore[index,arg-type]
+            channels=int(shape[1]),  # type: ignore[index,arg-type]
             dtype=site.dtype,  # type: ignore[arg-type]
-            rank=len(site.input_shape) - 2,  # type: ignore[arg-type]
+            rank=len(shape) - 2,  # type: ignore[arg-type]
             target=lowering.target,
             conv_layout_inputs=(site.input_name,) if site.input_from_conv else (),
         )
-        builder.know_extents(gs.Variable(site.input_name), site.input_shape[2:])  # type: ignore[index]
+        if not (isinstance(plan, ReductionPlan) and plan.reshape_in is not None):
+            builder.know_extents(gs.Variable(site.input_name), shape[2:])  # type: ignore[index]
         if isinstance(plan, ModelScalePlan):
             builder.at_model_scale(gs.Variable(site.input_name), site.qdq)  # type: ignore[arg-type]
         elif site.qdq is not None and site.qdq.usable:  # the rules refuse the QDQ regions they cannot build so
@@ -314,6 +328,8 @@ class PoolRewritePass:
                     site = build_site(_proto_node(node), opset, index, nonnegative, _is_pool)
                     if site is not None:
                         sites[position] = site
+            absorbed = _absorbed(sites.values())
+            sites = {p: site for p, site in sites.items() if site.output_name not in absorbed}
             graph_sites.append((graph, sites))
         check_selection(self.only, self.exclude, [site for _, sites in graph_sites for site in sites.values()])
         for graph, sites in graph_sites:
@@ -347,6 +363,9 @@ class PoolRewritePass:
                     continue
                 changed = True
                 _splice_built(built, added, new_nodes, new_initializers, declared)
+                if sites[position].reduction is not None and sites[position].reduction.absorbed:  # a chain's earlier reductions
+                    gone = set(sites[position].reduction.absorbed)  # type: ignore[union-attr]
+                    new_nodes[:] = [n for n in new_nodes if not (n.output and n.output[0] in gone)]
             if changed:
                 del graph.node[:]
                 graph.node.extend(new_nodes)
@@ -376,13 +395,21 @@ class PoolRewritePass:
                 site = build_site(_gs_node(node), opset, index, nonnegative, _is_pool)
                 if site is not None:
                     found.append((g, node, site))
+        absorbed = _absorbed([site for _, _, site in found])
+        found = [(g, node, site) for g, node, site in found if site.output_name not in absorbed]
         check_selection(self.only, self.exclude, [site for _, _, site in found])
         for g, node, site in found:
             result, builder = self._plan(site, rule_for(site.op_type).check(site, lowering), lowering, taken)
             report.nodes.append(result)
             if builder is None:
                 continue
-            _splice_into_graph(g, node, builder, node.inputs[0], node.outputs[0])
+            x = index.tensors[site.input_name]  # a reduction chain's start
+            for name in site.reduction.absorbed if site.reduction is not None else ():
+                earlier = index.tensors[name].inputs[0]  # a chain's earlier reduction goes with it
+                earlier.inputs.clear()
+                earlier.outputs.clear()
+                g.nodes.remove(earlier)
+            _splice_into_graph(g, node, builder, x, node.outputs[0])
         return report
 
 
@@ -426,6 +453,11 @@ def _fresh_prefix(base: str, taken_prefixes: set[str]) -> str:
         prefix = f"{base}/poolrewrite{n}"
     taken_prefixes.add(prefix)
     return prefix
+
+
+def _absorbed(sites: Iterable[PoolSite]) -> set[str]:
+    """The outputs of the earlier reductions of the sites' chains: never sites themselves."""
+    return {name for site in sites if site.reduction is not None for name in site.reduction.absorbed}
 
 
 def _is_pool(site: PoolSite) -> bool:

@@ -3,7 +3,9 @@
 The pass proves most rewrites exact. A QDQ mean at the model's scales whose window
 sums can come within float32 rounding of a QuantizeLinear tie is not proven: its row
 carries a ``note``, and onnxruntime's own levels may round such a sum either way
-(:mod:`rewriter.lower.qdq_average`). When a validation fails only on such rewrites,
+(:mod:`rewriter.lower.qdq_average`). Validation allows one step at those outputs and
+what it causes downstream (:mod:`rewriter.validate.ties`; not with
+``keep_tie_averages``). When a validation still fails only on such rewrites,
 they are refused: kept, with the failure as their reason, and the rest is rewritten
 again. Any other failure is a bug, and refuses nothing.
 """
@@ -57,14 +59,16 @@ def rewrite_validated(model: onnx.ModelProto, *, validation: Optional[Mapping[st
     from .passes import rewrite_model
     from .validate import validate_models
 
+    # Averages kept at ties: the rest is validated bit for bit, ties included.
+    validation = {"allow_ties": not options.get("keep_tie_averages", False), **dict(validation or {})}
     written, report = rewrite_model(model, **options)
-    result = validate_models(model, written, **dict(validation or {}))
+    result = validate_models(model, written, **validation)
     refused = {} if result.passed else validation_refusals(result, report)
     if refused:
         written, again = rewrite_model(model, **{**options, "exclude": list(options.get("exclude") or []) + list(refused)})
         again.notes = list(report.notes)
         mark_refused(again, refused)
         report = again
-        result = validate_models(model, written, **dict(validation or {}))
+        result = validate_models(model, written, **validation)
     report.validation = result.to_dict()
     return written, report, result

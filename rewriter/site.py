@@ -17,7 +17,8 @@ from onnx import numpy_helper
 
 from .weights_on_disk import tensor_value
 from .graphs import producers as graph_producers
-from .ops import MAX_POOL_OPS
+from .ops import MAX_POOL_OPS, REDUCE_POOL_OPS
+from .reductions import CHANNELS_FIRST, ReduceChain, pooling_reduction, raw_reduce
 from .spec import RawPool
 
 Dim = Optional[object]  # int when static, a str or None when dynamic
@@ -48,6 +49,9 @@ class PoolSite:
     # The quantized region's facts when ``between_qdq`` (its ``refusal`` says why it is
     # not one the quantized lowering handles); None outside QDQ regions.
     qdq: Optional["QdqRegion"] = None
+    # A ReduceMean / ReduceMax acting as a global pool (its layout, a chain's earlier
+    # nodes); None for the pool ops. ``input_name`` is then the chain's start.
+    reduction: Optional[ReduceChain] = None
 
     @property
     def raw(self) -> RawPool:
@@ -102,13 +106,15 @@ def build_site(
 ) -> Optional[PoolSite]:
     """The site of ``node`` with the facts about its surroundings; None when the node is
     no pool (``is_pool``: a Reduce over other axes)."""
-    shape, dtype, dtype_name = facts.tensor_type(node.inputs[0])
     attrs = dict(node.attrs)
-    if len(node.inputs) > 1 and node.inputs[1] and "axes" not in attrs:  # Reduce*-18 axes
-        axes = facts.constant(node.inputs[1])
-        if axes is not None:
-            attrs["axes"] = [int(v) for v in axes.reshape(-1)]
-    x, y = node.inputs[0], node.outputs[0]
+    reduction = None
+    if node.op_type in REDUCE_POOL_OPS:
+        raw = raw_reduce(node.op_type, node.inputs, attrs, facts.constant)
+        if raw.axes is not None:
+            attrs["axes"] = list(raw.axes)  # Reduce*-18 axes: the constant input, as the report shows them
+        reduction = pooling_reduction(node.op_type, node.inputs, node.attrs, facts, lambda name: _rank(facts, name))
+    x, y = (reduction.start if reduction is not None else node.inputs[0]), node.outputs[0]
+    shape, dtype, dtype_name = facts.tensor_type(x)
     indices = node.outputs[1] if len(node.outputs) > 1 else ""
     site = PoolSite(
         name=node.name,
@@ -121,9 +127,16 @@ def build_site(
         dtype=dtype,
         dtype_name=dtype_name,
         indices_used=bool(indices) and (bool(facts.reader_ops(indices)) or facts.is_graph_output(indices)),
+        reduction=reduction,
     )
     if not is_pool(site):
         return None
+    if reduction is not None and reduction.layout != CHANNELS_FIRST:
+        # Channels last: the spatial axes are not 2.., so no MaxPool chain or QDQ
+        # analysis (both read NCHW) applies; the rule refuses QDQ regions of its own.
+        site.input_nonnegative = nonnegative(x)
+        site.between_qdq = dequantized_source(x, facts) is not None
+        return site
     site.input_nonnegative = nonnegative(x)
     site.input_from_conv = comes_out_of_conv(x, facts.producer)
     site.input_reach = max_window_reach(x, facts.producer)
@@ -145,6 +158,11 @@ def build_site(
     if site.between_qdq:
         site.qdq = qdq_region(dequantized, quantizers, facts)  # type: ignore[arg-type]
     return site
+
+
+def _rank(facts: GraphFacts, name: str) -> Optional[int]:
+    shape = facts.tensor_type(name)[0]
+    return len(shape) if shape is not None else None
 
 
 # Ops that only move values (one data input, the first): a quantizer gives their output the

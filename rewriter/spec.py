@@ -353,6 +353,47 @@ class RawPool:
         return " ".join(parts)
 
 
+@dataclass(frozen=True)
+class RawReduce:
+    """A ReduceMean / ReduceMax node's attributes as written: the one reader of them.
+
+    ``attrs`` holds the node's attributes; ``axes_input`` the value of its second input
+    when that is a constant (opset 18+ writes the axes there). ``axes`` is then the
+    attribute, else that input; None when neither gives them (every axis is reduced,
+    or none with ``noop_with_empty_axes``).
+    """
+
+    op_type: str
+    attrs: Mapping[str, object]
+    axes_input: Optional[Sequence[int]] = None
+
+    @property
+    def axes(self) -> Optional[tuple[int, ...]]:
+        written = self.attrs.get("axes")
+        if written is None:
+            written = self.axes_input
+        return tuple(int(a) for a in written) if written is not None else None  # type: ignore[union-attr]
+
+    @property
+    def keepdims(self) -> bool:
+        return bool(self.attrs.get("keepdims", 1))
+
+    def reduced_axes(self, rank: int) -> Optional[tuple[int, ...]]:
+        """The reduced axes of a rank-``rank`` input, normalised and sorted; None when
+        they are not a proper subset of named axes (missing or empty axes reduce all, or
+        nothing with ``noop_with_empty_axes``; an axis out of range or named twice is
+        invalid, not ours to judge)."""
+        axes = self.axes
+        if not axes or any(not -rank <= a < rank for a in axes):
+            return None
+        normal = sorted(a % rank for a in axes)
+        return tuple(normal) if len(set(normal)) == len(normal) and len(normal) < rank else None
+
+    def out_rank(self, rank: int) -> int:
+        reduced = self.reduced_axes(rank) or ()
+        return rank if self.keepdims else rank - len(reduced)
+
+
 def surrogate_spatial(raw: RawPool, dims: Sequence[object], variant: int = 0) -> list[int]:
     """The spatial extents, with a stand-in (:func:`surrogate_extent`) for each dynamic one."""
     return [d if isinstance(d, int) and d >= 0 else surrogate_extent(raw.effective_kernel(i), variant) for i, d in enumerate(dims)]

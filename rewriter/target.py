@@ -20,14 +20,15 @@ from .spec import PoolSpec
 
 STRICT_OPS = frozenset({"Conv", "Relu", "Add", "Concat"})
 # Ops a profile may add, each used by some lowering when allowed: the one list of
-# them (``can`` refuses any other, and ``--allow`` names them in its errors).
-PROFILE_OPS = frozenset({"Max", "Pad", "Mul", "Div"})
+# them (``can`` refuses any other, and ``--allow`` names them in its errors). Reshape:
+# a reduction acting as a global pool whose output rank differs from its input's.
+PROFILE_OPS = frozenset({"Max", "Pad", "Mul", "Div", "Reshape"})
 # What a quantized (QDQ) region's lowering adds: emitted only by a builder in quantized
 # mode (:meth:`rewriter.builder.SubgraphBuilder.quantized`), for a pool that already sits
 # between the model's DequantizeLinear and QuantizeLinear; never by a float lowering.
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 # The first opset version at which onnxruntime implements each op we may emit.
-ORT_FIRST_VERSION = {"Conv": 1, "Pad": 2, "Concat": 4, "Relu": 6, "Max": 6, "Add": 7, "Mul": 7, "Div": 7, "QuantizeLinear": 10, "DequantizeLinear": 10}
+ORT_FIRST_VERSION = {"Conv": 1, "Pad": 2, "Concat": 4, "Relu": 6, "Max": 6, "Add": 7, "Mul": 7, "Div": 7, "Reshape": 5, "QuantizeLinear": 10, "DequantizeLinear": 10}
 # Pools onnxruntime cannot run at every opset: the original could not be compared.
 ORT_POOL_FIRST_VERSION = {"AveragePool": 7}
 # Pad's modes the lowering uses, and the first opset that spells them as it does

@@ -15,7 +15,10 @@ so where a CPU wheel is at hand this also works (pip warns about the pin)::
     /tmp/rknnvenv/bin/pip install --no-deps rknn-toolkit2==2.5.0
     /tmp/rknnvenv/bin/pip install 'protobuf>=4.21.6,<=4.25.4' psutil ruamel.yaml scipy tqdm \\
         opencv-python fast-histogram 'numpy<=1.26.4' 'onnx>=1.16.1,<=1.18.0' onnxruntime \\
-        'setuptools<70' torch   # setuptools<70: the toolkit imports pkg_resources
+        'setuptools<70'   # setuptools<70: the toolkit imports pkg_resources
+    # torch 2.13 asks for setuptools>=77: install the local CPU wheel without its deps, and those by hand
+    /tmp/rknnvenv/bin/pip install --no-deps torch==2.13.0
+    /tmp/rknnvenv/bin/pip install filelock typing_extensions sympy networkx jinja2 fsspec
 
 Run it with that environment's python; the rewriter runs as a subprocess in
 the project's own environment (``--python``, default ``<repo>/.venv/bin/python``)
@@ -36,7 +39,11 @@ The original's own simulator error is the toolkit's float16 noise (unless it
 exceeds ``WRONG_REL * max|ref|``: then the toolkit computes the original
 wrongly, ``orig WRONG``, and only the float16 tolerance applies). The rewrite
 passes when it builds and runs with no error line in its log that the
-original's log lacks, its error is within ``max(NOISE_FACTOR * noise,
+original's log lacks, no compiler warning that the original's build lacks (a
+``Failed to config layer ... fallback to single core mode`` block and its
+``Please help report this bug!``, read from the toolkit's standard output, where
+librknnc prints them, as well as its log file; compared without layer names, by
+count), its error is within ``max(NOISE_FACTOR * noise,
 FP16_REL * max|ref|)``, and the rewriter kept no pool other than those rknn
 runs natively (``KEPT`` otherwise).
 
@@ -78,6 +85,12 @@ STEPS = ("config", "load_onnx", "build", "init_runtime", "inference")  # the wor
 MAX_OPSET = 19  # rknn-toolkit2 2.5.0: "Unsupport onnx opset 20, need <= 19!"
 # An error line of the toolkit (its own "E" level, the compiler's fatal messages).
 ERROR_RE = re.compile(r"(^E |\bE RKNN\b|Fatal|\bfailed\b|Error|REGTASK|Traceback)", re.IGNORECASE)
+# The compiler's warnings about a layer it could not place as planned (issue 22): on rk3588,
+# "W RKNN: Failed to config layer: 'Conv:NAME' using 3Core fallback to single core mode,",
+# the layer's geometry on the next lines, then "Please help report this bug!". librknnc
+# prints them on standard output only: the toolkit's own log file (verbose_file) lacks them.
+COMPILER_RE = re.compile(r"Failed to config layer|fallback|Please help report", re.IGNORECASE)
+LAYER_NAME_RE = re.compile(r"'(\w+):[^']*'")  # 'Conv:pool/poolrewrite/avg_stage_3' -> 'Conv:<layer>'
 # One row of the toolkit's layer table: "ID OpType DataType Target InputShape ...".
 WARN_RE = re.compile(r"^W .*(fallback|cpu|not support)", re.IGNORECASE)
 LAYER_RE = re.compile(r"^D RKNN: \[[\d:.]+\]\s+(\d+)\s+(\S+)\s+(FLOAT16|FLOAT|INT8|INT16|INT32|INT64|UINT8|BOOL)\s+(CPU|NPU)\s")
@@ -138,6 +151,15 @@ POOL_CASES: dict[str, Callable[[], onnx.ModelProto]] = {
     "gap_7": lambda: _pool("GlobalAveragePool", _sq(CHANNELS, 7)),
     "gap_40": lambda: _pool("GlobalAveragePool", _sq(CHANNELS, 40)),
     "gmp_20": lambda: _pool("GlobalMaxPool", _sq(CHANNELS, 20)),
+    # issue 22: auto_pad pools rknn runs natively (judged on their resolved pads) ...
+    "crnn_valid_2x2": lambda: _pool("MaxPool", _sq(CHANNELS, 225, 30), kernel_shape=[2, 2], strides=[2, 2], auto_pad="VALID"),
+    "same_upper_1x2": lambda: _pool("MaxPool", _sq(CHANNELS, 8, 25), kernel_shape=[1, 2], strides=[1, 2], auto_pad="SAME_UPPER"),
+    # ... and a PP-OCRv4-detector-like 160x160 average at 96 channels, as an AveragePool
+    # (not native: kernel 160) and as the GlobalAveragePool rknn runs itself
+    "avg_160_c96": lambda: _pool("AveragePool", _sq(96, 160), kernel_shape=[160, 160], strides=[160, 160]),
+    "avg_160_c256": lambda: _pool("AveragePool", _sq(256, 160), kernel_shape=[160, 160], strides=[160, 160]),
+    "max_160_c96": lambda: _pool("MaxPool", _sq(96, 160), kernel_shape=[160, 160], strides=[160, 160]),
+    "gap_160_c96": lambda: _pool("GlobalAveragePool", _sq(96, 160)),
 }
 # tests/realistic.py builders (deep random-weight stand-ins), built dynamic and deployed static.
 REALISTIC = ("yolo_sppf_detector", "ocr_se_recognizer", "paddle_det", "mtcnn_pnet", "keras_nhwc_classifier", "text_1d_classifier")
@@ -170,6 +192,7 @@ class Case:
     shapes: dict[str, list[int]]
     dynamic: bool  # the original declares dynamic dims: rewrite with --overwrite-input-shape
     note: str = ""
+    options: tuple[str, ...] = ()  # more options for the rewrite (e.g. --allow Reshape)
 
 
 def _declared(model: onnx.ModelProto) -> dict[str, list]:
@@ -196,6 +219,13 @@ def make_cases(repo: Path, workdir: Path) -> list[Case]:
         model = realistic.BUILDERS[name](dynamic=True)
         onnx.save(model, path)
         cases.append(Case(name, path, realistic.deploy_shapes(model), True))
+    for name in getattr(realistic, "REDUCTION_BUILDERS", {}) if realistic is not None else ():
+        # global pools written as reductions; keepdims 0 and channels-last need Reshape
+        path = workdir / f"{name}.onnx"
+        model = realistic.REDUCTION_BUILDERS[name]()
+        onnx.save(model, path)
+        cases.append(Case(f"{name}+reshape", path, {k: list(v) for k, v in _declared(model).items()}, False,
+                          "rewritten with --allow Reshape", ("--allow", "Reshape")))
     data = repo / "tests" / "data" / "torch"
     for file, fixed in TORCH.items():
         if not (data / file).exists():
@@ -219,7 +249,7 @@ def make_cases(repo: Path, workdir: Path) -> list[Case]:
 
 def rewrite(case: Case, python: str, repo: Path, out: Path, report: Path) -> tuple[int, str]:
     """``python -m rewriter IN OUT --target rknn`` from ``repo``: (exit code, its last stderr line)."""
-    args = [python, "-m", "rewriter", str(case.source), str(out), "--target", "rknn", "-q", "--report", str(report)]
+    args = [python, "-m", "rewriter", str(case.source), str(out), "--target", "rknn", "-q", "--report", str(report), *case.options]
     if case.dynamic:
         for name, dims in case.shapes.items():
             args += ["--overwrite-input-shape", f"{name}:{','.join(map(str, dims))}"]
@@ -265,13 +295,48 @@ class Toolkit:
     cpu_layers: list[str]
     outputs: list[np.ndarray] = field(default_factory=list)
     log: Optional[Path] = None
+    # The compiler's layer warnings (COMPILER_RE), one entry per warning: its lines joined,
+    # the layer's name left out (the rewrite's layers have names of their own), so that
+    # the same warning for the same geometry compares equal to the original's.
+    compiler: list[str] = field(default_factory=list)
+
+
+def _clean(line: str) -> str:
+    """A log line without colours or times."""
+    return re.sub(r"\[\d\d:\d\d:\d\d\.\d+\] ", "", re.sub(r"\x1b\[[0-9;]*m", "", line)).strip()
+
+
+def compiler_warnings(lines: list[str]) -> tuple[list[str], set[int]]:
+    """The compiler's layer warnings in ``lines`` (cleaned), and the indices they took: a
+    "Failed to config layer" line with the geometry lines after it up to "Please help
+    report this bug!", or a lone line that says fallback or "Please help report"."""
+    found, used, i = [], set(), 0
+    while i < len(lines):
+        if not COMPILER_RE.search(lines[i]):
+            i += 1
+            continue
+        block, j = [lines[i]], i + 1
+        if "failed to config layer" in lines[i].lower():
+            # the geometry lines ("core_num ...", "ori_Kh ...") up to the plea, at most 6
+            while j < len(lines) and j - i <= 6 and lines[j].startswith("W ") and "failed to config layer" not in lines[j].lower():
+                block.append(lines[j])
+                j += 1
+                if "please help report" in block[-1].lower():
+                    break
+        used.update(range(i, j))
+        found.append(" / ".join(LAYER_NAME_RE.sub(r"'\1:<layer>'", line) for line in block))
+        i = j
+    return found, used
 
 
 def run_toolkit(model: Path, feeds: dict[str, np.ndarray], stem: Path, timeout: float) -> Toolkit:
-    """Build and simulate ``model`` in a child process (``--worker``); parse its log."""
-    feeds_path, outs_path, log_path = (stem.with_name(stem.name + suffix) for suffix in (".feeds.npz", ".rknn_out.npz", ".rknn.log"))
+    """Build and simulate ``model`` in a child process (``--worker``); parse what it printed
+    (standard output and error: the compiler's own lines) and the toolkit's log file."""
+    feeds_path, outs_path, log_path, toolkit_log = (
+        stem.with_name(stem.name + suffix) for suffix in (".feeds.npz", ".rknn_out.npz", ".rknn.log", ".toolkit.log")
+    )
     np.savez(feeds_path, **{f"i{n}": v for n, v in enumerate(feeds.values())})
-    spec = json.dumps({"model": str(model), "names": list(feeds), "shapes": [list(v.shape) for v in feeds.values()]})
+    spec = json.dumps({"model": str(model), "names": list(feeds), "shapes": [list(v.shape) for v in feeds.values()], "log": str(toolkit_log)})
     with open(log_path, "w") as log:
         try:
             returncode = subprocess.run(
@@ -288,8 +353,14 @@ def run_toolkit(model: Path, feeds: dict[str, np.ndarray], stem: Path, timeout: 
         if returncode is None:
             failed += f":timeout {timeout:g}s"
     errors, warnings = [], []
-    for line in text.splitlines():
-        line = re.sub(r"\[\d\d:\d\d:\d\d\.\d+\] ", "", re.sub(r"\x1b\[[0-9;]*m", "", line)).strip()  # no colours or times
+    printed = [_clean(line) for line in text.splitlines()]
+    compiler, taken = compiler_warnings(printed)
+    logged = [_clean(line) for line in toolkit_log.read_text(errors="replace").splitlines()] if toolkit_log.exists() else []
+    logged_compiler, logged_taken = compiler_warnings(logged)
+    # The log file repeats what the toolkit printed through its logger; count each warning once.
+    compiler += [w for w in logged_compiler if w not in compiler]
+    lines = [line for n, line in enumerate(printed) if n not in taken] + [line for n, line in enumerate(logged) if n not in logged_taken]
+    for line in lines:
         if line.startswith("@@"):
             continue
         found = errors if ERROR_RE.search(line) else warnings if WARN_RE.search(line) else None
@@ -301,7 +372,7 @@ def run_toolkit(model: Path, feeds: dict[str, np.ndarray], stem: Path, timeout: 
     if failed is None and outs_path.exists():
         with np.load(outs_path) as data:
             outputs = [data[f"o{n}"] for n in range(len(data.files))]
-    return Toolkit(failed, errors, warnings, cpu, outputs, log_path)
+    return Toolkit(failed, errors, warnings, cpu, outputs, log_path, compiler)
 
 
 def worker(spec_json: str, feeds_path: str, outs_path: str) -> int:
@@ -311,7 +382,7 @@ def worker(spec_json: str, feeds_path: str, outs_path: str) -> int:
     spec = json.loads(spec_json)
     with np.load(feeds_path) as data:
         inputs = [data[f"i{n}"] for n in range(len(spec["names"]))]
-    rknn = RKNN(verbose=True)
+    rknn = RKNN(verbose=True, verbose_file=spec.get("log"))
 
     def step(name: str, rc) -> bool:
         code = rc if isinstance(rc, int) else (0 if rc is not None else -1)
@@ -423,17 +494,29 @@ def check(case: Case, python: str, repo: Path, workdir: Path, verbose: bool, tim
     new = run_toolkit(out, feeds, stem.with_name(stem.name + ".new"), timeout)
     err = max_error(new.outputs, ref) if new.failed_step is None else float("nan")
     fresh = [line for line in new.errors if line not in orig.errors]  # the original's own error lines do not count
+    # Compiler warnings the original's build lacks, counted: a second copy of one is new too.
+    unmatched = list(orig.compiler)
+    warned = []
+    for warning in new.compiler:
+        if warning in unmatched:
+            unmatched.remove(warning)
+        else:
+            warned.append(warning)
     if new.failed_step is not None:
         built = f"NO({new.failed_step})"
         notes.append(f"rewrite: {new.failed_step} failed: {_cause(new.errors)}")
         verdict = "n/a" if orig.failed_step is not None else "FAIL"
     elif fresh:
         built, verdict = "errors", "FAIL"
+    elif warned:
+        built, verdict = "warnings", "FAIL"
     elif not err <= tol:
         built, verdict = "yes", "FAIL"
     else:
         built, verdict = "yes", "KEPT" if kept else "ok"
     notes += [f"rewrite log: {line}" for line in (fresh if verbose else fresh[:6]) + new.warnings]
+    notes += [f"rewrite compiler warning the original lacks: {w}" for w in warned]
+    notes += [f"original compiler warning: {w}" for w in orig.compiler]
     if verbose:
         notes.append(f"logs: {new.log} {orig.log}")
     return Row(case.name, verdict, pools, built, orig_state, _cpu(new.cpu_layers), _cpu(orig.cpu_layers), err, noise, tol, notes)

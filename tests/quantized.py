@@ -18,6 +18,11 @@ across runs: each model is built and quantized in a temporary folder.
                        MaxPool 3x3/s1/p1 -> 1x1, AveragePool 3x3/s1/p1
                        count_include_pad=0 -> 1x1, Concat; GlobalAveragePool
                        over 7x7, Flatten, Gemm.
+``se_ocr``             A PP-OCR-like recognizer: SE blocks, CRNN (2, 1) max pools,
+                       a height mean, a Softmax head.
+``ppocr_rec``          A PP-OCR-recognizer-like head with its AveragePool 3x2/s(3,2)
+                       (6 values per window: ties reachable at one scale), a
+                       GlobalAveragePool, Gemm.
 =====================  =======================================================
 
 :func:`quantize` quantizes one of them (:data:`ACTIVATIONS` ``"int8"`` or
@@ -188,6 +193,21 @@ def se_ocr(seed: int = 0) -> onnx.ModelProto:
     return g.model("se_ocr", (1, 3, 32, 64), g.op("Softmax", [y], "ocr/softmax", axis=1))
 
 
+def ppocr_rec(seed: int = 0) -> onnx.ModelProto:
+    """A PP-OCR-recognizer-like head on 24x48: stem Conv 3x3/s2 + Relu, Conv 3x3 + Relu,
+    CRNN MaxPool 2x2 with strides (2, 1), an AveragePool 3x2/s(3, 2) (6 values per window,
+    as PP-OCRv4's recognizer has), Conv 1x1 + Relu, GlobalAveragePool, Flatten, Gemm."""
+    g = _Graph(seed)
+    y = g.relu(g.conv("x", 3, 8, 3, stride=2, name="rec/stem"))
+    y = g.relu(g.conv(y, 8, 8, 3, name="rec/conv"))
+    y = g.op("MaxPool", [y], "rec/pool", kernel_shape=[2, 2], strides=[2, 1])
+    y = g.op("AveragePool", [y], "rec/avgpool", kernel_shape=[3, 2], strides=[3, 2])
+    y = g.relu(g.conv(y, 8, 16, 1, name="rec/neck"))
+    y = g.op("GlobalAveragePool", [y], "head/gap")
+    y = g.op("Flatten", [y], "head/flatten", axis=1)
+    return g.model("ppocr_rec", (1, 3, 24, 48), g.gemm(y, 16, 10))
+
+
 def random_net(seed: int) -> onnx.ModelProto:
     """A seeded random deep CNN: a stem (Relu or SiLU), 2 to 4 blocks drawn from max pools
     (ceil_mode too), averages (count_include_pad 0 or 1), SPPF, SE blocks and convs, then a
@@ -233,6 +253,7 @@ BUILDERS: dict[str, Callable[..., onnx.ModelProto]] = {
     "vgg_densenet": vgg_densenet,
     "inception": inception,
     "se_ocr": se_ocr,
+    "ppocr_rec": ppocr_rec,
 }
 
 

@@ -32,6 +32,18 @@ numpy from a fixed seed, shaped like what a real exporter writes:
                             Gemm -> Softmax.
 ==========================  ===================================================
 
+Global pools written as reductions (issue 22), in :data:`REDUCTION_BUILDERS`:
+
+==========================  ===================================================
+``tf2onnx_resnet_head``     NHWC input, Transpose, conv trunk, Transpose back,
+                            ReduceMean axes (1, 2) keepdims 0, MatMul + Softmax.
+``keras2onnx_gmp``          Transpose -> ReduceMax axes (1, 2) of a signed conv output.
+``opset9_split_max``        opset 9: ReduceMax axis 3, then axis 2 (keepdims 1).
+``channels_last_audio``     no batch dim, opset 18: [T, F, C] ReduceMean axes (0, 1)
+                            from a Constant node, keepdims 0.
+``nhwc_audio_opset18``      opset 18: NHWC ReduceMean axes (1, 2) from an initializer.
+==========================  ===================================================
+
 Every builder takes ``dynamic`` (declare batch and spatial dims dynamic, as
 the real exports do) and ``size`` (the static shape the model is deployed at:
 an image side, or a text width / sequence length), plus ``seed``. The static
@@ -536,6 +548,115 @@ def text_1d_classifier(dynamic: bool = False, size: int = 64, *, vocab: int = 25
     )
 
 
+def _axes(g: _Graph, axes: Sequence[int], opset: int, as_constant_node: bool = False) -> tuple[list[str], dict]:
+    """A reduction's axes as ``opset`` writes them: (extra inputs, attributes)."""
+    if opset < 18:
+        return [], {"axes": list(axes)}
+    value = np.array(list(axes), np.int64)
+    if as_constant_node:
+        return [g.op("Constant", [], value=numpy_helper.from_array(value))], {}
+    return [g.const(value, "axes")], {}
+
+
+def _nchw_trunk(g: _Graph, x: str, cin: int, w: int) -> str:
+    """A small ResNet-style trunk: stem conv, a stride-2 conv, one residual block."""
+    x = g.op("Relu", [g.conv(x, cin, w, 3)])
+    x = g.op("Relu", [g.conv(x, w, 2 * w, 3, 2)])
+    return g.op("Relu", [g.op("Add", [x, g.conv(g.op("Relu", [g.conv(x, 2 * w, 2 * w, 3)]), 2 * w, 2 * w, 3)])])
+
+
+def _dense_head(g: _Graph, x: str, cin: int, num_classes: int, name: str) -> str:
+    """MatMul + Add + Softmax over the last axis, as tf2onnx writes a Dense layer."""
+    fc = g.const((g.rng.standard_normal((cin, num_classes)) * np.sqrt(2.0 / cin)).astype(np.float32), "dense_w")
+    logits = g.op("Add", [g.op("MatMul", [x, fc]), g.const(np.zeros(num_classes, np.float32), "dense_b")])
+    return g.op("Softmax", [logits], name=name, axis=-1)
+
+
+def tf2onnx_resnet_head(dynamic: bool = False, size: int = 32, *, keepdims: int = 0, width: int = 8, num_classes: int = 10, seed: int = 0) -> onnx.ModelProto:
+    """tf2onnx ResNet: NHWC ``input_1`` [1, size, size, 3], Transpose to NCHW, a conv
+    trunk, Transpose back to NHWC, ``avg_pool`` ReduceMean axes (1, 2) (keepdims 0 as
+    tf2onnx writes it), MatMul + Add + Softmax ``predictions`` [N, num_classes]."""
+    g, w = _Graph(seed), width
+    x = _nchw_trunk(g, g.op("Transpose", ["input_1"], perm=[0, 3, 1, 2]), 3, w)
+    x = g.op("Transpose", [x], perm=[0, 2, 3, 1])
+    x = g.op("ReduceMean", [x], name="avg_pool", axes=[1, 2], keepdims=keepdims)
+    if keepdims:
+        x = g.op("Flatten", [x], axis=1)
+    _dense_head(g, x, 2 * w, num_classes, "predictions")
+    return _finish(
+        g, name="tf2onnx_resnet", inputs=[("input_1", TensorProto.FLOAT, ["N", size, size, 3])], outputs=["predictions"],
+        opset=13, static={"input_1": [1, size, size, 3]}, alt_static={"input_1": [2, size, size, 3]}, dynamic=dynamic, fold_bn=True,
+    )
+
+
+def keras2onnx_gmp(dynamic: bool = False, size: int = 32, *, keepdims: int = 0, width: int = 8, num_classes: int = 10, seed: int = 0) -> onnx.ModelProto:
+    """keras2onnx GlobalMaxPooling2D: NCHW convs on a Transposed NHWC input, then
+    ``Transpose -> global_max_pooling2d`` ReduceMax axes (1, 2) of the signed conv
+    output, MatMul + Add + Softmax ``dense`` [N, num_classes]."""
+    g, w = _Graph(seed), width
+    x = _nchw_trunk(g, g.op("Transpose", ["input_1"], perm=[0, 3, 1, 2]), 3, w)
+    x = g.conv(x, 2 * w, 2 * w, 3)  # no activation: the max sees signed values
+    x = g.op("Transpose", [x], perm=[0, 2, 3, 1])
+    x = g.op("ReduceMax", [x], name="global_max_pooling2d", axes=[1, 2], keepdims=keepdims)
+    if keepdims:
+        x = g.op("Flatten", [x], axis=1)
+    _dense_head(g, x, 2 * w, num_classes, "dense")
+    return _finish(
+        g, name="keras2onnx_gmp", inputs=[("input_1", TensorProto.FLOAT, ["N", size, size, 3])], outputs=["dense"],
+        opset=13, static={"input_1": [1, size, size, 3]}, alt_static={"input_1": [2, size, size, 3]}, dynamic=dynamic, fold_bn=True,
+    )
+
+
+def opset9_split_max(dynamic: bool = False, size: int = 24, *, width: int = 8, num_classes: int = 10, seed: int = 0) -> onnx.ModelProto:
+    """An opset-9 export of a global max split in two: ``gmp_w`` ReduceMax axis 3, then
+    ``gmp_h`` ReduceMax axis 2 (both keepdims 1), on NCHW ``x`` [1, 3, size, size]'s
+    signed conv output; Flatten, Gemm, Softmax ``prob``."""
+    g, w = _Graph(seed), width
+    x = g.conv(_nchw_trunk(g, "x", 3, w), 2 * w, 2 * w, 3)
+    x = g.op("ReduceMax", [g.op("ReduceMax", [x], name="gmp_w", axes=[3], keepdims=1)], name="gmp_h", axes=[2], keepdims=1)
+    fc = g.const((g.rng.standard_normal((num_classes, 2 * w)) * np.sqrt(2.0 / (2 * w))).astype(np.float32), "fc_w")
+    logits = g.op("Gemm", [g.op("Flatten", [x], axis=1), fc, g.const(np.zeros(num_classes, np.float32), "fc_b")], transB=1)
+    g.op("Softmax", [logits], name="prob", axis=1)
+    return _finish(
+        g, name="opset9_split_max", inputs=[("x", TensorProto.FLOAT, ["N", 3, size, size])], outputs=["prob"],
+        opset=9, static={"x": [1, 3, size, size]}, alt_static={"x": [2, 3, size, size]}, dynamic=dynamic, fold_bn=True,
+    )
+
+
+def channels_last_audio(dynamic: bool = False, size: int = 40, *, frames: int = 32, width: int = 8, num_classes: int = 6, seed: int = 0) -> onnx.ModelProto:
+    """A channels-last audio CNN exported without a batch dim (opset 18): ``spectrogram``
+    [frames, size] (time, mel bins), Unsqueezed to [1, 1, T, F] for NCHW convs,
+    Transposed to NHWC and Squeezed to [T', F', C], ``global_pool`` ReduceMean over
+    axes (0, 1) given as a Constant node (keepdims 0), MatMul + Add + Softmax
+    ``scores`` [num_classes]. dynamic: ``spectrogram`` is ``[time, size]``."""
+    g, w = _Graph(seed), width
+    x = g.op("Unsqueeze", ["spectrogram", g.const(np.array([0, 1], np.int64), "unsq_axes")])
+    x = g.op("Transpose", [_nchw_trunk(g, x, 1, w)], perm=[0, 2, 3, 1])
+    x = g.op("Squeeze", [x, g.const(np.array([0], np.int64), "sq_axes")])
+    extra, attrs = _axes(g, [0, 1], 18, as_constant_node=True)
+    x = g.op("ReduceMean", [x, *extra], name="global_pool", keepdims=0, **attrs)
+    _dense_head(g, x, 2 * w, num_classes, "scores")
+    return _finish(
+        g, name="channels_last_audio", inputs=[("spectrogram", TensorProto.FLOAT, ["time", size])], outputs=["scores"],
+        opset=18, static={"spectrogram": [frames, size]}, alt_static={"spectrogram": [frames + 8, size]}, dynamic=dynamic, fold_bn=True,
+    )
+
+
+def nhwc_audio_opset18(dynamic: bool = False, size: int = 40, *, frames: int = 32, width: int = 8, num_classes: int = 6, seed: int = 0) -> onnx.ModelProto:
+    """An audio-analysis export at opset 18: NHWC ``log_mel`` [1, frames, size, 1],
+    NCHW convs between Transposes, ``head_mean`` ReduceMean over axes (1, 2) given as an
+    initializer (keepdims 1), Flatten, MatMul + Add + Softmax ``scores``."""
+    g, w = _Graph(seed), width
+    x = g.op("Transpose", [_nchw_trunk(g, g.op("Transpose", ["log_mel"], perm=[0, 3, 1, 2]), 1, w)], perm=[0, 2, 3, 1])
+    extra, attrs = _axes(g, [1, 2], 18)
+    x = g.op("Flatten", [g.op("ReduceMean", [x, *extra], name="head_mean", keepdims=1, **attrs)], axis=1)
+    _dense_head(g, x, 2 * w, num_classes, "scores")
+    return _finish(
+        g, name="nhwc_audio_opset18", inputs=[("log_mel", TensorProto.FLOAT, ["N", frames, size, 1])], outputs=["scores"],
+        opset=18, static={"log_mel": [1, frames, size, 1]}, alt_static={"log_mel": [2, frames, size, 1]}, dynamic=dynamic, fold_bn=True,
+    )
+
+
 BUILDERS: dict[str, Callable[..., onnx.ModelProto]] = {
     "yolo_sppf_detector": yolo_sppf_detector,
     "ocr_se_recognizer": ocr_se_recognizer,
@@ -552,4 +673,23 @@ POOLS: dict[str, dict[str, int]] = {  # builder -> pool op -> count, at the defa
     "paddle_det": {"MaxPool": 1, "AveragePool": 2, "GlobalAveragePool": 2},
     "mtcnn_pnet": {"MaxPool": 1},
     "text_1d_classifier": {"MaxPool": 1, "GlobalMaxPool": 1},
+}
+
+# Exports whose global pools are reductions (issue 22), kept apart from BUILDERS: a
+# keepdims-0 head needs Reshape, which the strict op set and the built-in profiles lack.
+# builder -> reduction node -> (op type, layout, whether its rewrite needs Reshape at the
+# default arguments: its output rank differs, or it has no batch axis).
+REDUCTION_BUILDERS: dict[str, Callable[..., onnx.ModelProto]] = {
+    "tf2onnx_resnet_head": tf2onnx_resnet_head,
+    "keras2onnx_gmp": keras2onnx_gmp,
+    "opset9_split_max": opset9_split_max,
+    "channels_last_audio": channels_last_audio,
+    "nhwc_audio_opset18": nhwc_audio_opset18,
+}
+REDUCTIONS: dict[str, dict[str, tuple[str, str, bool]]] = {
+    "tf2onnx_resnet_head": {"avg_pool": ("ReduceMean", "NHWC", True)},
+    "keras2onnx_gmp": {"global_max_pooling2d": ("ReduceMax", "NHWC", True)},
+    "opset9_split_max": {"gmp_h": ("ReduceMax", "NCHW", False)},
+    "channels_last_audio": {"global_pool": ("ReduceMean", "HWC", True)},
+    "nhwc_audio_opset18": {"head_mean": ("ReduceMean", "NHWC", False)},
 }

@@ -31,8 +31,9 @@ LIMITS: dict[str, dict] = {
         kernel=(1, 31), stride=(1, 7), dilation=None, pad=(0, 15), pad_below_kernel=True, equal_strides=False,
         depthwise=None, only_2d=True, concat_axes=None,
         pools={
-            "MaxPool": dict(kernel=(1, 7), stride=(1, 8), pad=(0, 7), ceil=False, auto_pad_notset=True),
-            "AveragePool": dict(kernel=(1, 7), stride=(1, 8), pad=(0, 7), ceil=False, auto_pad_notset=True, cip=1),
+            # auto_pad is judged on the pads it resolves to (measured on rk3588, issue 22).
+            "MaxPool": dict(kernel=(1, 7), stride=(1, 8), pad=(0, 7), ceil=False),
+            "AveragePool": dict(kernel=(1, 7), stride=(1, 8), pad=(0, 7), ceil=False, cip=1),
         },
         global_extent={"GlobalMaxPool": 343, "GlobalAveragePool": 343}, global_area={},
     ),
@@ -53,6 +54,18 @@ LIMITS: dict[str, dict] = {
         kernel=(1, 5), stride=(1, 2), dilation=(1, 1), pad=None, pad_below_kernel=True, equal_strides=False,
         depthwise=None, only_2d=False, concat_axes=None, pools={}, global_extent={}, global_area={},
     ),
+    # A user profile whose native pools take no padding at all (issue 22): a SAME pool
+    # is native exactly where its resolved pads are zero.
+    "user-pools": dict(
+        ops={"Conv", "Relu", "Add", "Concat"},
+        kernel=(1, 5), stride=(1, 2), dilation=(1, 1), pad=None, pad_below_kernel=True, equal_strides=False,
+        depthwise=None, only_2d=False, concat_axes=None,
+        pools={
+            "MaxPool": dict(kernel=(1, 3), stride=(1, 2), pad=(0, 0), ceil=False, dilation=False),
+            "AveragePool": dict(kernel=(1, 3), stride=(1, 2), pad=(0, 0), ceil=False, dilation=False),
+        },
+        global_extent={}, global_area={},
+    ),
 }
 
 USER_PROFILE_FILE = {
@@ -61,6 +74,41 @@ USER_PROFILE_FILE = {
     "ops": ["Conv", "Relu", "Add"],
     "conv": {"kernel": [1, 5], "stride": [1, 2], "dilation": [1, 1], "pad_below_kernel": True},
 }
+
+USER_POOLS_PROFILE_FILE = {
+    "name": "user-pools",
+    "source": "tests/target_limits.py: native pools without padding",
+    "ops": ["Conv", "Relu", "Add", "Concat"],
+    "conv": {"kernel": [1, 5], "stride": [1, 2], "dilation": [1, 1], "pad_below_kernel": True},
+    "pools": {
+        "MaxPool": {"kernel": [1, 3], "stride": [1, 2], "pad": [0, 0], "ceil_mode": False, "dilation": False},
+        "AveragePool": {"kernel": [1, 3], "stride": [1, 2], "pad": [0, 0], "ceil_mode": False, "dilation": False},
+    },
+}
+
+
+def resolved_pads(attrs: dict, spatial: Optional[list]) -> Optional[list[int]]:
+    """A pool's pads (begins, then ends) with auto_pad resolved as the ONNX spec says, on
+    the input's spatial extents; None where SAME needs an extent that is not known."""
+    kernel = list(attrs["kernel_shape"])
+    rank = len(kernel)
+    auto_pad = attrs.get("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if auto_pad == "VALID":
+        return [0] * (2 * rank)
+    if auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
+        return list(attrs.get("pads", [0] * 2 * rank))
+    if spatial is None or len(spatial) != rank or not all(isinstance(n, int) and n > 0 for n in spatial):
+        return None
+    strides = list(attrs.get("strides", [1] * rank))
+    dilations = list(attrs.get("dilations", [1] * rank))
+    begins, ends = [], []
+    for n, k, s, d in zip(spatial, kernel, strides, dilations):
+        total = max(0, (-(-n // s) - 1) * s + (k - 1) * d + 1 - n)  # out = ceil(n / s)
+        begin = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2  # the odd one at the end: UPPER
+        begins.append(begin)
+        ends.append(total - begin)
+    return begins + ends
 
 
 def _within(values, bounds) -> bool:
@@ -90,7 +138,8 @@ def conv_breaks(name: str, kernel: list[int], strides: list[int], dilations: lis
 
 
 def pool_breaks(name: str, node: onnx.NodeProto, spatial: Optional[list[int]]) -> list[str]:
-    """What a pool node breaks of what target ``name`` runs natively."""
+    """What a pool node breaks of what target ``name`` runs natively, its auto_pad
+    resolved to pads on ``spatial`` first."""
     t = LIMITS[name]
     op = node.op_type
     if op.startswith("Global"):
@@ -114,11 +163,10 @@ def pool_breaks(name: str, node: onnx.NodeProto, spatial: Optional[list[int]]) -
     kernel = list(attrs["kernel_shape"])
     rank = len(kernel)
     strides = list(attrs.get("strides", [1] * rank))
-    pads = list(attrs.get("pads", [0] * 2 * rank))
+    pads = resolved_pads(attrs, spatial)  # what the compiler judges: auto_pad resolved
     out = []
-    auto_pad = attrs.get("auto_pad", b"NOTSET")
-    if native.get("auto_pad_notset") and auto_pad not in (b"NOTSET", "NOTSET"):
-        out.append(f"auto_pad {auto_pad}")
+    if pads is None:
+        return ["auto_pad SAME on dynamic extents"]
     if not native.get("ceil", True) and attrs.get("ceil_mode", 0):
         out.append("ceil_mode")
     if not native.get("dilation", True) and any(d != 1 for d in attrs.get("dilations", [1] * rank)):

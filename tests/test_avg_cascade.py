@@ -86,14 +86,16 @@ MEAN160 = ("mean160", lambda: reduce_mean_model([1, 3, 160, 160]))
 GAP120_1D = ("gap120-1d", lambda: pool_model("GlobalAveragePool", [1, 3, 120]))
 AVG32 = ("avg32s32", lambda: pool_model("AveragePool", [1, 3, 64, 96], dict(kernel_shape=[32, 32], strides=[32, 32])))
 
-# (profile, case, the (kernel, strides) of the stages expected: fewest stages, then fewest
-# MACs; a global axis's last stage leaves one value, so any stride the profile allows).
+# (profile, case, the (kernel, strides) of the stages expected: fewest padded stages, then
+# fewest stages, then fewest MACs; a global axis's last stage leaves one value, so any
+# stride the profile allows).
 CASCADES = [
     ("npu8", GAP160, [([8, 8], [8, 8]), ([5, 5], [5, 5]), ([4, 4], [4, 4])]),
     ("npu8", MEAN40, [([8, 8], [8, 8]), ([5, 5], [5, 5])]),
     ("npu8", GAP120_1D, [([8], [8]), ([5], [5]), ([3], [3])]),
-    # Strides stop at 7: 160 padded to 161 = 7 * 23, then one 23x23 window at stride 1.
-    ("rknn-conv", GAP160, [([7, 7], [7, 7]), ([23, 23], [1, 1])]),
+    # Strides stop at 7: 160 = 5 * 4 * 8 tiles it without pads (issue 22; padded to
+    # 161 = 7 * 23 it would take one stage less: 7x7/s7 pad 1, then 23x23 at stride 1).
+    ("rknn-conv", GAP160, [([5, 5], [5, 5]), ([4, 4], [4, 4]), ([8, 8], [1, 1])]),
     ("rknn-conv", MEAN40, [([5, 5], [5, 5]), ([8, 8], [1, 1])]),
     ("rknn-conv", GAP120_1D, [([6], [6]), ([20], [1])]),
     ("rknn", AVG32, [([4, 4], [4, 4]), ([4, 4], [4, 4]), ([2, 2], [2, 2])]),

@@ -19,6 +19,7 @@ from onnx import TensorProto, helper, shape_inference
 from rewriter import PoolRewritePass
 from tests.helpers import added_nodes_outside, input_suites, pool_model, run, target_option
 from tests.test_native_cascade import global_breaks, native_breaks
+from tests.target_limits import LIMITS, outside
 from tests.test_profiles import run_cli
 from compat import TEST_OPSET
 
@@ -32,7 +33,14 @@ USER = {
 }
 # The same without padding: nothing can pad a prime extent up to a multiple.
 USER_NOPAD = dict(USER, name="user-nopad", conv=dict(USER["conv"], pad=[0, 0]))
-PROFILE_FILES = {"user": USER, "user-nopad": USER_NOPAD}
+# rknn's conv numbers without its native pools: its global averages become conv cascades.
+RKNN_CONV = {
+    "name": "rknn-conv",
+    "source": "rknn's conv limits, no native pools",
+    "ops": ["Conv", "Relu", "Add", "Concat"],
+    "conv": {"kernel": [1, 31], "stride": [1, 7], "pad": [0, 15], "pad_below_kernel": True, "spatial_ranks": [2]},
+}
+PROFILE_FILES = {"user": USER, "user-nopad": USER_NOPAD, "rknn-conv": RKNN_CONV}
 
 # The issue's numbers again: ops; conv (kernel, stride, dilation, pad) ranges; native pools.
 OPS = {
@@ -41,6 +49,7 @@ OPS = {
     "tidl": {"Conv", "Relu", "Add", "Concat"},
     "user": {"Conv", "Relu", "Add"},
     "user-nopad": {"Conv", "Relu", "Add"},
+    "rknn-conv": {"Conv", "Relu", "Add", "Concat"},
 }
 CONV = {
     "nvidia-dla": ((1, 32), (1, 8), (1, 32), (0, 31)),
@@ -48,6 +57,7 @@ CONV = {
     "tidl": (None, None, None, None),
     "user": ((1, 5), (1, 2), (1, 1), None),
     "user-nopad": ((1, 5), (1, 2), (1, 1), (0, 0)),
+    "rknn-conv": ((1, 31), (1, 7), None, (0, 15)),
 }
 NATIVE = {
     "nvidia-dla": {"MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool"},
@@ -55,6 +65,7 @@ NATIVE = {
     "tidl": {"MaxPool", "AveragePool", "GlobalAveragePool"},
     "user": set(),
     "user-nopad": set(),
+    "rknn-conv": set(),
 }
 TIDL_DEPTHWISE = {(3, 3, 1), (5, 5, 1), (7, 7, 1), (3, 3, 2)}
 
@@ -208,3 +219,68 @@ def test_a_reduce_mean_runs_as_the_native_global_average(tmp_path: Path) -> None
     written, node = assert_rewritten_and_equal(tmp_path, model, "rknn")
     assert node["strategy"] == "native GlobalAveragePool 40x40"
     assert [n.op_type for n in written.graph.node] == ["GlobalAveragePool"]
+
+
+def pad_free_tiling(n: int, kernel_hi: int, stride_hi: int) -> bool:
+    """Whether ``n`` is ``f1 * ... * fm * last`` with each ``2 <= f <= min(kernel_hi,
+    stride_hi)`` (a kernel = stride conv) and ``last <= kernel_hi`` (one window, stride 1):
+    an exact cascade without pads (issue 22), found here independently of the planner."""
+    if n <= kernel_hi:
+        return True
+    return any(n % f == 0 and pad_free_tiling(n // f, kernel_hi, stride_hi) for f in range(2, min(kernel_hi, stride_hi) + 1))
+
+
+# (kernel hi, stride hi) of the profiles whose convs may have kernel = stride; tidl's
+# depthwise convs may not (3x3 at stride 2 only), so its stages are always padded.
+TILING = {"rknn": (31, 7), "rknn-conv": (31, 7), "nvidia-dla": (32, 8), "user": (5, 2), "user-nopad": (5, 2)}
+LONG = [160, 7, 40, 20, 13, 56, 80, 112]
+
+
+@pytest.mark.parametrize("profile", ["tidl", "rknn", "nvidia-dla", "user", "user-nopad", "rknn-conv"])
+@pytest.mark.parametrize("op", ["GlobalAveragePool", "AveragePool"])
+@pytest.mark.parametrize("n", LONG)
+def test_a_long_average_prefers_an_exact_tiling_without_pads(tmp_path: Path, profile: str, op: str, n: int) -> None:
+    # The PP-OCRv4 detector's 160x160 average on rknn was 7x7/s7 pad 1 + 23x23, and
+    # rknn-toolkit2 2.5.0 printed "Failed to config layer ... fallback to single core
+    # mode" for a 7x7/s7 on that map; 160 = 5 * 4 * 8 tiles it without pads (issue 22).
+    attrs = dict(kernel_shape=[n, n], strides=[n, n]) if op == "AveragePool" else {}
+    model = pool_model(op, [1, 2, n, n], attrs)
+    if profile == "user-nopad" and not pad_free_tiling(n, 5, 2):
+        pytest.skip("no pads and no tiling: test_a_prime_no_padding_can_tile_is_legalized_or_kept_naming_the_limit")
+    written, node = assert_rewritten_and_equal(tmp_path, model, profile)
+    if profile in LIMITS:  # the acceptance encoding too (tests/target_limits.py)
+        assert outside(model, written, profile) == []
+    convs = added_convs(model, written)
+    if profile in TILING and pad_free_tiling(n, *TILING[profile]):
+        assert all(set(p) == {0} for _, _, p in convs), (node["strategy"], convs)
+    if profile == "rknn" and op == "AveragePool" and n > 7:
+        # Not native (kernel > 7), but its one window is the whole map: the native global
+        # average, as rknn-toolkit2 itself reads it (convert_avgpool_to_global).
+        assert node["status"] == "rewritten" and node["strategy"] == f"native GlobalAveragePool {n}x{n}"
+        assert [x.op_type for x in written.graph.node] == ["GlobalAveragePool"]
+
+
+@pytest.mark.parametrize("profile", ["rknn", "nvidia-dla", "tidl"])
+@pytest.mark.parametrize("op", ["AveragePool", "MaxPool"])
+@pytest.mark.parametrize("n", [160, 40, 13])
+def test_a_pool_whose_one_window_is_its_input_is_the_native_global_pool(tmp_path: Path, profile: str, op: str, n: int) -> None:
+    # An exported adaptive pool to 1x1: kernel = stride = the map. The global pool's
+    # native cascade (or the native global pool itself) computes it exactly.
+    model = pool_model(op, [1, 2, n, n], dict(kernel_shape=[n, n], strides=[n, n]))
+    written, node = assert_rewritten_and_equal(tmp_path, model, profile)
+    assert outside(model, written, profile) == []
+    glob = "Global" + op
+    if glob in NATIVE[profile] and not global_breaks(profile, glob, [n, n]):
+        assert node["strategy"] == f"native {glob} {n}x{n}" and [x.op_type for x in written.graph.node] == [glob]
+    elif "cascade of native" in node["strategy"]:
+        assert {x.op_type for x in written.graph.node} <= {op, glob}
+
+
+def test_a_pool_of_one_window_with_pads_is_no_global_pool() -> None:
+    # A begin pad shifts the one window off the map's last row and column: no global pool.
+    model = pool_model("AveragePool", [1, 2, 20, 20], dict(kernel_shape=[20, 20], strides=[20, 20], pads=[1, 1, 0, 0], count_include_pad=1))
+    result = PoolRewritePass(target="rknn").run(model)
+    assert result.report.nodes[0].status == "rewritten" and "Global" not in result.report.nodes[0].strategy
+    assert "GlobalAveragePool" not in {n.op_type for n in result.model.graph.node}
+    for name, x in input_suites([1, 2, 20, 20]).items():
+        np.testing.assert_allclose(run(result.model, {"x": x})[0], run(model, {"x": x})[0], rtol=1e-5, atol=1e-6, err_msg=name)

@@ -299,9 +299,16 @@ def test_qdq_max_pool_is_rewritten_with_equal_quantized_output():
     assert validate_models(model, new).passed  # integer outputs are compared exactly
 
 
-def test_qdq_average_pool_is_kept_with_a_reason():
+def test_qdq_average_pool_at_ties_rewritten_or_kept_when_asked():
+    """A 2x2 average at one non-power-of-two scale reaches QuantizeLinear ties: rewritten by
+    default (validated, one step allowed at the ties), kept with keep_tie_averages."""
+    from rewriter.validate import validate_models
+
     model = qdq_model("AveragePool", dict(kernel_shape=[2, 2], strides=[2, 2]))
-    assert "QuantizeLinear" in kept_reason(model)
+    assert "QuantizeLinear" in kept_reason(model, keep_tie_averages=True)
+    new, report = rewrite_model(model)
+    assert report.nodes[0].status == "rewritten" and "ties" in report.nodes[0].note
+    assert validate_models(model, new).passed
 
 
 def test_double_pools_need_an_explicit_request():
@@ -399,7 +406,8 @@ def test_spatial_reduce_is_a_global_pool(op, opset):
     np.testing.assert_allclose(run(new, {"x": x})[0], run(model, {"x": x})[0], rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("axes,keepdims", [([1], 1), ([2, 3], 0), ([1, 2, 3], 1)])
+# keepdims=0 over (2, 3) is a global pool whose rank changes (issue 22): tests/test_reduce_pools.py.
+@pytest.mark.parametrize("axes,keepdims", [([1], 1), ([3], 0), ([1, 2, 3], 1)])
 def test_other_reduces_are_not_pools(axes, keepdims):
     model = reduce_model("ReduceMean", axes, keepdims, 13)
     new, report = rewrite_model(model)
@@ -448,10 +456,12 @@ def test_graphsurgeon_api_reaches_if_branches():
         np.testing.assert_allclose(run(new, feeds)[0], run(model, feeds)[0], rtol=1e-6, atol=1e-7)
 
 
-def test_graphsurgeon_api_keeps_qdq_average_pool():
+def test_graphsurgeon_api_keeps_qdq_average_pool_when_asked():
     model = qdq_model("AveragePool", dict(kernel_shape=[2, 2], strides=[2, 2]))
-    report = PoolRewritePass().run_graph(gs.import_onnx(onnx.shape_inference.infer_shapes(model)))
+    report = PoolRewritePass(keep_tie_averages=True).run_graph(gs.import_onnx(onnx.shape_inference.infer_shapes(model)))
     assert report.nodes[0].status == "kept" and "QuantizeLinear" in report.nodes[0].reason
+    report = PoolRewritePass().run_graph(gs.import_onnx(onnx.shape_inference.infer_shapes(model)))
+    assert report.nodes[0].status == "rewritten"
 
 
 def test_comes_out_of_conv_follows_ops_in_the_blocked_layout():

@@ -91,7 +91,8 @@ def test_builtin_numbers_are_the_issues():
     assert dla.pools["MaxPool"] == PoolLimits(kernel=Range(1, 8), stride=Range(1, 16), pad=Range(0, 7), ceil_mode=False, dilation=False, spatial_ranks=(2,))
     assert dla.pools["GlobalAveragePool"].global_max_extent == 8
     assert (rknn.conv.kernel, rknn.conv.stride, rknn.conv.pad, rknn.conv.dilation) == (Range(1, 31), Range(1, 7), Range(0, 15), None)
-    assert rknn.pools["AveragePool"].count_include_pad == (1,) and rknn.pools["MaxPool"].auto_pad == ("NOTSET",)
+    # auto_pad: judged on the resolved pads (measured on rk3588, issue 22), no field
+    assert rknn.pools["AveragePool"].count_include_pad == (1,) and rknn.pools["MaxPool"].auto_pad is None
     assert rknn.pools["MaxPool"].count_include_pad is None and rknn.pools["GlobalMaxPool"].global_max_extent == 343
     assert tidl.conv.equal_strides and tidl.conv.dilation_only_at_stride_1 and tidl.conv.depthwise_kernels == ((3, 3, 1), (5, 5, 1), (7, 7, 1), (3, 3, 2))
     assert tidl.concat_axes == (1, 2, 3) and tidl.pools["GlobalAveragePool"].global_max_area == 1024
@@ -175,7 +176,6 @@ def spec_of(op_attrs: tuple[str, dict], spatial=(16, 16)):
         ("rknn", ("MaxPool", dict(kernel_shape=[9, 9], pads=[4, 4, 4, 4])), "kernel 9 outside [1, 7]"),
         ("rknn", AVG_CIP0, "count_include_pad=0 not in [1]"),
         ("rknn", CEIL, "ceil_mode"),
-        ("rknn", ("MaxPool", dict(kernel_shape=[3, 3], auto_pad="SAME_UPPER")), "auto_pad SAME_UPPER not in ['NOTSET']"),
         ("rknn", ("MaxPool", dict(kernel_shape=[3, 3], dilations=[2, 2])), "dilation"),
         ("nvidia-dla", ("MaxPool", dict(kernel_shape=[2, 2], strides=[17, 17])), "stride 17 outside [1, 16]"),
         ("tidl", VGG_S1, "window k2x2 s1x1 not in"),
@@ -185,6 +185,33 @@ def spec_of(op_attrs: tuple[str, dict], spatial=(16, 16)):
 def test_native_refusal_names_the_limit(profile, pool, reason):
     op, spec = spec_of(pool)
     assert reason in native_refusal(op, spec, load_profile(profile).pools[op])
+
+
+@pytest.mark.parametrize("profile", BUILTIN_NAMES)
+@pytest.mark.parametrize(
+    "attrs, spatial, native_on",
+    [
+        # measured on rk3588 (rknn-toolkit2 2.5.0): both build as NPU layers
+        (dict(kernel_shape=[2, 2], strides=[2, 2], auto_pad="VALID"), (225, 30), {"rknn", "nvidia-dla", "tidl"}),
+        (dict(kernel_shape=[1, 2], strides=[1, 2], auto_pad="SAME_UPPER"), (8, 25), {"rknn", "nvidia-dla"}),  # not square
+        (dict(kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_LOWER"), (20, 20), {"rknn", "nvidia-dla", "tidl"}),
+        (dict(kernel_shape=[8, 8], auto_pad="SAME_UPPER"), (16, 16), {"nvidia-dla"}),  # pads 3/4: kernel 8 > rknn's 7
+    ],
+)
+def test_native_refusal_judges_auto_pad_on_the_resolved_pads(profile, attrs, spatial, native_on):
+    spec = pool_spec_from_attributes("max", attrs, spatial)
+    assert spec.auto_pad != "NOTSET"
+    assert (native_refusal("MaxPool", spec, load_profile(profile).pools["MaxPool"]) is None) == (profile in native_on)
+
+
+def test_a_profile_may_still_refuse_auto_pad_forms():
+    # No built-in profile sets it (rknn's doc says "auto_pad: NOTSET", its compiler resolves
+    # them: measured), but a user's target may: the same pool with explicit pads is native.
+    limits = PoolLimits(kernel=Range(1, 7), auto_pad=("NOTSET",))
+    same = pool_spec_from_attributes("max", dict(kernel_shape=[3, 3], auto_pad="SAME_UPPER"), (16, 16))
+    explicit = pool_spec_from_attributes("max", dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), (16, 16))
+    assert native_refusal("MaxPool", same, limits) == "auto_pad SAME_UPPER not in ['NOTSET']"
+    assert native_refusal("MaxPool", explicit, limits) is None
 
 
 def test_native_refusal_of_global_and_3d_pools():

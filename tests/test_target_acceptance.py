@@ -24,7 +24,10 @@ from onnx import TensorProto, helper
 from rewriter.cli import main
 from tests import realistic
 from tests.helpers import input_suites, pool_model, run, target_option
-from tests.target_limits import LIMITS, USER_PROFILE_FILE, outside, pool_breaks
+from rewriter.fit import audit_violations
+from rewriter.target import Target
+from rewriter.profiles import load_profile
+from tests.target_limits import LIMITS, USER_POOLS_PROFILE_FILE, USER_PROFILE_FILE, outside, pool_breaks
 
 POOL_OPS = {"MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool"}
 TARGETS = ["nvidia-dla", "rknn", "tidl", "user"]
@@ -76,7 +79,8 @@ CASES = {
 def through_cli(tmp_path: Path, model: onnx.ModelProto, target: str, *options: str) -> tuple[int, onnx.ModelProto, dict]:
     src, out, report = tmp_path / "in.onnx", tmp_path / "out.onnx", tmp_path / "report.json"
     onnx.save(model, src)
-    code = main([str(src), str(out), "-q", "--report", str(report), "--target", target_option(target, tmp_path, {"user": USER_PROFILE_FILE}), *options])
+    files = {"user": USER_PROFILE_FILE, "user-pools": USER_POOLS_PROFILE_FILE}
+    code = main([str(src), str(out), "-q", "--report", str(report), "--target", target_option(target, tmp_path, files), *options])
     return code, onnx.load(out) if out.exists() else None, json.loads(report.read_text())
 
 
@@ -131,3 +135,57 @@ def test_real_detector_and_ocr_models_fit_every_target(tmp_path: Path, builder: 
     static.graph.input[0].type.CopyFrom(written.graph.input[0].type)
     del static.graph.value_info[:]
     check_acceptance(static, code, written, report, target)
+
+
+# auto_pad pools (issue 22): a compiler resolves auto_pad to pads before it applies its
+# limits, and so do the profiles. rknn-toolkit2 2.5.0 builds the first two as NPU layers
+# on rk3588. Per case, the targets that run it natively (by the resolved pads).
+AUTO_PAD_CASES = {
+    # a CRNN's 2x2/s2 VALID pool on an odd height: pads 0, the last row dropped
+    "crnn-valid-2x2": (lambda: pool_model("MaxPool", [1, 3, 225, 30], dict(kernel_shape=[2, 2], strides=[2, 2], auto_pad="VALID")),
+                       {"nvidia-dla", "rknn", "tidl", "user-pools"}),
+    # 1x2/s1x2 SAME_UPPER on an odd width: pads 0,0/0,1 (not square: not on tidl)
+    "same-upper-1x2": (lambda: pool_model("MaxPool", [1, 3, 8, 25], dict(kernel_shape=[1, 2], strides=[1, 2], auto_pad="SAME_UPPER")),
+                       {"nvidia-dla", "rknn"}),
+    # 3x3/s2 SAME_LOWER on 20: pads 1,1/0,0 (user-pools runs no padding)
+    "same-lower-3x3-s2": (lambda: pool_model("MaxPool", [1, 3, 20, 20], dict(kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_LOWER")),
+                          {"nvidia-dla", "rknn", "tidl"}),
+    # 2x2/s2 SAME_UPPER on an even map resolves to no padding at all: native on user-pools too
+    "same-upper-2x2-s2-even": (lambda: pool_model("MaxPool", [1, 3, 20, 20], dict(kernel_shape=[2, 2], strides=[2, 2], auto_pad="SAME_UPPER")),
+                               {"nvidia-dla", "rknn", "tidl", "user-pools"}),
+    # Keras' 3x3/s1 SAME average, count_include_pad=1 (rknn's only form): pads 1 each side
+    # (tidl runs the window [3, 1] and states no pad limit)
+    "keras-avg-same-cip1": (lambda: pool_model("AveragePool", [1, 3, 14, 14], dict(kernel_shape=[3, 3], auto_pad="SAME_UPPER", count_include_pad=1)),
+                            {"nvidia-dla", "rknn", "tidl"}),
+    # the same window at VALID: no pads, so native on user-pools too
+    "avg-valid-3x3": (lambda: pool_model("AveragePool", [1, 3, 14, 14], dict(kernel_shape=[3, 3], auto_pad="VALID", count_include_pad=1)),
+                      {"nvidia-dla", "rknn", "tidl", "user-pools"}),
+}
+
+
+@pytest.mark.parametrize("target", TARGETS + ["user-pools"])
+@pytest.mark.parametrize("case", list(AUTO_PAD_CASES))
+def test_auto_pad_pools_are_judged_on_their_resolved_pads(tmp_path: Path, case: str, target: str) -> None:
+    build, native_on = AUTO_PAD_CASES[case]
+    original = build()
+    # The independent encoding agrees with the expectation: it resolves auto_pad itself.
+    assert bool(native_pools(original, target)) == (target in native_on)
+    code, written, report = through_cli(tmp_path, original, target)
+    check_acceptance(original, code, written, report, target)
+    row = report["nodes"][0]
+    if target in native_on:
+        assert row["status"] == "kept" and row["reason"] == f"runs natively on {target}", row
+    else:  # rewritten, or (tidl's unequal strides) kept naming the limit, as check_acceptance said
+        assert row["status"] == "rewritten" or row["reason"].endswith("(conv.equal_strides)"), row
+    shape = [d.dim_value for d in original.graph.input[0].type.tensor_type.shape.dim]
+    for name, x in input_suites(shape).items():
+        np.testing.assert_allclose(run(written, {"x": x})[0], run(original, {"x": x})[0], rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("target", ["nvidia-dla", "rknn", "tidl"])
+@pytest.mark.parametrize("case", list(AUTO_PAD_CASES))
+def test_the_audit_judges_auto_pad_pools_on_their_resolved_pads(case: str, target: str) -> None:
+    build, native_on = AUTO_PAD_CASES[case]
+    rows = audit_violations(build(), Target.of(profile=load_profile(target)))
+    assert [r["rule"] for r in rows if r["op_type"] != "Relu"] == ([] if target in native_on else [rows[0]["rule"]])
+    assert all(r["rule"].startswith("pools.") for r in rows)

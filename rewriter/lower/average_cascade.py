@@ -103,8 +103,9 @@ def _divisors(n: int) -> list[int]:
 
 def cascade_stages(spec: PoolSpec, limits: ConvLimits) -> Optional[list[Stage]]:
     """The stages that average the pool's windows, each a conv within ``limits``: the
-    fewest stages, then the fewest MACs per window. None when an axis does not tile or
-    no cascade fits (a prime extent past the kernel limit, where no padding helps).
+    fewest padded stages (an exact tiling without pads wherever one fits), then the fewest
+    stages, then the fewest MACs per window. None when an axis does not tile or no cascade
+    fits (a prime extent past the kernel limit, where no padding helps).
 
     MACs are counted per output window, so the choice does not depend on the extent
     (a strided conv with kernel = stride reads each of its inputs once).
@@ -143,12 +144,16 @@ def cascade_stages(spec: PoolSpec, limits: ConvLimits) -> Optional[list[Stage]]:
         return None
 
     start = tuple(a.size if whole(a) else a.kernel for a in spec.axes)
-    # Dijkstra over what is left to average per axis; costs (stages, MACs) are additive.
-    heap: list[tuple[int, int, tuple[int, ...], int, list[Stage]]] = [(0, 0, start, 0, [])]
+    # Dijkstra over what is left to average per axis; costs (padded stages, stages, MACs)
+    # are additive. Padded stages count first: an exact tiling without pads is preferred
+    # wherever one fits (no correction factor, no zeros read, and a compiler sees plain
+    # kernel = stride convs), even at the price of a stage more (GAP 160 on rknn:
+    # 5x5/s5 + 4x4/s4 + 8x8, not 7x7/s7 pad 1 + 23x23).
+    heap: list[tuple[int, int, int, tuple[int, ...], int, list[Stage]]] = [(0, 0, 0, start, 0, [])]
     settled: set[tuple[int, ...]] = set()
     pushed = 0  # ties go to the first found, never to comparing stages
     while heap:
-        stages, macs, left, _, path = heapq.heappop(heap)
+        padded, stages, macs, left, _, path = heapq.heappop(heap)
         if left in settled:
             continue
         settled.add(left)
@@ -162,7 +167,8 @@ def cascade_stages(spec: PoolSpec, limits: ConvLimits) -> Optional[list[Stage]]:
             if stage is not None:
                 # One window's stage output has prod(rest) values, each of prod(kernel) taps.
                 pushed += 1
-                heapq.heappush(heap, (stages + 1, macs + prod(rest) * prod(stage.kernel), rest, pushed, path + [stage]))
+                cost = (padded + int(any(stage.pad_end)), stages + 1, macs + prod(rest) * prod(stage.kernel))
+                heapq.heappush(heap, (*cost, rest, pushed, path + [stage]))
     return None
 
 

@@ -30,6 +30,7 @@ from ..site import PoolSite
 from ..spec import AxisSpec, PoolSpec
 from .average_cascade import build_cascade, cascade_stages
 from .checks import Lowering, PoolPlan, Refusal, checked_spec
+from .max_cascade import GlobalCascadePlan, lower_global_native_cascade, plan_whole_window_native
 from .qdq_max import qdq_site_refusal
 from .windows import conv_window_run
 
@@ -234,7 +235,16 @@ class AveragePoolRule:
             from .qdq_average import qdq_average_plan  # it reads this module's conv layout
 
             return qdq_average_plan(site, spec, lowering)
-        return PoolPlan(spec)
+        # One window over the whole input: the global average, native where the target runs it.
+        native = None if site.spatial_is_dynamic() else plan_whole_window_native(spec, lowering.target)
+        return native if native is not None else PoolPlan(spec)
 
     def rewrite(self, site: PoolSite, plan: PoolPlan, b: SubgraphBuilder, x: gs.Tensor) -> gs.Tensor:
+        from .qdq_average import CountBlocksPlan, build_count_blocks
+
+        if isinstance(plan, GlobalCascadePlan):
+            return lower_global_native_cascade(b, x, plan)
+        if isinstance(plan, CountBlocksPlan):
+            assert site.qdq is not None
+            return build_count_blocks(b, x, plan.spec, site.qdq.outputs[0])
         return lower_average_pool(b, x, plan.spec)

@@ -24,6 +24,9 @@ class Lowering:
 
     target: Target
     max_strategies: Sequence[Any]  # rewriter.lower.max_strategies.MaxStrategy
+    # Keep QDQ averages whose window means can reach a QuantizeLinear rounding tie
+    # (rewritten by default: :mod:`rewriter.lower.qdq_average`).
+    keep_tie_averages: bool = False
 
 
 @dataclass(frozen=True)

@@ -162,6 +162,18 @@ def plan_global_native_cascade(spec: PoolSpec, target: Target) -> Optional[Globa
     return None
 
 
+def plan_whole_window_native(spec: PoolSpec, target: Target) -> Optional[GlobalCascadePlan]:
+    """A MaxPool or AveragePool whose one window is its whole input (no padding or
+    dilation: an exported adaptive pool to 1x1) is that global pool, so on a profile it
+    is the fewest native pools that compute it (:func:`plan_global_native_cascade`), or
+    None. rknn-toolkit2 2.5.0 turns such an AveragePool into a GlobalAveragePool itself
+    (``convert_avgpool_to_global``), so the native one builds exactly as the original
+    does, compiler warnings included (measured, issue 22)."""
+    if target.profile is None or not all(a.size == a.kernel and a.out_size == 1 and a.dilation == 1 and not a.pad_begin and not a.pad_end for a in spec.axes):
+        return None
+    return plan_global_native_cascade(PoolSpec(spec.kind, tuple(AxisSpec(a.size, a.size, 1, 1, 0, 0, 1) for a in spec.axes)), target)
+
+
 def lower_global_native_cascade(b: SubgraphBuilder, x: gs.Tensor, plan: GlobalCascadePlan) -> gs.Tensor:
     """Build the cascade: one native pool per stage, then the native global pool."""
     y = x

@@ -53,7 +53,7 @@ from ..builder import SubgraphBuilder
 from ..site import PoolSite
 from ..spec import AxisSpec, PoolSpec
 from .checks import Lowering, PoolPlan, Refusal, checked_spec
-from .max_cascade import CascadePlan, lower_native_cascade, plan_native_cascade
+from .max_cascade import CascadePlan, GlobalCascadePlan, lower_global_native_cascade, lower_native_cascade, plan_native_cascade, plan_whole_window_native
 from .max_ladders import grow, pairwise_max, replicate_pad
 from .max_strategies import AxisContext, NoStrategyError, choose
 from .qdq_max import qdq_lowering, qdq_site_refusal
@@ -273,6 +273,10 @@ class MaxPoolRule:
         spec = checked_spec(site, "max", lowering, variant)
         if isinstance(spec, Refusal):
             return spec
+        # One window over the whole input: the global max, native where the target runs it.
+        whole = None if site.spatial_is_dynamic() else plan_whole_window_native(spec, lowering.target)
+        if whole is not None:
+            return whole
         # The reach's anchored steps depend on the extent: not with dynamic spatial dims.
         reach = None if site.spatial_is_dynamic() else site.input_reach
         return plan_max_pool(spec, lowering, channels=int(site.input_shape[1]), input_nonnegative=site.input_nonnegative, input_reach=reach)  # type: ignore[index,arg-type]
@@ -280,6 +284,8 @@ class MaxPoolRule:
     def rewrite(self, site: PoolSite, plan: PoolPlan, b: SubgraphBuilder, x: gs.Tensor) -> gs.Tensor:
         if isinstance(plan, CascadePlan):
             return lower_native_cascade(b, x, plan)
+        if isinstance(plan, GlobalCascadePlan):
+            return lower_global_native_cascade(b, x, plan)
         return lower_max_pool(b, x, plan)
 
     def shared_groups(self, candidates: Sequence[tuple[PoolSite, PoolPlan]], lowering: Lowering) -> list[SharedPlan]:
@@ -290,7 +296,7 @@ class MaxPoolRule:
             return []
         by_input: dict[tuple, list[int]] = {}
         for i, (site, plan) in enumerate(candidates):
-            if not site.spatial_is_dynamic() and shareable(plan.spec) and not isinstance(plan, CascadePlan):
+            if not site.spatial_is_dynamic() and shareable(plan.spec) and not isinstance(plan, (CascadePlan, GlobalCascadePlan)):
                 by_input.setdefault((site.input_name, site.dtype_name, site.between_qdq), []).append(i)
         groups = []
         for members in by_input.values():

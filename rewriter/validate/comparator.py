@@ -40,6 +40,10 @@ class OutputComparison:
     # and onnxruntime's largest errors there, as fractions of the largest window mean |x|.
     exact_error: Optional[float] = None
     runtime_error: Optional[float] = None
+    # Quantized averages at ties (rewriter.validate.ties): what rounding the candidate's tie outputs
+    # the other way changes here, and the original's own disagreement between its two levels.
+    tie_effect: Optional[float] = None
+    level_disagreement: Optional[float] = None
 
     @classmethod
     def failure(cls, output: str, suite: str, note: str) -> "OutputComparison":

@@ -23,6 +23,7 @@ from .quantized import AS_WRITTEN, EXACT_REFERENCE, INTEGER_KERNELS
 from .reference import ReferenceRun, record_reference
 from .result import ValidationResult
 from .runners import OrtRunner
+from .ties import allow_tie_effects, tie_sites
 
 
 def compare_with_reference(
@@ -34,6 +35,7 @@ def compare_with_reference(
     progress: Optional[Callable[[str], None]] = None,
     candidate_runner: Callable[..., Any] = OrtRunner,
     check_starts: Optional[CheckStarts] = None,
+    allow_ties: bool = True,
 ) -> ValidationResult:
     """Run the candidate on the recorded inputs and compare every graph output,
     then localize: each recorded pool node of the original against the candidate's
@@ -44,7 +46,9 @@ def compare_with_reference(
     ``localize`` lists the output names of the nodes to check (default: every pool
     node the candidate rewrote), or maps each to the :class:`NodeCheckStart` its
     check starts from; names of a list start where ``check_starts`` (default:
-    :func:`default_check_starts`) says."""
+    :func:`default_check_starts`) says. ``allow_ties``: quantized averages may round their
+    outputs at QuantizeLinear ties the other way, and the exact outputs may differ by
+    what that causes downstream (:mod:`rewriter.validate.ties`); False: exact."""
     started = time.monotonic()
     comparator = comparator or ToleranceComparator()
     original = reference.skeleton
@@ -85,10 +89,13 @@ def compare_with_reference(
             check_node(
                 node, original_paths, candidate_paths, activations, comparator, candidate_runner,
                 reference.suites, reference.seed, start, integer_kernels=INTEGER_KERNELS in reference.levels,
+                allow_ties=allow_ties,
             )
             for node, start in checks
         ]
     result.passed &= not result.failed_nodes
+    if allow_ties and not result.passed and not result.failed_nodes and checks:
+        allow_tie_effects(result, reference, candidate, tie_sites(original, checks), input_map, output_map, progress)
     if not result.passed and not result.failed_nodes and comparator.noise_factor is not None and any(n.passed for n in result.nodes):
         _relax_by_pool_noise(result, reference, candidate, candidate_runner, comparator, input_map, output_map, progress)
     result.seconds = time.monotonic() - started
@@ -251,6 +258,7 @@ def validate_models(
     progress: Optional[Callable[[str], None]] = None,
     candidate_runner: Callable[..., Any] = OrtRunner,
     check_starts: Optional[CheckStarts] = None,
+    allow_ties: bool = True,
 ) -> ValidationResult:
     """Run both models on every suite (and the user's inputs) and compare every graph output:
     :func:`record_reference` on the original, then :func:`compare_with_reference`.
@@ -259,6 +267,7 @@ def validate_models(
     one (default: every pool node whose output the candidate also has), or maps
     them to where their checks start; ``check_starts`` says that for a list
     (default: :func:`default_check_starts`). The original always runs on onnxruntime.
+    ``allow_ties``: see :func:`compare_with_reference`.
     """
     started = time.monotonic()
     if localize is not None:  # only the starts asked for are recorded
@@ -269,7 +278,7 @@ def validate_models(
     )
     result = compare_with_reference(
         reference, candidate, comparator=comparator, localize=localize, progress=progress, candidate_runner=candidate_runner,
-        check_starts=check_starts,
+        check_starts=check_starts, allow_ties=allow_ties,
     )
     result.seconds = time.monotonic() - started
     return result

@@ -16,17 +16,18 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from ..graphs import producers
 from ..model_io import first_line
-from ..ops import ONNX_DOMAINS, POOL_OPS, REDUCE_POOL_OPS
+from ..ops import ONNX_DOMAINS, POOL_OPS
+from ..reductions import ReduceChain, pooling_reductions
 from .arrays import all_finite
 from .comparator import OutputComparison, ToleranceComparator, compare_exact
 from .exact import compare_with_exact, exact_mean
 from .inputs import InputDescription, InputSuite, make_feeds
 from .quantized import AS_WRITTEN, INTEGER_KERNELS, INTEGER_SUITES, QdqIndex, integer_values, through_qdq
 from .runners import OrtRunner
+from .ties import TieCheck, tie_site
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,11 @@ class NodeCheck:
     # the largest window mean |x|.
     exact_error: Optional[float] = None
     runtime_error: Optional[float] = None
+    # A quantized average (rewriter.validate.ties): its outputs whose exact mean lies within
+    # float32 rounding of a QuantizeLinear tie, over the check's inputs, and how many of them
+    # the rewrite rounds the other way (one step, allowed; summed over the levels).
+    tie_outputs: int = 0
+    tie_outputs_rounded_otherwise: int = 0
     # Per run of the real activations: (max abs error against onnxruntime, max |reference|) at the node.
     errors_by_run: dict[str, tuple[float, float]] = field(default_factory=dict, repr=False)
 
@@ -117,15 +123,17 @@ def localizable_nodes(
     candidate: Optional[onnx.ModelProto],
     only: Optional[Sequence[str]],
     ranks: Optional[Mapping[str, Optional[int]]] = None,
+    reductions: Optional[Mapping[str, ReduceChain]] = None,
 ) -> list[onnx.NodeProto]:
     """Original pool nodes whose input (or, in a QDQ region, the integers its
     DequantizeLinear reads) and output tensors the candidate also has (with no
     candidate yet: every pool node of the original, or those in ``only``).
-    Reduces count as pools when they reduce every axis after the channel axis
-    (by ``ranks``, when known) and the candidate computes them otherwise."""
+    Reductions count as pools when they act as global pools (:mod:`rewriter.reductions`;
+    tensor ranks from ``ranks`` where known) and the candidate computes them otherwise;
+    a chain of them is checked from its start."""
     source = candidate if candidate is not None else original
     producer_op = {o: n.op_type for o, n in producers([source.graph]).items()}
-    initializers = {t.name: t for t in original.graph.initializer}
+    reductions = pooling_reductions(original, ranks) if reductions is None else reductions
     produced = set(producer_op)
     available = produced | {i.name for i in source.graph.input}
     wanted = set(only) if only is not None else None
@@ -137,31 +145,23 @@ def localizable_nodes(
         if wanted is not None and node.output[0] not in wanted:
             continue
         if wanted is None and node.op_type not in POOL_OPS:
-            rank = (ranks or {}).get(node.input[0]) if node.input else None
-            if not _pooling_reduce(node, initializers, rank):
+            if node.output[0] not in reductions:
                 continue
             if candidate is not None and producer_op.get(node.output[0]) == node.op_type:
                 continue  # the candidate still reduces there: nothing rewritten to check
+        start = check_input(node, reductions)
         # A rewrite inside a QDQ region may read the DQ's integers and drop the DQ itself.
-        reachable = node.input[0] in available or through_qdq(original, node.input[0], node.output[0], index)[0] in available
+        reachable = start in available or through_qdq(original, start, node.output[0], index)[0] in available
         if node.output[0] in produced and reachable:
             nodes.append(node)
     return nodes
 
 
-def _pooling_reduce(node: onnx.NodeProto, initializers: Mapping[str, onnx.TensorProto], rank: Optional[int]) -> bool:
-    """A ReduceMean/ReduceMax over axes 2.. with keepdims (the pass's global pools in disguise)."""
-    if node.op_type not in REDUCE_POOL_OPS:
-        return False
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-    axes = attrs.get("axes")
-    if axes is None and len(node.input) > 1 and node.input[1] in initializers:
-        axes = numpy_helper.to_array(initializers[node.input[1]]).reshape(-1).tolist()
-    if not axes or not attrs.get("keepdims", 1):
-        return False
-    if rank is None:
-        return all(a >= 2 or a < 0 for a in axes)
-    return rank >= 3 and sorted(int(a) % rank for a in axes) == list(range(2, rank))
+def check_input(node: onnx.NodeProto, reductions: Mapping[str, ReduceChain]) -> str:
+    """The tensor a node's check reads by default: its input, or the start of the chain of
+    reductions it ends (:func:`~rewriter.reductions.pooling_reductions`)."""
+    chain = reductions.get(node.output[0]) if node.output else None
+    return chain.start if chain is not None else (node.input[0] if node.input else "")
 
 
 def recorded_starts(
@@ -175,10 +175,13 @@ def recorded_starts(
         index = QdqIndex.of(original)
         starts = {s.start for s in localize.values()} | {in_integers(original, o, s, index).start for o, s in localize.items()}
         return sorted(s for s in starts if s in available)
-    nodes = localizable_nodes(original, None, None, ranks) + (localizable_nodes(original, None, localize, ranks) if localize else [])
+    reductions = pooling_reductions(original, ranks)
+    nodes = localizable_nodes(original, None, None, ranks, reductions)
+    nodes += localizable_nodes(original, None, localize, ranks, reductions) if localize else []
     # A node in a QDQ region is checked from the integers its DequantizeLinear reads: record both.
     index = QdqIndex.of(original)
-    return sorted({n.input[0] for n in nodes} | {through_qdq(original, n.input[0], n.output[0], index)[0] for n in nodes})
+    inputs = {n.output[0]: check_input(n, reductions) for n in nodes}
+    return sorted(set(inputs.values()) | {through_qdq(original, x, y, index)[0] for y, x in inputs.items()})
 
 
 def in_integers(model: onnx.ModelProto, output: str, start: NodeCheckStart, index: Optional[QdqIndex] = None) -> NodeCheckStart:
@@ -206,10 +209,12 @@ def nodes_to_check(
     starts = check_starts_for(original, localize, check_starts)
     index = QdqIndex.of(original)
     chosen = []
-    for node in localizable_nodes(original, candidate, None if localize is None else list(starts)):
-        start = starts.get(node.output[0]) or NodeCheckStart(node.input[0])
+    reductions = pooling_reductions(original)
+    for node in localizable_nodes(original, candidate, None if localize is None else list(starts), reductions=reductions):
+        own = check_input(node, reductions)
+        start = starts.get(node.output[0]) or NodeCheckStart(own)
         if start.start not in recorded:
-            start = NodeCheckStart(node.input[0], start.nonnegative)
+            start = NodeCheckStart(own, start.nonnegative)
         start = in_integers(original, node.output[0], start, index)
         if start.start in recorded:
             chosen.append((node, start))
@@ -227,6 +232,7 @@ def check_node(
     seed: int = 0,
     start: Optional[NodeCheckStart] = None,
     integer_kernels: bool = False,
+    allow_ties: bool = True,
 ) -> NodeCheck:
     """The node alone against the candidate's computation between the same tensors:
     on the activations the original really produces there (``activations``: per
@@ -235,7 +241,8 @@ def check_node(
     ``start`` (default: the node's input, signed) says where the check starts.
     ``integer_kernels``: a check in integers (a QDQ region) also runs both pieces at
     ORT_ENABLE_ALL, where onnxruntime fuses them into its integer kernels. One input
-    of the node is in memory at a time."""
+    of the node is in memory at a time. ``allow_ties``: an average in integers may be one
+    step off at its outputs at QuantizeLinear ties (:mod:`rewriter.validate.ties`)."""
     check = NodeCheck(node.name, node.op_type, node.output[0], passed=None)
     start = start or NodeCheckStart(node.input[0])
     x_name, y_name = start.start, start.end or node.output[0]
@@ -250,6 +257,7 @@ def check_node(
             runners.append((INTEGER_KERNELS, OrtRunner(pieces[0], optimization=INTEGER_KERNELS),
                             OrtRunner(pieces[1], optimization=INTEGER_KERNELS)))
         check.levels = [level for level, _, _ in runners]
+        ties = _tie_check(node, original, start) if allow_ties else None
     except _NotLocalizable as err:
         check.note = str(err)
         return check
@@ -294,7 +302,7 @@ def check_node(
                     check.passed, check.note, check.worst_suite = False, f"fails to run{at}: {first_line(err)}", suite_name
                     return check
                 if np.issubdtype(expected.dtype, np.integer):  # after a QuantizeLinear: the integers, exactly
-                    c = compare_exact(y_name, suite_name, expected, actual)
+                    c = compare_exact(y_name, suite_name, expected, actual) if ties is None else ties.compare(y_name, suite_name, x, expected, actual)
                     check.exact = True
                 elif exact is not None and level == AS_WRITTEN:
                     c = compare_with_exact(comparator, y_name, suite_name, exact, expected, actual)
@@ -310,6 +318,8 @@ def check_node(
                 if worst is None or (not c.passed, c.rel_error) > (not worst.passed, worst.rel_error):
                     worst = c
         x = None  # released before the next input is made
+    if ties is not None:
+        check.tie_outputs, check.tie_outputs_rounded_otherwise = ties.ties, ties.off
     if worst is not None:
         check.level = worst.level
         check.passed = worst.passed
@@ -317,6 +327,18 @@ def check_node(
         check.worst_suite, check.note = worst.suite, worst.note
         check.exact_error, check.runtime_error = worst.exact_error, worst.runtime_error
     return check
+
+
+def _tie_check(node: onnx.NodeProto, original: "Paths", start: NodeCheckStart) -> Optional[TieCheck]:
+    """The tie-aware comparison of an average checked in integers, or None."""
+    site = tie_site(original.model, node, start, original.producers)
+    if site is None:
+        return None
+    try:
+        piece = OrtRunner(original.between(site.start, site.pool_input))
+    except Exception:
+        return None
+    return TieCheck(site, lambda x: piece.run({site.start: x})[site.pool_input])
 
 
 class _NotLocalizable(Exception):
