@@ -25,14 +25,7 @@ from rewriter.report import REWRITTEN  # noqa: E402
 from rewriter.selection import EXCLUDED, NOT_SELECTED, SelectionError  # noqa: E402
 from rewriter.validate import validate_models  # noqa: E402
 
-STAND_INS = {
-    "yolo_sppf": realistic.yolo_sppf_detector,
-    "ocr_se_rec": realistic.ocr_se_recognizer,
-    "keras_nhwc": realistic.keras_nhwc_classifier,
-    "paddle_det": realistic.paddle_det,
-    "mtcnn_pnet": realistic.mtcnn_pnet,
-    "text_1d": realistic.text_1d_classifier,
-}
+STAND_INS = realistic.BUILDERS  # the real-model stand-ins, by name
 
 
 def deployed(name: str, dynamic: bool) -> onnx.ModelProto:
@@ -103,7 +96,7 @@ def test_pass_manager_with_onnxscript_optimizer(name, tmp_path):
 
 
 @pytest.mark.parametrize("target", [None, "rknn", "nvidia-dla", "tidl"])
-@pytest.mark.parametrize("name", ["yolo_sppf", "ocr_se_rec", "paddle_det"])
+@pytest.mark.parametrize("name", ["yolo_sppf_detector", "ocr_se_recognizer", "paddle_det"])
 def test_same_report_and_nodes_as_the_proto_pass(name, target):
     original = deployed(name, dynamic=False)
     expected = PoolRewritePass(target=target).run(original)
@@ -120,7 +113,7 @@ def test_same_report_and_nodes_as_the_proto_pass(name, target):
 
 
 def test_only_and_exclude_keep_the_pools_they_leave_out():
-    original = deployed("ocr_se_rec", dynamic=False)
+    original = deployed("ocr_se_recognizer", dynamic=False)
     pools = [n for n in original.graph.node if n.op_type in POOL_OPS]
     excluded, only = pools[0].name, "GlobalAveragePool"
     model = ir.serde.deserialize_model(original)
@@ -141,7 +134,7 @@ def test_only_and_exclude_keep_the_pools_they_leave_out():
 
 
 def test_a_misspelt_selection_changes_nothing():
-    original = deployed("yolo_sppf", dynamic=False)
+    original = deployed("yolo_sppf_detector", dynamic=False)
     model = ir.serde.deserialize_model(original)
     with pytest.raises(SelectionError):
         PoolRewriteIRPass(exclude=["no-such-pool"])(model)
@@ -151,7 +144,7 @@ def test_a_misspelt_selection_changes_nothing():
 
 
 def test_nodes_and_values_the_pass_does_not_replace_stay_the_same_objects():
-    original = deployed("yolo_sppf", dynamic=False)
+    original = deployed("yolo_sppf_detector", dynamic=False)
     model = ir.serde.deserialize_model(original)
     others = [n for n in model.graph if n.op_type not in POOL_OPS]
     inputs = {id(v) for n in others for v in n.inputs if v is not None}
@@ -166,7 +159,7 @@ def test_nodes_and_values_the_pass_does_not_replace_stay_the_same_objects():
 def test_validation_both_halves():
     # A correct rewrite validates; a broken one (MaxPool's -inf padding taken as zeros,
     # on a signed input) is refused and the IR model is left as it was.
-    original = deployed("text_1d", dynamic=False)
+    original = deployed("text_1d_classifier", dynamic=False)
     model = ir.serde.deserialize_model(original)
     rewrite = PoolRewriteIRPass(validate=True)
     result = rewrite(model)

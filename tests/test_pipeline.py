@@ -19,14 +19,7 @@ from rewriter import cli  # noqa: E402
 from rewriter.graphs import all_graphs  # noqa: E402
 from rewriter.ops import POOL_OPS  # noqa: E402
 
-STAND_INS = {
-    "yolo_sppf": realistic.yolo_sppf_detector,
-    "ocr_se_rec": realistic.ocr_se_recognizer,
-    "keras_nhwc": realistic.keras_nhwc_classifier,
-    "paddle_det": realistic.paddle_det,
-    "mtcnn_pnet": realistic.mtcnn_pnet,
-    "text_1d": realistic.text_1d_classifier,
-}
+STAND_INS = realistic.BUILDERS  # the real-model stand-ins, by name
 
 
 def pools(model: onnx.ModelProto) -> list[str]:
@@ -71,7 +64,7 @@ def test_compare_fails_on_a_broken_rewrite_after_onnxslim(tmp_path: Path):
     import numpy as np
     from onnx import numpy_helper
 
-    exported = STAND_INS["yolo_sppf"](dynamic=True)
+    exported = STAND_INS["yolo_sppf_detector"](dynamic=True)
     shapes = realistic.overwrite_input_shape_args(exported)
     original, rewritten = str(tmp_path / "original.onnx"), str(tmp_path / "rewritten.onnx")
     onnx.save(exported, original)
