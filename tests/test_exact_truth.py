@@ -132,7 +132,7 @@ def se_gap_model(hw: int, offset: float, channels: int = 16, seed: int = 0) -> o
 
 
 @pytest.mark.parametrize("target", BUILTIN_TARGETS, ids=lambda t: t or "no-target")
-@pytest.mark.parametrize("hw,offset", [(160, 0.0), (160, 100.0), (320, 100.0)])
+@pytest.mark.parametrize("hw,offset", [(160, 0.0), (160, 100.0), pytest.param(320, 100.0, marks=pytest.mark.slow)])
 def test_long_global_averages_are_rewritten_and_pass(hw, offset, target):
     model = se_gap_model(hw, offset)
     new, report = rewrite_model(model, target=target) if target else rewrite_model(model)
@@ -242,7 +242,7 @@ def test_the_fault_is_found_where_rounding_is_measured():
 
 
 @pytest.mark.parametrize("width", [8, 16])
-@pytest.mark.parametrize("factor,passes", [(1.0, True), (1.02, False), (1.5, False)])
+@pytest.mark.parametrize("factor,passes", [(1.0, True), (1.02, False), pytest.param(1.5, False, marks=pytest.mark.slow)])
 def test_stale_value_info_detector_refuses_a_wrong_last_conv(tmp_path, width, factor, passes):
     """The Paddle-style detector with -1 dims and the value_info inferred from them: onnxruntime's
     NCHWc optimizer miscomputes it where its block size divides the channels (8 on AVX2, 16 on

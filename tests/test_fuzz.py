@@ -77,6 +77,7 @@ def results(tmp_path_factory) -> dict[int, tuple[fuzz.Case, fuzz.Result]]:
     return {c.index: (c, r) for c, r in zip(cases, done)}
 
 
+@pytest.mark.slow  # its module fixture runs the whole corpus through the CLI, one subprocess a case
 @pytest.mark.parametrize("case", CORPUS, ids=[_case_id(c) for c in CORPUS])
 def test_fuzz_case_keeps_invariants(results, case):
     index = case[0]

@@ -108,7 +108,7 @@ def check_exact(model: onnx.ModelProto, dtype, **rewrite_options) -> tuple[onnx.
     return written, report.nodes, compared
 
 
-@pytest.mark.parametrize("opset", [13, 21])
+@pytest.mark.parametrize("opset", [pytest.param(13, marks=pytest.mark.slow), 21])  # the default run keeps one opset
 @pytest.mark.parametrize("dtype,zero_point", QUANTIZATIONS, ids=[f"{d.__name__}-zp{z}" for d, z in QUANTIZATIONS])
 @pytest.mark.parametrize("name,op,attrs,shape,chain", MAX_SHAPES, ids=[s[0] for s in MAX_SHAPES])
 def test_max_pools_bit_exact(name, op, attrs, shape, chain, dtype, zero_point, opset):

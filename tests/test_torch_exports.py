@@ -50,7 +50,12 @@ KEPT = {  # export -> words every kept node's reason must contain
 }
 
 
-@pytest.mark.parametrize("name", sorted(CASES), ids=lambda n: n.removesuffix(".onnx"))
+# The default run keeps one TorchScript and one dynamo export; the rest (about 1 s each) are slow.
+DEFAULT_CASES = {"resnet18.ts13_dynhw.onnx", "yolo_sppf.dynamo_dynhw.onnx"}
+
+
+@pytest.mark.parametrize("name", [n if n in DEFAULT_CASES else pytest.param(n, marks=pytest.mark.slow) for n in sorted(CASES)],
+                         ids=lambda n: n.removesuffix(".onnx"))
 def test_torch_export_rewrites_and_validates(name, tmp_path):
     out, report_path = tmp_path / name, tmp_path / "report.json"
     args = [sys.executable, "-m", "rewriter", DATA / name, out, "--report", report_path, "-q", *EXTRA_ARGS.get(name, [])]
