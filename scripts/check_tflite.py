@@ -14,6 +14,11 @@ Install (a separate venv; Python 3.12; the versions this was run with):
     /tmp/tfvenv/bin/pip install tensorflow-cpu==2.21.0 onnx2tf==2.6.9 ethos-u-vela==5.2.0 \
         onnx onnxruntime onnx-graphsurgeon sng4onnx psutil tf_keras ai-edge-litert
     /tmp/tfvenv/bin/python scripts/check_tflite.py [--cases gap-20,sppf-5] [--variants original,tflite]
+    /tmp/tfvenv/bin/python scripts/check_tflite.py --probes   # what makes onnx2tf emit SPACE_TO_BATCH_ND
+
+``--probes`` converts (float32, tf_converter) small graphs of dilated depthwise convs on
+a 16-channel input, one conv or two reading the same tensor, and prints their TFLite
+operators: the measurement behind the ``tflite`` profile's "no dilation" (docs/targets.md).
 
 Exit status 0 when every ``tflite`` and ``ethos-u`` rewrite converts without
 SPACE_TO_BATCH_ND; 1 otherwise (the originals and the default rewrites are reported only).
@@ -111,12 +116,57 @@ def tflite_ops(path: Path) -> collections.Counter:
     return collections.Counter(o["op_name"] for o in tf.lite.Interpreter(model_path=str(path))._get_ops_details())
 
 
+# (extent, [(kernel, dilations, strides, pads), ...]): each conv reads the input, the results are added.
+PROBES: dict[str, tuple[int, list[tuple[list[int], list[int], list[int], list[int]]]]] = {
+    "one 2x1 d2 VALID, odd extent": (31, [([2, 1], [2, 1], [1, 1], [0, 0, 0, 0])]),
+    "one 2x1 d4 VALID": (29, [([2, 1], [4, 1], [1, 1], [0, 0, 0, 0])]),
+    "one 2x2 d2 VALID, odd extent": (21, [([2, 2], [2, 2], [1, 1], [0, 0, 0, 0])]),
+    "one 2x1 d2 padded": (31, [([2, 1], [2, 1], [1, 1], [1, 0, 1, 0])]),
+    "one 3x3 d2 s2 padded": (40, [([3, 3], [2, 2], [2, 2], [2, 2, 2, 2])]),
+    "one 2x1 d2x1 s2x1 padded": (40, [([2, 1], [2, 1], [2, 1], [1, 0, 1, 0])]),
+    "two 2x1 d2 VALID, one input": (24, [([2, 1], [2, 1], [1, 1], [0, 0, 0, 0])] * 2),
+    "two 2x1 d2 padded alike, one input": (24, [([2, 1], [2, 1], [1, 1], [1, 0, 1, 0])] * 2),
+    "two d2, VALID and padded": (24, [([2, 1], [2, 1], [1, 1], [0, 0, 0, 0]), ([3, 1], [2, 1], [1, 1], [1, 0, 1, 0])]),
+}
+
+
+def probe_model(size: int, convs: list, channels: int = CHANNELS) -> onnx.ModelProto:
+    """The input, each depthwise conv of ``convs`` on it, their sum."""
+    weights, nodes, outs = [], [], []
+    for i, (kernel, dilations, strides, pads) in enumerate(convs):
+        weights.append(numpy_helper.from_array(np.random.RandomState(i).randn(channels, 1, *kernel).astype(np.float32), f"w{i}"))
+        nodes.append(helper.make_node("Conv", ["x", f"w{i}"], [f"c{i}"], group=channels, kernel_shape=kernel, dilations=dilations, strides=strides, pads=pads))
+        outs.append(f"c{i}")
+    nodes.append(helper.make_node("Sum", outs, ["y"]))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, size, size])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+def probes(work: Path) -> None:
+    """Convert each probe to float32 TFLite and print its operators."""
+    for name, (size, convs) in PROBES.items():
+        out = work / f"probe{len(list(work.glob('probe*')))}"
+        out.mkdir(parents=True)
+        onnx.save(probe_model(size, convs), out / "model.onnx")
+        run = subprocess.run([sys.executable, "-m", "onnx2tf", "-i", str(out / "model.onnx"), "-o", str(out), "-tb", "tf_converter"], capture_output=True, text=True)
+        found = sorted(out.glob("*_float32.tflite"))
+        print(f"{name:38} {dict(sorted(tflite_ops(found[0]).items())) if found and not run.returncode else 'DOES NOT CONVERT'}", flush=True)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Convert every case's variants and print one line each; exit 1 if a checked one fails."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--probes", action="store_true", help="only the dilated-conv probes")
     args = parser.parse_args(argv)
+    if args.probes:
+        with tempfile.TemporaryDirectory() as tmp:
+            probes(Path(tmp))
+        return 0
     failed = []
     with tempfile.TemporaryDirectory() as tmp:
         for case in args.cases.split(","):
