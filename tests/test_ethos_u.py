@@ -104,6 +104,8 @@ def test_the_gap_cost_rule_rewrites_gap_under_ethos_u_only() -> None:
     model = TABLE["gap-20"][0]()
     ethos = PoolRewritePass(target="ethos-u")(model)
     assert ethos.report.nodes[0].status == "rewritten"
-    assert "GlobalAveragePool" not in {n.op_type for n in ethos.model.graph.node}
+    # convs, not a native pool: neither Vela's MEAN nor the AveragePool of the whole map
+    # (measured dearer than the convs, docs/targets.md)
+    assert {n.op_type for n in ethos.model.graph.node} == {"Conv", "Relu"}
     # rknn runs the same GAP natively and has no cost rule: kept.
     assert PoolRewritePass(target="rknn")(model).report.nodes[0].reason == "runs natively on rknn"
