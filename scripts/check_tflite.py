@@ -1,7 +1,8 @@
 """Optional check: the rewrites survive onnx2tf's TFLite conversion (issue 23).
 
 Not a project dependency and never run in CI. For each one-pool CNN of the issue's
-table (Conv 3x3 -> Relu -> pool -> Conv 1x1, 16 channels), this script rewrites the
+table (Conv 3x3 -> Relu -> pool -> Conv 1x1, 16 channels) and the deep stand-ins of
+YOLO's SPPF and PP-OCR's SE blocks (``tests/realistic.py``), this script rewrites the
 original with no target, ``--target tflite`` and ``--target ethos-u``, converts each
 with onnx2tf's tf_converter backend to int8 TFLite (calibration data of its own, given
 with ``-cind``: nothing is downloaded) and reports, per model: converted or not (the
@@ -73,6 +74,20 @@ CASES: dict[str, Callable[[], onnx.ModelProto]] = {
     "avg-9-p4-cip0": lambda: cnn("AveragePool", dict(kernel_shape=[9, 9], pads=[4] * 4, count_include_pad=0), 20),
     "max-5-s4-p2": lambda: cnn("MaxPool", dict(kernel_shape=[5, 5], strides=[4, 4], pads=[2] * 4), 40),
 }
+
+
+def stand_in(name: str) -> onnx.ModelProto:
+    """A deep stand-in of ``tests/realistic.py`` at its deployment size (static shapes)."""
+    from tests import realistic  # the repository's, on sys.path above
+
+    model = realistic.BUILDERS[name](dynamic=False)
+    model.ir_version = min(model.ir_version, 8)
+    return model
+
+
+# The real-model stand-ins of the issue's acceptance: YOLO's SPPF, PP-OCR's SE blocks.
+CASES["yolo-sppf"] = lambda: stand_in("yolo_sppf_detector")
+CASES["ppocr-se"] = lambda: stand_in("ocr_se_recognizer")
 VARIANTS = ("original", "default", "tflite", "ethos-u")
 CHECKED = ("tflite", "ethos-u")  # the variants that must convert cleanly
 

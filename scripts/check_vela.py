@@ -2,7 +2,8 @@
 
 Not a project dependency and never run in CI; the venv of ``scripts/check_tflite.py``
 (Python 3.12, tensorflow-cpu 2.21.0, onnx2tf 2.6.9, ethos-u-vela 5.2.0; see its
-docstring). For each case of the issue's table (``check_tflite.CASES``), the original,
+docstring). For each case of the issue's table and the two real-model stand-ins (YOLO-SPPF,
+PP-OCR with SE blocks; ``check_tflite.CASES``), the original,
 the default rewrite and the ``--target ethos-u`` rewrite are converted to int8 TFLite
 with onnx2tf (tf_converter, calibration data of its own through ``-cind``) and compiled
 with Vela for ethos-u55-128 and ethos-u65-256 (Vela's default vela.ini system
