@@ -171,6 +171,39 @@ def probes(work: Path) -> None:
         print(f"{name:38} {dict(sorted(tflite_ops(found[0]).items())) if found and not run.returncode else 'DOES NOT CONVERT'}", flush=True)
 
 
+def int8_error(model: onnx.ModelProto, tflite: Path, samples: int = 4) -> float:
+    """The int8 TFLite's largest error against onnxruntime on ``model`` (the original),
+    relative to the largest reference value, over a few calibration-like inputs
+    (the TFLite model reads NHWC; a 4-D output is NHWC too, other ranks are compared as
+    they are or transposed when only that matches)."""
+    import onnxruntime as ort
+    import tensorflow as tf
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    interpreter = tf.lite.Interpreter(model_path=str(tflite))
+    interpreter.allocate_tensors()
+    (inp,), out = interpreter.get_input_details(), interpreter.get_output_details()[0]
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    worst = 0.0
+    for seed in range(samples):
+        x = np.random.RandomState(100 + seed).rand(*dims).astype(np.float32)
+        want = session.run(None, {model.graph.input[0].name: x})[0]
+        scale, zero = inp["quantization"]
+        q = np.clip(np.round(x.transpose(0, 2, 3, 1) / scale + zero), -128, 127).astype(inp["dtype"])
+        interpreter.set_tensor(inp["index"], q)
+        interpreter.invoke()
+        scale, zero = out["quantization"]
+        got = (interpreter.get_tensor(out["index"]).astype(np.float32) - zero) * scale
+        if got.ndim == 4:
+            got = got.transpose(0, 3, 1, 2)
+        elif got.shape != want.shape and got.ndim == 3:
+            got = got.transpose(0, 2, 1)
+        if got.shape != want.shape:
+            return float("nan")
+        worst = max(worst, float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-12)))
+    return worst
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Convert every case's variants and print one line each; exit 1 if a checked one fails."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
