@@ -10,7 +10,8 @@ with Vela for ethos-u55-128 and ethos-u65-256 (Vela's default vela.ini system
 configurations). Per model and accelerator it prints the NPU and CPU operator counts
 and Vela's ``cycles_total`` estimate, and the rewrite's cycles as a multiple of the
 original's, and the int8 TFLite's error against onnxruntime on the original (largest
-absolute error over the largest output value, four inputs in [0, 1)).
+absolute error over the largest output value, four inputs in [0, 1); only meaningful for
+4-D outputs: the stand-ins' 3-D outputs are not mapped from onnx2tf's layout yet).
 
     /tmp/tfvenv/bin/python scripts/check_vela.py [--cases gap-20,gap-40] [--accelerators ethos-u55-128]
 
