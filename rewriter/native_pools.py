@@ -27,12 +27,12 @@ def native_reason(site: PoolSite, profile: Optional[Profile]) -> Optional[str]:
     return f"{NATIVE}{profile.name}"  # type: ignore[union-attr]
 
 
-def node_native_refusal(op_type: str, attrs: dict, spatial: list, limits: PoolLimits, opset: int = 22) -> Optional[str]:
+def node_native_refusal(op_type: str, attrs: dict, spatial: list, limits: PoolLimits, opset: int = 22, cost_rules: bool = True) -> Optional[str]:
     """:func:`native_refusal` for a pool node of a model (``--audit``, and the pools the
     rewrite emits): its attributes resolved against its input's spatial extents. A dynamic
     extent is the refusal only where it decides the window or the pads (global pools,
     auto_pad SAME), as for :func:`native_reason`; otherwise it has a stand-in. A spec error
-    is the refusal."""
+    is the refusal. ``cost_rules``: as for :func:`native_refusal` (the audit passes False)."""
     raw = RawPool(op_type, attrs, opset)
     rank = len(attrs.get("kernel_shape", ())) or len(spatial)
     if len(spatial) != rank or not all(isinstance(d, int) and d >= 0 for d in spatial):
@@ -47,7 +47,7 @@ def node_native_refusal(op_type: str, attrs: dict, spatial: list, limits: PoolLi
             spec = pool_spec_from_attributes(kind, attrs, spatial, **attribute_support(op_type, opset))
     except SpecError as err:
         return str(err)
-    return native_refusal(op_type, spec, limits)
+    return native_refusal(op_type, spec, limits, cost_rules)
 
 
 __all__ = ["native_reason", "native_refusal", "node_native_refusal"]

@@ -50,6 +50,15 @@ class ConvLimits:
 
 
 @dataclass(frozen=True)
+class CostRule:
+    """A measured rule that the rewrite is cheaper on the target than its native pool:
+    where the measurement comes from, and what it measured (``docs/targets.md``)."""
+
+    source: str
+    measured: str
+
+
+@dataclass(frozen=True)
 class PoolLimits:
     """What the target runs natively for one pool op; a pool outside them is rewritten."""
 
@@ -66,6 +75,12 @@ class PoolLimits:
     global_max_extent: Optional[int] = None  # global pools: the largest extent per axis
     global_max_area: Optional[int] = None  # global pools: the largest product of extents
     spatial_ranks: Optional[tuple[int, ...]] = None
+    # Limits of a pool with any pad > 0 (Vela: AVERAGE_POOL_2D with SAME padding only up
+    # to 8x8, and stride > 3 only with VALID padding); None: the plain limits apply.
+    padded_kernel: Optional[Range] = None
+    padded_stride: Optional[Range] = None
+    # Rewrite the pool even within its native limits: the rewrite is measured cheaper.
+    rewrite_even_if_native: Optional[CostRule] = None
 
 
 @dataclass(frozen=True)
@@ -147,9 +162,15 @@ def concat_violations(axis: int, rank: int, concat_axes: Optional[tuple[int, ...
     return [] if normal in concat_axes else [Violation(node, "Concat", "concat_axes", str(normal), str(list(concat_axes)))]
 
 
-def native_refusal(op_type: str, spec: PoolSpec, limits: PoolLimits) -> Optional[str]:
-    """Why the target does not run this pool itself (the first limit it breaks), or None."""
+def native_refusal(op_type: str, spec: PoolSpec, limits: PoolLimits, cost_rules: bool = True) -> Optional[str]:
+    """Why the target does not run this pool itself (the first limit it breaks), or None.
+
+    With ``cost_rules`` (the pass, and what a lowering may emit), a pool whose limits carry
+    ``rewrite_even_if_native`` is refused too: the rewrite is measured cheaper. The audit
+    passes False: the target does run such a pool, so the model's own one breaks nothing."""
     axes = spec.axes
+    if cost_rules and limits.rewrite_even_if_native is not None:
+        return f"rewritten even where native: {limits.rewrite_even_if_native.measured}"
     if limits.spatial_ranks is not None and spec.rank not in limits.spatial_ranks:
         return f"{spec.rank}-D, outside spatial_ranks {list(limits.spatial_ranks)}"
     if op_type.startswith("Global"):
@@ -170,6 +191,11 @@ def native_refusal(op_type: str, spec: PoolSpec, limits: PoolLimits) -> Optional
         why = _outside(name, values, allowed)
         if why:
             return why
+    if any(p > 0 for a in axes for p in (a.pad_begin, a.pad_end)):
+        for name, values, allowed in (("padded kernel", [a.kernel for a in axes], limits.padded_kernel), ("padded stride", [a.stride for a in axes], limits.padded_stride)):
+            why = _outside(name, values, allowed)
+            if why:
+                return why
     if not limits.ceil_mode and spec.ceil_mode:
         return "ceil_mode"
     if not limits.dilation and any(a.dilation > 1 for a in axes):

@@ -47,6 +47,27 @@ LIMITS: dict[str, dict] = {
         },
         global_extent={}, global_area={"GlobalAveragePool": 1024},
     ),
+    # issue 23: any TFLite delegate through onnx2tf 2.6.9: no dilated conv (measured: strided
+    # and dilated does not convert; same-dilation siblings of one tensor become
+    # SPACE_TO_BATCH_ND); nothing native.
+    "tflite": dict(
+        ops={"Conv", "Relu", "Add", "Concat"},
+        kernel=None, stride=None, dilation=(1, 1), pad=None, pad_below_kernel=False, equal_strides=False,
+        depthwise=None, only_2d=True, concat_axes=None, pools={}, global_extent={}, global_area={},
+    ),
+    # issue 23: Arm Ethos-U55/U65 by Vela 5.2.0's SUPPORTED_OPS.md: depthwise strides 1..3;
+    # MAX_POOL_2D kernels to 256; AVERAGE_POOL_2D padded only to 8x8 and stride 3, VALID to
+    # 256; its GAP (MEAN) is native but measured dearer than the rewrite: not native here.
+    "ethos-u": dict(
+        ops={"Conv", "Relu", "Add", "Concat"},
+        kernel=None, stride=(1, 3), dilation=(1, 1), pad=None, pad_below_kernel=False, equal_strides=False,
+        depthwise=None, only_2d=True, concat_axes=None,
+        pools={
+            "MaxPool": dict(kernel=(1, 256), ceil=False, dilation=False, only_2d=True),
+            "AveragePool": dict(kernel=(1, 256), padded_kernel=(1, 8), padded_stride=(1, 3), ceil=False, dilation=False, only_2d=True),
+        },
+        global_extent={}, global_area={},
+    ),
     # The issue's user profile file: Conv, Relu, Add (no Concat), kernels <= 5, strides <= 2,
     # no dilation, pads below the kernel, nothing native.
     "user": dict(
@@ -126,7 +147,7 @@ def conv_breaks(name: str, kernel: list[int], strides: list[int], dilations: lis
         out.append(f"pads {pads} on a kernel of {kernel}")
     if t["equal_strides"] and len(set(strides)) > 1:
         out.append(f"unequal strides {strides}")
-    if name == "tidl" and any(d > 1 for d in dilations) and any(s > 1 for s in strides):
+    if name in ("tidl", "tflite", "ethos-u") and any(d > 1 for d in dilations) and any(s > 1 for s in strides):
         out.append(f"dilation {dilations} with stride {strides}")  # "dilation only without stride"
     if t["only_2d"] and rank != 2:
         out.append(f"{rank}-D conv")
@@ -181,6 +202,10 @@ def pool_breaks(name: str, node: onnx.NodeProto, spatial: Optional[list[int]]) -
     for what, values in (("kernel", kernel), ("stride", strides), ("pad", pads)):
         if not _within(values, native.get(what)):
             out.append(f"pool {what} {values}")
+    if any(pads):  # a padded pool's own limits (ethos-u: Vela's SAME-padding average)
+        for what, values in (("padded_kernel", kernel), ("padded_stride", strides)):
+            if not _within(values, native.get(what)):
+                out.append(f"pool {what} {values}")
     return out
 
 

@@ -11,6 +11,8 @@ from onnx import TensorProto, helper
 
 from rewriter import PoolRewritePass, rewrite_model
 from rewriter.cli import main
+from rewriter.fit import audit_violations
+from rewriter.target import Target
 from rewriter.native_pools import native_refusal
 from rewriter.profile import PoolLimits, Range
 from rewriter.profiles import BUILTIN_NAMES, ProfileError, load_profile, parse_profile, profile_dict
@@ -60,7 +62,12 @@ CASES = {
     "nvidia-dla": dict(native={"vgg": VGG, "stem": STEM, "avg_cip0": AVG_CIP0}, rewritten={"spp13": SPP13, "ceil": CEIL, "gap16": GAP, "gmp16": GMP}),
     "rknn": dict(native={"sppf5": SPPF5, "avg_cip1": AVG_CIP1, "gap16": GAP}, rewritten={"spp13": SPP13, "avg_cip0": AVG_CIP0, "ceil": CEIL}),
     "tidl": dict(native={"stem": STEM, "vgg": VGG, "gap16": GAP}, rewritten={"vgg_s1": VGG_S1, "sppf5": SPPF5, "gmp16": GMP, "ceil": CEIL}),
+    # issue 23: Vela runs these pools on the NPU; its GAP (MEAN) costs more than the rewrite
+    "ethos-u": dict(native={"spp13": SPP13, "stem": STEM, "avg_cip0": AVG_CIP0, "avg_cip1": AVG_CIP1}, rewritten={"ceil": CEIL, "gap16": GAP, "gmp16": GMP}),
+    # a TFLite delegate's profile: nothing native, the output only has to convert
+    "tflite": dict(native={}, rewritten={"sppf5": SPPF5, "stem": STEM, "avg_cip0": AVG_CIP0, "gap16": GAP}),
 }
+WITH_MAXPOOL = [name for name in BUILTIN_NAMES if name != "tflite"]
 
 
 def run_cli(tmp_path: Path, model: onnx.ModelProto, *options: str) -> tuple[int, onnx.ModelProto, dict]:
@@ -79,7 +86,7 @@ def test_every_builtin_loads_with_its_source_and_round_trips(name):
     profile = load_profile(name)
     assert profile.name == name and profile.source
     assert {"Conv", "Relu", "Add", "Concat"} <= profile.ops
-    assert set(profile.pools) <= POOL_OPS and {"MaxPool", "AveragePool"} <= set(profile.pools)
+    assert set(profile.pools) <= POOL_OPS and ({"MaxPool", "AveragePool"} <= set(profile.pools) or name == "tflite")
     assert parse_profile(json.loads(json.dumps(profile_dict(profile))), name) == profile
 
 
@@ -97,6 +104,55 @@ def test_builtin_numbers_are_the_issues():
     assert tidl.conv.equal_strides and tidl.conv.dilation_only_at_stride_1 and tidl.conv.depthwise_kernels == ((3, 3, 1), (5, 5, 1), (7, 7, 1), (3, 3, 2))
     assert tidl.concat_axes == (1, 2, 3) and tidl.pools["GlobalAveragePool"].global_max_area == 1024
     assert (2, 1) not in tidl.pools["MaxPool"].windows and "GlobalMaxPool" not in tidl.pools
+
+
+def test_the_ethos_u_and_tflite_numbers_are_the_issues():
+    # issue 23: Vela 5.2.0's SUPPORTED_OPS.md, and onnx2tf 2.6.9's measured conv rule
+    ethos, tflite = load_profile("ethos-u"), load_profile("tflite")
+    for profile in (ethos, tflite):
+        assert profile.conv.dilation == Range(1, 1) and profile.conv.dilation_only_at_stride_1 and profile.conv.spatial_ranks == (2,)
+    assert ethos.conv.stride == Range(1, 3) and tflite.conv.stride is None and tflite.pools == {}
+    assert ethos.pools["MaxPool"].kernel == Range(1, 256) and ethos.pools["MaxPool"].padded_stride is None
+    average = ethos.pools["AveragePool"]
+    assert (average.kernel, average.padded_kernel, average.padded_stride) == (Range(1, 256), Range(1, 8), Range(1, 3))
+    gap = ethos.pools["GlobalAveragePool"]
+    assert (gap.global_max_extent, gap.global_max_area) == (4095, 16777216)
+    assert "0.68x" in gap.rewrite_even_if_native.measured and "Vela" in gap.rewrite_even_if_native.source
+    assert "GlobalMaxPool" not in ethos.pools
+
+
+@pytest.mark.parametrize(
+    "pool, spatial, native",
+    [
+        (("AveragePool", dict(kernel_shape=[8, 8], pads=[4, 4, 3, 3], count_include_pad=0)), (16, 16), True),
+        (("AveragePool", dict(kernel_shape=[9, 9], pads=[4, 4, 4, 4], count_include_pad=0)), (16, 16), False),  # padded kernel 9 > 8
+        (("AveragePool", dict(kernel_shape=[9, 9])), (16, 16), True),  # VALID: up to 256
+        (("AveragePool", dict(kernel_shape=[5, 5], strides=[4, 4], pads=[2, 2, 2, 2])), (40, 40), False),  # padded stride 4 > 3
+        (("AveragePool", dict(kernel_shape=[4, 4], strides=[4, 4])), (40, 40), True),  # VALID stride 4
+        (("MaxPool", dict(kernel_shape=[5, 5], strides=[4, 4], pads=[2, 2, 2, 2])), (40, 40), True),  # PAD + VALID: measured on the NPU
+    ],
+)
+def test_ethos_u_judges_padded_pools_by_their_padded_limits(pool, spatial, native):
+    op, spec = spec_of(pool, spatial)
+    why = native_refusal(op, spec, load_profile("ethos-u").pools[op])
+    assert (why is None) == native, why
+    if not native:
+        assert why.startswith("padded ")
+
+
+def test_the_cost_rule_rewrites_a_native_gap_and_the_audit_does_not_flag_it():
+    gap = "GlobalAveragePool"
+    limits = load_profile("ethos-u").pools[gap]
+    spec = global_pool_spec("average", (20, 20))
+    assert native_refusal(gap, spec, limits).startswith("rewritten even where native: ")
+    assert native_refusal(gap, spec, limits, cost_rules=False) is None  # Vela runs it (MEAN)
+    rows = audit_violations(pools_model({"gap16": GAP}), Target.of(profile=load_profile("ethos-u")))
+    assert [r for r in rows if r["op_type"] == gap] == []
+    # without the rule the same limits keep it native
+    model = pools_model({"gap16": GAP})
+    assert PoolRewritePass(target="ethos-u")(model).report.nodes[0].status == "rewritten"
+    plain = parse_profile({**profile_dict(load_profile("ethos-u")), "name": "no-rule", "pools": {gap: {"global_max_extent": 4095}}}, "no-rule.json")
+    assert PoolRewritePass(target=plain)(model).report.nodes[0].reason == "runs natively on no-rule"
 
 
 def test_a_user_profile_file_round_trips(tmp_path):
@@ -130,6 +186,11 @@ BAD_PROFILES = [
     ({"name": "x", "pools": {"GlobalMaxPool": {"kernel": [1, 3]}}}, "pools.GlobalMaxPool.kernel: not a limit of GlobalMaxPool"),
     ({"name": "x", "pools": {"AveragePool": {"auto_pad": ["SAME"]}}}, "pools.AveragePool.auto_pad: 'SAME' is not one of"),
     ({"name": "x", "pools": {"AveragePool": {"count_include_pad": [2]}}}, "pools.AveragePool.count_include_pad: 2 is not allowed"),
+    ({"name": "x", "pools": {"GlobalAveragePool": {"padded_kernel": [1, 8]}}}, "pools.GlobalAveragePool.padded_kernel: not a limit of GlobalAveragePool"),
+    ({"name": "x", "pools": {"AveragePool": {"padded_stride": [4, 3]}}}, "pools.AveragePool.padded_stride: min 4 > max 3"),
+    ({"name": "x", "pools": {"GlobalAveragePool": {"rewrite_even_if_native": {"source": "s"}}}}, "pools.GlobalAveragePool.rewrite_even_if_native.measured: required"),
+    ({"name": "x", "pools": {"GlobalAveragePool": {"rewrite_even_if_native": {"source": "s", "measured": "m", "why": 1}}}}, "pools.GlobalAveragePool.rewrite_even_if_native.why: unknown key"),
+    ({"name": "x", "pools": {"MaxPool": {"rewrite_even_if_native": True}}}, "pools.MaxPool.rewrite_even_if_native: expected an object"),
     ([1, 2], "expected an object"),
 ]
 
@@ -146,7 +207,7 @@ def test_a_bad_profile_is_exit_2_with_one_line_naming_file_and_key(tmp_path, cap
 @pytest.mark.parametrize(
     "target, message",
     [
-        ("jetson", "unknown target 'jetson': the built-in profiles are nvidia-dla, rknn, tidl"),
+        ("jetson", "unknown target 'jetson': the built-in profiles are ethos-u, nvidia-dla, rknn, tflite, tidl"),
         ("missing.json", "missing.json: no such profile file"),
     ],
 )
@@ -187,15 +248,15 @@ def test_native_refusal_names_the_limit(profile, pool, reason):
     assert reason in native_refusal(op, spec, load_profile(profile).pools[op])
 
 
-@pytest.mark.parametrize("profile", BUILTIN_NAMES)
+@pytest.mark.parametrize("profile", WITH_MAXPOOL)
 @pytest.mark.parametrize(
     "attrs, spatial, native_on",
     [
         # measured on rk3588 (rknn-toolkit2 2.5.0): both build as NPU layers
-        (dict(kernel_shape=[2, 2], strides=[2, 2], auto_pad="VALID"), (225, 30), {"rknn", "nvidia-dla", "tidl"}),
-        (dict(kernel_shape=[1, 2], strides=[1, 2], auto_pad="SAME_UPPER"), (8, 25), {"rknn", "nvidia-dla"}),  # not square
-        (dict(kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_LOWER"), (20, 20), {"rknn", "nvidia-dla", "tidl"}),
-        (dict(kernel_shape=[8, 8], auto_pad="SAME_UPPER"), (16, 16), {"nvidia-dla"}),  # pads 3/4: kernel 8 > rknn's 7
+        (dict(kernel_shape=[2, 2], strides=[2, 2], auto_pad="VALID"), (225, 30), {"rknn", "nvidia-dla", "tidl", "ethos-u"}),
+        (dict(kernel_shape=[1, 2], strides=[1, 2], auto_pad="SAME_UPPER"), (8, 25), {"rknn", "nvidia-dla", "ethos-u"}),  # not square
+        (dict(kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_LOWER"), (20, 20), {"rknn", "nvidia-dla", "tidl", "ethos-u"}),
+        (dict(kernel_shape=[8, 8], auto_pad="SAME_UPPER"), (16, 16), {"nvidia-dla", "ethos-u"}),  # pads 3/4: kernel 8 > rknn's 7
     ],
 )
 def test_native_refusal_judges_auto_pad_on_the_resolved_pads(profile, attrs, spatial, native_on):

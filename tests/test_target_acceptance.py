@@ -30,7 +30,7 @@ from rewriter.profiles import load_profile
 from tests.target_limits import LIMITS, USER_POOLS_PROFILE_FILE, USER_PROFILE_FILE, outside, pool_breaks
 
 POOL_OPS = {"MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool"}
-TARGETS = ["nvidia-dla", "rknn", "tidl", "user"]
+TARGETS = ["nvidia-dla", "rknn", "tidl", "ethos-u", "tflite", "user"]
 
 
 def _graph(nodes: list[onnx.NodeProto], shape: list[int]) -> onnx.ModelProto:
@@ -143,23 +143,23 @@ def test_real_detector_and_ocr_models_fit_every_target(tmp_path: Path, builder: 
 AUTO_PAD_CASES = {
     # a CRNN's 2x2/s2 VALID pool on an odd height: pads 0, the last row dropped
     "crnn-valid-2x2": (lambda: pool_model("MaxPool", [1, 3, 225, 30], dict(kernel_shape=[2, 2], strides=[2, 2], auto_pad="VALID")),
-                       {"nvidia-dla", "rknn", "tidl", "user-pools"}),
+                       {"nvidia-dla", "rknn", "tidl", "user-pools", "ethos-u"}),
     # 1x2/s1x2 SAME_UPPER on an odd width: pads 0,0/0,1 (not square: not on tidl)
     "same-upper-1x2": (lambda: pool_model("MaxPool", [1, 3, 8, 25], dict(kernel_shape=[1, 2], strides=[1, 2], auto_pad="SAME_UPPER")),
-                       {"nvidia-dla", "rknn"}),
+                       {"nvidia-dla", "rknn", "ethos-u"}),
     # 3x3/s2 SAME_LOWER on 20: pads 1,1/0,0 (user-pools runs no padding)
     "same-lower-3x3-s2": (lambda: pool_model("MaxPool", [1, 3, 20, 20], dict(kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_LOWER")),
-                          {"nvidia-dla", "rknn", "tidl"}),
+                          {"nvidia-dla", "rknn", "tidl", "ethos-u"}),
     # 2x2/s2 SAME_UPPER on an even map resolves to no padding at all: native on user-pools too
     "same-upper-2x2-s2-even": (lambda: pool_model("MaxPool", [1, 3, 20, 20], dict(kernel_shape=[2, 2], strides=[2, 2], auto_pad="SAME_UPPER")),
-                               {"nvidia-dla", "rknn", "tidl", "user-pools"}),
+                               {"nvidia-dla", "rknn", "tidl", "user-pools", "ethos-u"}),
     # Keras' 3x3/s1 SAME average, count_include_pad=1 (rknn's only form): pads 1 each side
     # (tidl runs the window [3, 1] and states no pad limit)
     "keras-avg-same-cip1": (lambda: pool_model("AveragePool", [1, 3, 14, 14], dict(kernel_shape=[3, 3], auto_pad="SAME_UPPER", count_include_pad=1)),
-                            {"nvidia-dla", "rknn", "tidl"}),
+                            {"nvidia-dla", "rknn", "tidl", "ethos-u"}),
     # the same window at VALID: no pads, so native on user-pools too
     "avg-valid-3x3": (lambda: pool_model("AveragePool", [1, 3, 14, 14], dict(kernel_shape=[3, 3], auto_pad="VALID", count_include_pad=1)),
-                      {"nvidia-dla", "rknn", "tidl", "user-pools"}),
+                      {"nvidia-dla", "rknn", "tidl", "user-pools", "ethos-u"}),
 }
 
 

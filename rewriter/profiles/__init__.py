@@ -1,6 +1,6 @@
 """Loading target profiles: the built-in ones (JSON files of this package) and users' own.
 
-:func:`load_profile` takes a built-in name (``nvidia-dla``, ``rknn``, ``tidl``)
+:func:`load_profile` takes a built-in name (``ethos-u``, ``nvidia-dla``, ``rknn``, ``tflite``, ``tidl``)
 or a path to a JSON file, validates it strictly against the format of
 ``docs/targets.md`` and returns a :class:`~rewriter.profile.Profile`. Anything
 wrong (an unknown key, a wrong type, min > max, a negative value, a name that is
@@ -18,10 +18,10 @@ from typing import Any, Callable, Optional
 
 from ..model_io import InputError
 from ..ops import POOL_OPS
-from ..profile import ConvLimits, PoolLimits, Profile, Range
+from ..profile import ConvLimits, CostRule, PoolLimits, Profile, Range
 from ..selection import onnx_op_types, suggestion
 
-BUILTIN_NAMES = ("nvidia-dla", "rknn", "tidl")
+BUILTIN_NAMES = ("ethos-u", "nvidia-dla", "rknn", "tflite", "tidl")
 AUTO_PAD_VALUES = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 TOP_KEYS = ("name", "source", "ops", "conv", "concat_axes", "pools")
 # Limits of global pools only (their window is the whole extent); the other pool limits,
@@ -96,6 +96,8 @@ def _limits_dict(limits: object, defaults: object) -> dict:
             continue
         if isinstance(value, Range):
             value = [value.lo, value.hi]
+        elif isinstance(value, CostRule):
+            value = {"source": value.source, "measured": value.measured}
         elif isinstance(value, tuple):
             value = [list(v) if isinstance(v, tuple) else v for v in value]
         out[key] = value
@@ -210,9 +212,12 @@ class _Reader:
             "global_max_extent": lambda v, p: self.integer(v, p, 1),
             "global_max_area": lambda v, p: self.integer(v, p, 1),
             "spatial_ranks": lambda v, p: self.ints(v, p, 1),
+            "padded_kernel": lambda v, p: self.range(v, p, 1),
+            "padded_stride": lambda v, p: self.range(v, p, 1),
+            "rewrite_even_if_native": self.cost_rule,
         }
         if op.startswith("Global"):
-            keys = (*GLOBAL_ONLY_KEYS, "spatial_ranks")
+            keys = (*GLOBAL_ONLY_KEYS, "spatial_ranks", "rewrite_even_if_native")
         else:
             keys = tuple(k for k in fields if k not in GLOBAL_ONLY_KEYS and (k != "count_include_pad" or op == "AveragePool"))
         if isinstance(value, dict):
@@ -220,6 +225,14 @@ class _Reader:
             if misplaced:
                 raise self.fail(f"{path}.{misplaced[0]}", f"not a limit of {op} (its limits: {', '.join(keys)})")
         return PoolLimits(**self.fields(value, path, {k: fields[k] for k in keys}))
+
+    def cost_rule(self, value: Any, path: str) -> CostRule:
+        """``{"source": ..., "measured": ...}``: both required, both strings."""
+        obj = self.object(value, path, ("source", "measured"))
+        for key in ("source", "measured"):
+            if key not in obj:
+                raise self.fail(f"{path}.{key}", "required (where the measurement comes from, and what it measured)")
+        return CostRule(self.string(obj["source"], f"{path}.source"), self.string(obj["measured"], f"{path}.measured"))
 
     def fields(self, value: Any, path: str, readers: dict[str, Callable[[Any, str], Any]]) -> dict:
         """Each key of the object ``value`` read by its reader; unknown keys refused."""
