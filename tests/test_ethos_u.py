@@ -16,27 +16,13 @@ from typing import Callable
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 from rewriter import PoolRewritePass
 from tests.helpers import input_suites, run
 from tests.target_limits import outside, pool_breaks
 
-
-def cnn(op: str, attrs: dict, size: int, channels: int = 16) -> onnx.ModelProto:
-    """Conv 3x3 -> Relu -> the pool -> Conv 1x1, 16 channels, as the issue measured."""
-    r = np.random.RandomState(0)
-    w1 = numpy_helper.from_array((r.randn(channels, 3, 3, 3) * 0.3).astype(np.float32), "w1")
-    w2 = numpy_helper.from_array((r.randn(channels, channels, 1, 1) * 0.3).astype(np.float32), "w2")
-    nodes = [
-        helper.make_node("Conv", ["x", "w1"], ["a"], name="conv1", kernel_shape=[3, 3], pads=[1] * 4),
-        helper.make_node("Relu", ["a"], ["r"], name="relu"),
-        helper.make_node(op, ["r"], ["p"], name="pool", **attrs),
-        helper.make_node("Conv", ["p", "w2"], ["y"], name="conv2", kernel_shape=[1, 1]),
-    ]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w1, w2])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+from scripts.check_tflite import cnn  # the issue's one-pool CNN, as the optional check converts it
 
 
 # The issue's table; per case, whether ethos-u keeps the pool (Vela runs it on the NPU).
