@@ -115,7 +115,7 @@ class ToleranceComparator:
     def fixed_allowed(self, dtype: np.dtype, scale: float) -> float:
         """What the fixed tolerance allows an output of ``dtype`` whose largest |reference| is ``scale``."""
         if self.ulps is not None:
-            return self.atol + self.ulps * _ulp(dtype, scale)
+            return self.atol + self.ulps * ulp(dtype, scale)
         rtol = self.rtol if self.rtol is not None else DEFAULT_RTOL.get(np.dtype(dtype).name, 1e-5)
         return self.atol + rtol * scale
 
@@ -135,7 +135,7 @@ class ToleranceComparator:
             return OutputComparison.failure(output, suite, note)
         if not any_finite:
             return OutputComparison(output, suite, True, 0.0, 0.0, 0.0)
-        ulp = _ulp(ref.dtype, scale)
+        one_ulp = ulp(ref.dtype, scale)
         rel = diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
         strict = self.fixed_allowed(ref.dtype, scale)
         floor = noise.max_abs if noise is not None and self.noise_factor is not None else None
@@ -143,12 +143,12 @@ class ToleranceComparator:
         measured = floor is not None and np.isfinite(floor)
         ratio = None if not measured else (diff / floor if floor > 0 else (0.0 if diff == 0 else float("inf")))
         return OutputComparison(
-            output, suite, diff <= allowed, diff, rel, diff / ulp, noise.note if floor is not None and noise else "",
+            output, suite, diff <= allowed, diff, rel, diff / one_ulp, noise.note if floor is not None and noise else "",
             allowed=allowed, strict_allowed=strict, noise_floor=floor, noise_ratio=ratio,
         )
 
 
-def _ulp(dtype: np.dtype, scale: float) -> float:
+def ulp(dtype: np.dtype, scale: float) -> float:
     """One ulp of ``scale`` in ``dtype`` (the smallest subnormal for 0)."""
     dtype = np.dtype(dtype)
     return float(np.spacing(dtype.type(scale))) if scale > 0 else float(np.finfo(dtype).smallest_subnormal)

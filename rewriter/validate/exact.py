@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 import onnx
@@ -54,31 +54,53 @@ class ExactMean:
     count: int  # the most taps a window sums
 
 
+class ExactReference:
+    """The exact value of one node check's cut-out (one average node reading the piece's
+    input), prepared once and evaluated on any number of inputs."""
+
+    def __init__(self, piece: onnx.ModelProto, node: onnx.NodeProto) -> None:
+        self.op_type = node.op_type
+        self.attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        self.support = attribute_support(node.op_type, onnx_opset(piece.opset_import))
+        self._runner = _float64_runner(piece) if node.op_type == "ReduceMean" else None
+
+    @classmethod
+    def of(cls, piece: onnx.ModelProto) -> Optional["ExactReference"]:
+        """The reference of ``piece``; None when the piece is not one average node."""
+        nodes = [n for n in piece.graph.node if n.op_type != "Constant"]
+        if len(nodes) != 1 or nodes[0].domain not in ONNX_DOMAINS or nodes[0].op_type not in AVERAGE_OPS:
+            return None
+        node = nodes[0]
+        if not node.input or node.input[0] != piece.graph.input[0].name:
+            return None
+        reference = cls(piece, node)
+        return None if reference.op_type == "ReduceMean" and reference._runner is None else reference
+
+    def mean(self, x: np.ndarray) -> Optional[ExactMean]:
+        """The exact output on ``x``; None for an input it does not cover."""
+        if not np.issubdtype(x.dtype, np.floating) or x.ndim < 3:
+            return None
+        x64 = x.astype(np.float64)
+        if self._runner is not None:
+            return self._runner(x64)
+        try:
+            if self.op_type == "GlobalAveragePool":
+                spec = global_pool_spec("average", x.shape[2:])
+            else:
+                spec = pool_spec_from_attributes("average", self.attrs, x.shape[2:], **self.support)
+        except SpecError:
+            return None
+        divisor = _divisor(spec)
+        value = _window_sums(x64, spec) / divisor
+        magnitude = float(np.max(_window_sums(np.abs(x64), spec) / divisor, initial=0.0))
+        return ExactMean(value, magnitude, int(np.max(divisor, initial=1)))
+
+
 def exact_mean(piece: onnx.ModelProto, x: np.ndarray) -> Optional[ExactMean]:
-    """The exact output of ``piece`` (a node check's cut-out: one average node reading the
-    piece's input) on ``x``; None when the piece is anything else."""
-    nodes = [n for n in piece.graph.node if n.op_type != "Constant"]
-    if len(nodes) != 1 or nodes[0].domain not in ONNX_DOMAINS or nodes[0].op_type not in AVERAGE_OPS:
-        return None
-    node = nodes[0]
-    if not node.input or node.input[0] != piece.graph.input[0].name or not np.issubdtype(x.dtype, np.floating) or x.ndim < 3:
-        return None
-    if node.op_type == "ReduceMean":
-        return _reduce_mean(piece, x)
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-    try:
-        if node.op_type == "GlobalAveragePool":
-            spec = global_pool_spec("average", x.shape[2:])
-        else:
-            support = attribute_support(node.op_type, onnx_opset(piece.opset_import))
-            spec = pool_spec_from_attributes("average", attrs, x.shape[2:], **support)
-    except SpecError:
-        return None
-    x64 = x.astype(np.float64)
-    divisor = _divisor(spec)
-    value = _window_sums(x64, spec) / divisor
-    magnitude = float(np.max(_window_sums(np.abs(x64), spec) / divisor, initial=0.0))
-    return ExactMean(value, magnitude, int(np.max(divisor, initial=1)))
+    """The exact output of ``piece`` (one average node reading its input) on ``x``; None
+    when the piece is anything else (:class:`ExactReference`, for one input)."""
+    reference = ExactReference.of(piece)
+    return reference.mean(x) if reference is not None else None
 
 
 def summation_bound(mean: ExactMean, dtype: np.dtype) -> float:
@@ -116,23 +138,27 @@ def _window_sums(x: np.ndarray, spec: PoolSpec) -> np.ndarray:
     return x
 
 
-def _reduce_mean(piece: onnx.ModelProto, x: np.ndarray) -> Optional[ExactMean]:
-    """A ReduceMean, run by onnxruntime in float64 as written (axes, keepdims, noop_with_empty_axes)."""
+def _float64_runner(piece: onnx.ModelProto) -> Optional[Callable[[np.ndarray], ExactMean]]:
+    """A ReduceMean run by onnxruntime in float64 as written (axes, keepdims,
+    noop_with_empty_axes), one session for every input; None without a float64 kernel."""
     from .runners import OrtRunner
 
     wide = onnx.ModelProto()
     wide.CopyFrom(piece)
     for value in list(wide.graph.input[:1]) + list(wide.graph.output):
         value.type.tensor_type.elem_type = onnx.TensorProto.DOUBLE
-    x64 = x.astype(np.float64)
+    x_name, y_name = wide.graph.input[0].name, wide.graph.output[0].name
     try:
         runner = OrtRunner(wide)
-        value = runner.run({wide.graph.input[0].name: x64})[wide.graph.output[0].name]
-        magnitude = runner.run({wide.graph.input[0].name: np.abs(x64)})[wide.graph.output[0].name]
     except Exception:  # no float64 kernel for this form: judged as before
         return None
-    count = max(1, x.size // max(1, value.size))
-    return ExactMean(value, float(np.max(magnitude, initial=0.0)), count)
+
+    def mean(x64: np.ndarray) -> ExactMean:
+        value = runner.run({x_name: x64})[y_name]
+        magnitude = runner.run({x_name: np.abs(x64)})[y_name]
+        return ExactMean(value, float(np.max(magnitude, initial=0.0)), max(1, x64.size // max(1, value.size)))
+
+    return mean
 
 
 def compare_with_exact(
@@ -144,7 +170,7 @@ def compare_with_exact(
     within :func:`summation_bound` (the last two only with the calibrated default: an
     explicit tolerance is the tolerance). Shape, dtype and non-finite values are checked
     against onnxruntime's output as for any node."""
-    from .comparator import OutputComparison
+    from .comparator import OutputComparison, ulp
 
     plain = comparator.compare(output, suite, runtime, candidate)
     if plain.note or not np.isfinite(plain.max_abs_error) or exact.value.shape != candidate.shape:
@@ -156,15 +182,13 @@ def compare_with_exact(
     error = float(np.max(np.abs(candidate[finite].astype(np.float64) - truth)))
     runtime_error = float(np.max(np.abs(runtime[finite].astype(np.float64) - truth)))
     scale = float(np.max(np.abs(truth)))
-    if runtime_error > max(CONSISTENCY_FACTOR * summation_bound(exact, candidate.dtype), comparator.fixed_allowed(candidate.dtype, scale)):
+    strict, bound = comparator.fixed_allowed(candidate.dtype, scale), summation_bound(exact, candidate.dtype)
+    if runtime_error > max(CONSISTENCY_FACTOR * bound, strict):
         return plain  # onnxruntime reads the node otherwise than rewriter.spec: its output decides
-    allowed = comparator.fixed_allowed(candidate.dtype, scale)
-    if comparator.noise_factor is not None:
-        allowed = max(allowed, RUNTIME_FACTOR * runtime_error, summation_bound(exact, candidate.dtype))
-    ulp = float(np.spacing(candidate.dtype.type(scale))) if scale > 0 else float(np.finfo(candidate.dtype).smallest_subnormal)
+    allowed = strict if comparator.noise_factor is None else max(strict, RUNTIME_FACTOR * runtime_error, bound)
     magnitude = exact.magnitude if exact.magnitude > 0 else 1.0
     return OutputComparison(
-        output, suite, error <= allowed, error, error / scale if scale > 0 else (0.0 if error == 0 else float("inf")), error / ulp,
-        allowed=allowed, strict_allowed=comparator.fixed_allowed(candidate.dtype, scale),
+        output, suite, error <= allowed, error, error / scale if scale > 0 else (0.0 if error == 0 else float("inf")),
+        error / ulp(candidate.dtype, scale), allowed=allowed, strict_allowed=strict,
         exact_error=error / magnitude, runtime_error=runtime_error / magnitude,
     )

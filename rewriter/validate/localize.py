@@ -23,7 +23,7 @@ from ..ops import ONNX_DOMAINS, POOL_OPS
 from ..reductions import ReduceChain, pooling_reductions
 from .arrays import all_finite
 from .comparator import OutputComparison, ToleranceComparator, compare_exact
-from .exact import compare_with_exact, exact_mean
+from .exact import ExactReference, compare_with_exact
 from .inputs import InputDescription, InputSuite, make_feeds
 from .quantized import AS_WRITTEN, INTEGER_KERNELS, INTEGER_SUITES, QdqIndex, integer_values, through_qdq
 from .runners import OrtRunner
@@ -258,6 +258,8 @@ def check_node(
                             OrtRunner(pieces[1], optimization=INTEGER_KERNELS)))
         check.levels = [level for level, _, _ in runners]
         ties = _tie_check(node, original, start) if allow_ties else None
+        # A float average is judged against its exact value, prepared once for every input.
+        reference = ExactReference.of(pieces[0]) if start.zero_point is None else None
     except _NotLocalizable as err:
         check.note = str(err)
         return check
@@ -292,7 +294,7 @@ def check_node(
     for suite_name, x in node_inputs():
         if suite_name == "user" or all_finite([x]):  # the rewrite is exact for finite inputs only (see README)
             # A sum is judged against its exact value, not against onnxruntime's rounding of it.
-            exact = exact_mean(pieces[0], x) if start.zero_point is None else None
+            exact = reference.mean(x) if reference is not None else None
             for level, ref_runner, cand_runner in runners:
                 try:
                     expected = ref_runner.run({x_name: x})[y_name]

@@ -223,6 +223,7 @@ def _measure_noise(
             raise ValidationSetupError(f"the original model does not load in onnxruntime at {NOISE_OPTIMIZATION}: {first_line(err)}") from err
         return []
     noise = []
+    rounding = RoundingFloor(original, reference)
     for index, run_name in enumerate(reference.run_names):
         if progress:
             progress(f"validating: the original's own rounding noise on {run_name} inputs ({index + 1}/{len(reference.run_names)})")
@@ -237,13 +238,13 @@ def _measure_noise(
         floors = noise_of_run(expected, optimized, names)
         suspects = [name for name, floor in floors.items() if suspect(floor, expected[name])]
         if suspects:
-            rounding = rounding_floor(original, reference, index, expected, suspects)
-            floors.update({name: judge_optimizer_floor(floors[name], rounding.get(name)) for name in suspects})
+            moved = rounding.measure(index, expected, suspects)
+            floors.update({name: judge_optimizer_floor(floors[name], moved.get(name)) for name in suspects})
         noise.append(floors)
         if keep:
             reference.optimized.append({name: reference.spill.keep(optimized[name]) for name in names})
         del optimized, expected
-    del runner
+    del runner, rounding
     model_io.release_freed_memory()
     faults = _fault_warning(reference, noise)
     if faults:
@@ -251,25 +252,42 @@ def _measure_noise(
     return noise
 
 
-def rounding_floor(
-    original: onnx.ModelProto, reference: ReferenceRun, index: int, expected: Mapping[str, np.ndarray], names: Sequence[str]
-) -> dict[str, float]:
-    """How far rounding-sized errors where the network computes move each of ``names`` on
-    run ``index`` (see :mod:`rewriter.validate.noise`); empty when it cannot be measured."""
-    targets = rounding_targets(original, reference.types, reference.ranks)
-    if not targets:
-        return {}
-    try:
-        with perturbed(original, targets, relative=True) as model:
-            runner = OrtRunner(model)
-        scalars = {}
+class RoundingFloor:
+    """How far rounding-sized errors where the network computes move the original's outputs
+    (see :mod:`rewriter.validate.noise`): its perturbed session is made on the first
+    measurement and reused for every run."""
+
+    def __init__(self, original: onnx.ModelProto, reference: ReferenceRun) -> None:
+        self.original, self.reference = original, reference
+        self._runner: Any = None
+        self._scalars: dict[str, np.ndarray] = {}
+        self._broken = False
+
+    def measure(self, index: int, expected: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, float]:
+        """The floor of each of ``names`` on run ``index``; empty when it cannot be measured."""
+        if self._runner is None and not self._broken:
+            self._start()
+        if self._runner is None:
+            return {}
+        try:
+            moved = self._runner.run({**self.reference.suite_feeds(index), **self._scalars})
+        except Exception:  # a model the perturbation breaks: the optimizer's floor stays unjudged
+            return {}
+        return {name: output_noise(expected[name], moved[name]).max_abs for name in names if name in moved}
+
+    def _start(self) -> None:
+        targets = rounding_targets(self.original, self.reference.types, self.reference.ranks)
+        try:
+            if not targets:
+                raise ValueError("nothing to move")
+            with perturbed(self.original, targets, relative=True) as model:
+                self._runner = OrtRunner(model)
+        except Exception:
+            self._broken = True
+            return
         for t in targets:
             dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)
-            scalars[t.spread], scalars[t.shift] = np.array(ROUNDING_EPSILON, dtype), np.array(0.0, dtype)
-        moved = runner.run({**reference.suite_feeds(index), **scalars})
-    except Exception:  # a model the perturbation breaks: the optimizer's floor stays unjudged
-        return {}
-    return {name: output_noise(expected[name], moved[name]).max_abs for name in names if name in moved}
+            self._scalars[t.spread], self._scalars[t.shift] = np.array(ROUNDING_EPSILON, dtype), np.array(0.0, dtype)
 
 
 def _fault_warning(reference: ReferenceRun, noise: Sequence[Mapping[str, OutputNoise]]) -> str:
