@@ -26,6 +26,8 @@ from onnx import helper
 
 from .arrays import finite_difference
 from ..graphs import producers
+from ..ops import MAX_POOL_OPS, ONNX_DOMAINS
+from .quantized import SHAPE_ONLY_OPS
 
 # Another legitimate execution of the original: every fusion onnxruntime has.
 NOISE_OPTIMIZATION = "ORT_ENABLE_ALL"
@@ -168,12 +170,10 @@ ROUNDING_EPSILON = 2.0 ** -20  # 16 float32 ulps: more than a reordered or fused
 SUSPECT_ULPS = 1024.0  # an optimizer floor below this many ulps of max |output| is taken as rounding without a check
 FAULT_FACTOR = 100.0
 # Ops whose outputs are moved: everything but what only moves, picks or describes values.
-_NOT_COMPUTING = frozenset({
-    "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Expand", "Slice", "Gather", "GatherElements",
-    "GatherND", "Split", "Concat", "Tile", "DepthToSpace", "SpaceToDepth", "Shape", "Size", "Constant", "ConstantOfShape",
-    "Cast", "CastLike", "MaxPool", "GlobalMaxPool", "ReduceMax", "ReduceMin", "Max", "Min", "Relu", "Pad", "Resize",
-    "Upsample", "Where", "TopK", "ArgMax", "ArgMin", "NonZero", "Range", "If", "Loop", "Scan", "QuantizeLinear",
-    "DequantizeLinear", "Dropout",
+_NOT_COMPUTING = frozenset(SHAPE_ONLY_OPS | MAX_POOL_OPS | {
+    "GatherElements", "GatherND", "Shape", "Size", "Constant", "ConstantOfShape", "Cast", "CastLike", "ReduceMax",
+    "ReduceMin", "Max", "Min", "Relu", "Pad", "Resize", "Upsample", "Where", "TopK", "ArgMax", "ArgMin", "NonZero",
+    "Range", "If", "Loop", "Scan", "QuantizeLinear", "DequantizeLinear", "Dropout",
 })
 _FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}
 
@@ -187,7 +187,7 @@ def rounding_targets(model: onnx.ModelProto, elem_types: Mapping[str, int], rank
         if all(i in constant or not i for i in node.input):  # folds to a constant
             constant.update(node.output)
             continue
-        if node.op_type in _NOT_COMPUTING or node.domain not in ("", "ai.onnx"):
+        if node.op_type in _NOT_COMPUTING or node.domain not in ONNX_DOMAINS:
             continue
         for name in node.output:
             if name and elem_types.get(name) in _FLOATS and ranks.get(name, 0) >= 2:
